@@ -1,0 +1,223 @@
+"""Settings read from the environment, one class per mode.
+
+``settings_for()`` turns the environment into a plain dict for
+``app.config``. Nothing here runs at import time: the environment is read
+when an app is created, so tests can build differently-configured apps.
+"""
+
+import os
+import secrets
+from datetime import timedelta
+
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+MODES = ("development", "testing", "production")
+MIN_SECRET_BYTES = 32
+MIN_PRODUCTION_BCRYPT_ROUNDS = 12
+POST_TEXT_MAX_BYTES = 1024 * 1024
+# A 1 MiB text can be 6 MiB of JSON when every byte is sent as a \uXXXX
+# escape; the body cap leaves room for that and the envelope, no more.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+class ConfigError(SystemExit):
+    """A setting is missing or unsafe.
+
+    A ``SystemExit`` so that ``flask``, ``waitress-serve`` and ``wsgi.py``
+    stop with this one line on stderr and exit status 1, not a traceback.
+    """
+
+    def __init__(self, message):
+        super().__init__(f"postservice: configuration error: {message}")
+
+
+def _int(env, name, default, minimum=None):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env, name, default):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be above zero, got {raw!r}")
+    return value
+
+
+class Config:
+    """Defaults shared by every mode; each can be overridden from the environment."""
+
+    BCRYPT_ROUNDS = 12
+    JWT_ACCESS_TOKEN_EXPIRES = 3600
+    POSTS_CACHE_TTL = 300
+    DEBUG = False
+    TESTING = False
+
+    @classmethod
+    def from_env(cls, env, instance_path):
+        database_url = env.get("DATABASE_URL") or (
+            "sqlite:///" + os.path.join(instance_path, "postservice.sqlite")
+        )
+        settings = {
+            "MODE": cls.MODE,
+            "DEBUG": cls.DEBUG,
+            "TESTING": cls.TESTING,
+            "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
+            "POST_TEXT_MAX_BYTES": POST_TEXT_MAX_BYTES,
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "JWT_SECRET_KEY": env.get("JWT_SECRET_KEY") or None,
+            "JWT_ACCESS_TOKEN_EXPIRES": timedelta(
+                seconds=_int(
+                    env, "JWT_ACCESS_TOKEN_EXPIRES", cls.JWT_ACCESS_TOKEN_EXPIRES, 1
+                )
+            ),
+            "BCRYPT_ROUNDS": _int(env, "BCRYPT_ROUNDS", cls.BCRYPT_ROUNDS, 4),
+            "POSTS_CACHE_TTL": _int(env, "POSTS_CACHE_TTL", cls.POSTS_CACHE_TTL, 1),
+            "REDIS_URL": env.get("REDIS_URL") or None,
+            "REDIS_TIMEOUT": _float(env, "REDIS_TIMEOUT", 0.25),
+            "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 10, 1),
+            "DATABASE_CONNECT_TIMEOUT": _int(env, "DATABASE_CONNECT_TIMEOUT", 3, 1),
+        }
+        if settings["BCRYPT_ROUNDS"] > 31:
+            raise ConfigError("BCRYPT_ROUNDS must be at most 31")
+        return settings
+
+
+class DevelopmentConfig(Config):
+    MODE = "development"
+    DEBUG = False  # the debugger would turn errors into HTML pages
+
+
+class TestingConfig(Config):
+    MODE = "testing"
+    TESTING = True
+    BCRYPT_ROUNDS = 4
+
+
+class ProductionConfig(Config):
+    MODE = "production"
+
+
+CONFIGS = {c.MODE: c for c in (DevelopmentConfig, TestingConfig, ProductionConfig)}
+
+
+def settings_for(env, instance_path, overrides=None):
+    """Build the app settings from ``env`` (usually ``os.environ``).
+
+    ``overrides`` (a dict, used by tests) wins over the environment, and the
+    result is checked as a whole so that overrides cannot bypass the
+    production rules.
+
+    Raises ``ConfigError`` for an unknown mode, an unreadable number, or an
+    unsafe production setting.
+    """
+    overrides = dict(overrides or {})
+    mode = overrides.pop("MODE", None) or env.get("POSTSERVICE_ENV") or "development"
+    if mode not in CONFIGS:
+        raise ConfigError(
+            f"POSTSERVICE_ENV must be one of {', '.join(MODES)}, got {mode!r}"
+        )
+    settings = CONFIGS[mode].from_env(env, instance_path)
+    settings.update(overrides)
+    _check_secret(settings)
+    for key, value in _derived(settings).items():
+        settings.setdefault(key, value)  # an override of a library setting wins
+    return settings
+
+
+def _check_secret(settings):
+    secret = settings["JWT_SECRET_KEY"]
+    if settings["MODE"] == "production":
+        if not secret:
+            raise ConfigError("JWT_SECRET_KEY is required in production")
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"JWT_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes "
+                "in production"
+            )
+        if settings["BCRYPT_ROUNDS"] < MIN_PRODUCTION_BCRYPT_ROUNDS:
+            raise ConfigError(
+                f"BCRYPT_ROUNDS must be at least {MIN_PRODUCTION_BCRYPT_ROUNDS} "
+                "in production"
+            )
+    elif not secret:
+        settings["JWT_SECRET_KEY"] = None  # filled in by the factory
+
+
+def _derived(settings):
+    """Library settings that follow from ours."""
+    url = settings["SQLALCHEMY_DATABASE_URI"]
+    engine = {"pool_pre_ping": True}
+    if url.startswith(("mysql", "mariadb")):
+        engine.update(
+            # Below MySQL's default wait_timeout, so idle connections are
+            # replaced before the server drops them.
+            pool_recycle=1800,
+            pool_size=settings["DATABASE_POOL_SIZE"],
+            max_overflow=5,
+            pool_timeout=5,
+            connect_args={
+                "connect_timeout": settings["DATABASE_CONNECT_TIMEOUT"],
+                "charset": "utf8mb4",
+            },
+        )
+    derived = {
+        "SQLALCHEMY_ENGINE_OPTIONS": engine,
+        "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+        "JWT_TOKEN_LOCATION": ["headers"],
+        "JWT_ALGORITHM": "HS256",
+        "JWT_DECODE_ALGORITHMS": ["HS256"],
+        "JWT_ERROR_MESSAGE_KEY": "detail",
+        "CACHE_KEY_PREFIX": "postservice:",
+        "CACHE_DEFAULT_TIMEOUT": settings["POSTS_CACHE_TTL"],
+    }
+    if settings["REDIS_URL"]:
+        timeout = settings["REDIS_TIMEOUT"]
+        derived.update(
+            CACHE_TYPE="postservice.cache_store.RedisBytesCache",
+            CACHE_REDIS_URL=settings["REDIS_URL"],
+            # redis-py retries and waits seconds by default; the cache is an
+            # optimisation, so fail fast and let the caller use the database.
+            CACHE_OPTIONS={
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "retry": Retry(NoBackoff(), 0),
+            },
+        )
+    else:
+        derived.update(CACHE_TYPE="SimpleCache", CACHE_THRESHOLD=10000)
+    return derived
+
+
+def development_secret(instance_path):
+    """A per-installation signing key for development, kept in the instance folder.
+
+    Generated once so tokens survive a restart, and never committed.
+    """
+    path = os.path.join(instance_path, "jwt-secret")
+    try:
+        with open(path, encoding="ascii") as fh:
+            secret = fh.read().strip()
+        if secret:
+            return secret
+    except FileNotFoundError:
+        pass
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(secret)
+    return secret

@@ -1,0 +1,63 @@
+"""postservice: user accounts and their text posts, as a JSON API."""
+
+import logging
+import os
+import secrets
+
+from flask import Flask
+
+import config as settings
+
+from . import auth, errors
+from .extensions import cache, db, jwt, migrate
+from .posts import cache as posts_cache
+from .posts.routes import bp as posts_bp
+from .users.routes import bp as users_bp
+
+
+def create_app(config=None):
+    """Build an app; ``config`` is a dict of settings that win over the environment.
+
+    Raises ``config.ConfigError`` (a ``SystemExit``) for unsafe or unreadable settings.
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(
+        settings.settings_for(os.environ, app.instance_path, config)
+    )
+    if not app.config["JWT_SECRET_KEY"]:
+        app.config["JWT_SECRET_KEY"] = (
+            settings.development_secret(app.instance_path)
+            if app.config["MODE"] == "development"
+            else secrets.token_urlsafe(48)
+        )
+    app.request_class = errors.JSONRequest
+    # Non-ASCII would otherwise cost six bytes a character in every response.
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+
+    register_extensions(app)
+    register_blueprints(app)
+    errors.register_error_handlers(app)
+    logging.basicConfig(level=logging.INFO)  # no-op when the server configured logging
+    return app
+
+
+def register_extensions(app):
+    db.init_app(app)
+    migrate.init_app(app, db, directory=_migrations_dir(app), compare_type=True)
+    jwt.init_app(app)
+    auth.register_jwt_callbacks()
+    cache.init_app(app)
+    posts_cache.init_app(app)
+
+
+def _migrations_dir(app):
+    """The committed migrations beside the package, wherever the command runs from."""
+    beside_package = os.path.join(os.path.dirname(app.root_path), "migrations")
+    return beside_package if os.path.isdir(beside_package) else "migrations"
+
+
+def register_blueprints(app):
+    app.register_blueprint(users_bp)
+    app.register_blueprint(posts_bp)

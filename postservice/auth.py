@@ -1,0 +1,54 @@
+"""Everything about tokens: issuing them, and the 401s for every way they fail.
+
+Flask-JWT-Extended answers bad signatures, malformed tokens and wrong
+algorithms with 422 and ``{"msg": ...}`` by default. The API promises 401
+with ``WWW-Authenticate: Bearer`` and ``{"detail": ...}`` for all of them.
+"""
+
+from flask_jwt_extended import create_access_token, get_jwt_identity
+
+from .errors import BEARER, Unauthorized, error_response
+from .extensions import jwt
+
+
+def token_response(user_id):
+    """The body returned by register and login."""
+    # PyJWT requires "sub" to be a string; an int would make every later
+    # request with the token fail verification.
+    return {
+        "access_token": create_access_token(identity=str(user_id)),
+        "token_type": "bearer",
+    }
+
+
+def current_user_id():
+    """The id of the caller; only for views behind ``@jwt_required()``."""
+    identity = get_jwt_identity()
+    try:
+        return int(identity)
+    except (TypeError, ValueError):
+        raise Unauthorized("Could not validate credentials") from None
+
+
+def _unauthorized(detail):
+    return error_response(401, detail, BEARER)
+
+
+def register_jwt_callbacks():
+    jwt.unauthorized_loader(lambda reason: _unauthorized("Not authenticated"))
+    jwt.invalid_token_loader(
+        lambda reason: _unauthorized("Could not validate credentials")
+    )
+    jwt.expired_token_loader(lambda header, payload: _unauthorized("Token has expired"))
+    jwt.revoked_token_loader(
+        lambda header, payload: _unauthorized("Token has been revoked")
+    )
+    jwt.user_lookup_error_loader(
+        lambda header, payload: _unauthorized("Could not validate credentials")
+    )
+    jwt.token_verification_failed_loader(
+        lambda header, payload: _unauthorized("Could not validate credentials")
+    )
+    jwt.needs_fresh_token_loader(
+        lambda header, payload: _unauthorized("Fresh token required")
+    )

@@ -1,0 +1,106 @@
+"""One JSON error shape, ``{"detail": ...}``, for every error the app returns.
+
+Registered on the app rather than a blueprint: blueprint handlers never see
+routing 404/405 or the 413 raised while the body is read.
+"""
+
+import contextlib
+import logging
+
+from flask import Request, jsonify
+from marshmallow import ValidationError
+from sqlalchemy import exc as sa_exc
+from werkzeug.exceptions import HTTPException
+
+from .extensions import db
+
+log = logging.getLogger(__name__)
+
+BEARER = {"WWW-Authenticate": "Bearer"}
+
+
+class APIError(Exception):
+    """An error answered as ``{"detail": detail}`` with ``status``."""
+
+    def __init__(self, status, detail, *, headers=None, errors=None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+        self.errors = errors
+
+
+class Unauthorized(APIError):
+    def __init__(self, detail="Not authenticated"):
+        super().__init__(401, detail, headers=BEARER)
+
+
+class NotFound(APIError):
+    def __init__(self, detail):
+        super().__init__(404, detail)
+
+
+class PayloadTooLarge(APIError):
+    def __init__(self, detail):
+        super().__init__(413, detail)
+
+
+class JSONRequest(Request):
+    """Reports an unusable JSON body in our error shape instead of Flask's HTML."""
+
+    def on_json_loading_failed(self, e):
+        if e is None:
+            raise APIError(415, "Content-Type must be application/json")
+        raise APIError(400, "Request body is not valid JSON in UTF-8")
+
+
+def error_response(status, detail, headers=None, errors=None):
+    body = {"detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.extend(headers or {})
+    return response
+
+
+def handle_api_error(e):
+    return error_response(e.status, e.detail, e.headers, e.errors)
+
+
+def handle_validation_error(e):
+    # Which field failed and why, e.g. {"email": ["Not a valid email address."]}.
+    return error_response(422, "Invalid input", errors=e.normalized_messages())
+
+
+def handle_http_exception(e):
+    # Keep headers such as Allow on 405, drop Werkzeug's HTML content type.
+    headers = [(k, v) for k, v in e.get_headers() if k.lower() != "content-type"]
+    return error_response(e.code, e.name, headers)
+
+
+def handle_database_unavailable(e):
+    log.warning("database unavailable: %s", e.__class__.__name__, exc_info=e)
+    # The connection may already be gone; the pool replaces it either way.
+    with contextlib.suppress(Exception):
+        db.session.rollback()
+    return error_response(503, "Database unavailable", {"Retry-After": "1"})
+
+
+def handle_unexpected(e):
+    log.exception("unhandled error", exc_info=e)
+    return error_response(500, "Internal Server Error")
+
+
+def register_error_handlers(app):
+    app.register_error_handler(APIError, handle_api_error)
+    app.register_error_handler(ValidationError, handle_validation_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    for error in (
+        sa_exc.OperationalError,
+        sa_exc.InterfaceError,
+        sa_exc.TimeoutError,
+        sa_exc.DisconnectionError,
+    ):
+        app.register_error_handler(error, handle_database_unavailable)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,46 @@
+"""The database tables: users and their posts."""
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .extensions import db
+
+# MySQL TEXT holds 65,535 bytes; a post may hold 1 MiB.
+POST_TEXT_TYPE = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+# Emails are normalised before they are stored, so they are compared byte for
+# byte; a case- or accent-insensitive collation would make distinct
+# addresses collide on MySQL only.
+EMAIL_TYPE = String(254).with_variant(
+    mysql.VARCHAR(254, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
+TABLE_ARGS = {
+    # Emoji are four bytes; MySQL's legacy utf8 and latin1 cannot store them.
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_unicode_ci",
+    "mysql_engine": "InnoDB",
+    # SQLite would otherwise hand a deleted row's id to the next row: a new
+    # user would inherit the old one's cache entries, a new post an old link.
+    "sqlite_autoincrement": True,
+}
+ID_MAX = 2**31 - 1  # the largest INTEGER id on every backend
+
+
+class User(db.Model):
+    __tablename__ = "users"
+    __table_args__ = TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(EMAIL_TYPE, unique=True)
+    password_hash: Mapped[str] = mapped_column(String(60))
+
+
+class Post(db.Model):
+    __tablename__ = "posts"
+    __table_args__ = TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    text: Mapped[str] = mapped_column(POST_TEXT_TYPE)

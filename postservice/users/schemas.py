@@ -1,0 +1,42 @@
+"""Wire format of the account endpoints."""
+
+from marshmallow import fields, validate
+
+from ..validation import MaxUtf8Bytes, RequestSchema, UnicodeString
+
+PASSWORD_MIN_CHARS = 8
+# bcrypt reads at most 72 bytes; bcrypt 5 raises beyond that instead of
+# truncating, so longer passwords are refused rather than silently cut.
+PASSWORD_MAX_BYTES = 72
+EMAIL_MAX_CHARS = 254
+
+
+class NormalizedEmail(fields.Email):
+    """An email address, trimmed and lower-cased so lookups ignore case."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        email = super()._deserialize(value, attr, data, **kwargs)
+        UnicodeString.utf8_size(email)
+        return email.strip().lower()
+
+
+class RegisterSchema(RequestSchema):
+    email = NormalizedEmail(
+        required=True, validate=validate.Length(max=EMAIL_MAX_CHARS)
+    )
+    password = UnicodeString(
+        required=True,
+        validate=[
+            validate.Length(min=PASSWORD_MIN_CHARS),
+            MaxUtf8Bytes(PASSWORD_MAX_BYTES),
+        ],
+    )
+
+
+class LoginSchema(RequestSchema):
+    email = NormalizedEmail(
+        required=True, validate=validate.Length(max=EMAIL_MAX_CHARS)
+    )
+    # Any non-empty string: a password that could never have been registered
+    # is simply wrong (401), not invalid input.
+    password = UnicodeString(required=True, validate=validate.Length(min=1))

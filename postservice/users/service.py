@@ -1,0 +1,61 @@
+"""Account rules: registration and login."""
+
+import bcrypt
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import APIError, NotFound, Unauthorized
+from ..extensions import db
+from ..models import User
+from .schemas import PASSWORD_MAX_BYTES
+
+
+class EmailTaken(APIError):
+    def __init__(self):
+        super().__init__(400, "User already exists")
+
+
+def hash_password(password):
+    rounds = current_app.config["BCRYPT_ROUNDS"]
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode("ascii")
+
+
+def password_matches(password, password_hash):
+    encoded = password.encode()
+    # bcrypt 5 raises on more than 72 bytes; no such password was ever stored.
+    if len(encoded) > PASSWORD_MAX_BYTES:
+        return False
+    return bcrypt.checkpw(encoded, password_hash.encode("ascii"))
+
+
+def register(*, email, password):
+    """Create the account and return it.
+
+    Raises ``EmailTaken`` when the email is registered, also when another
+    request registers it at the same moment (the unique index decides).
+    """
+    if db.session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise EmailTaken()
+    user = User(email=email, password_hash=hash_password(password))
+    db.session.add(user)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise EmailTaken() from None
+    return user
+
+
+def authenticate(*, email, password):
+    """The user with these credentials.
+
+    Raises ``NotFound`` for an unknown email and ``Unauthorized`` for a
+    wrong password, as the API has always answered.
+    """
+    user = db.session.scalar(select(User).where(User.email == email))
+    if user is None:
+        raise NotFound("User not found")
+    if not password_matches(password, user.password_hash):
+        raise Unauthorized("Incorrect password")
+    return user

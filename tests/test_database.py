@@ -1,0 +1,67 @@
+"""Recovery from database connections that died while idle in the pool."""
+
+import pymysql
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from postservice.extensions import db
+
+from .conftest import PASSWORD, AuthActions
+
+
+def kill_idle_connections(app):
+    """Kill the pool's idle connections behind its back, as a database restart would.
+
+    Returns how many were killed. Nothing is checked out, so the pool learns
+    of it only when it next hands one out.
+    """
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        idle = list(engine.pool._pool.queue)  # SQLite: no server to kill them
+        for record in idle:
+            record.dbapi_connection.close()
+        return len(idle)
+    url = engine.url
+    killer = pymysql.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+    )
+    try:
+        with killer.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM information_schema.processlist"
+                " WHERE db = %s AND id <> CONNECTION_ID()",
+                (url.database,),
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+            for thread_id in ids:
+                cursor.execute(f"KILL {int(thread_id)}")
+    finally:
+        killer.close()
+    return len(ids)
+
+
+def test_requests_succeed_after_idle_connections_died(app):
+    actions = AuthActions(app.test_client())
+    headers = actions.register("survivor@example.com")
+    actions.add_post(headers, "kept")
+    assert kill_idle_connections(app) >= 1
+    login = actions.client.post(
+        "/api/v1/users/login",
+        json={"email": "survivor@example.com", "password": PASSWORD},
+    )
+    assert login.status_code == 200, login.get_data(as_text=True)
+    assert [post["text"] for post in actions.posts(headers)] == ["kept"]
+
+
+def test_killed_connections_really_are_dead_without_pre_ping(make_app):
+    """Guards the test above: what it kills fails when nothing pings it first."""
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": False})
+    AuthActions(app.test_client()).register("fragile@example.com")
+    assert kill_idle_connections(app) >= 1
+    with app.app_context(), pytest.raises(DBAPIError):
+        db.session.execute(text("SELECT 1"))

@@ -1,0 +1,3 @@
+from postservice import create_app
+
+app = create_app()

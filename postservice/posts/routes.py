@@ -33,4 +33,6 @@ def get_posts():
 @jwt_required()
 def delete_post(post_id):
     service.delete_post(user_id=current_user_id(), post_id=post_id)
-    return "", 204
+    response = Response(status=204)
+    del response.headers["Content-Type"]  # there is no content to have a type
+    return response

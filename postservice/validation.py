@@ -3,6 +3,8 @@
 from flask import request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
+from .errors import APIError
+
 
 class RequestSchema(Schema):
     class Meta:
@@ -51,4 +53,9 @@ def load_body(schema):
 
     Raises ``APIError`` (415 not JSON, 400 malformed) or ``ValidationError`` (422).
     """
-    return schema.load(request.get_json())
+    try:
+        payload = request.get_json()
+    except RecursionError:
+        # json raises this, not ValueError, for very deeply nested input.
+        raise APIError(400, "Request body is nested too deeply") from None
+    return schema.load(payload)

@@ -1,6 +1,6 @@
 """Wire format of the account endpoints."""
 
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 
 from ..validation import MaxUtf8Bytes, RequestSchema, UnicodeString
 
@@ -15,15 +15,16 @@ class NormalizedEmail(fields.Email):
     """An email address, trimmed and lower-cased so lookups ignore case."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        email = super()._deserialize(value, attr, data, **kwargs)
+        email = super()._deserialize(value, attr, data, **kwargs).strip().lower()
         UnicodeString.utf8_size(email)
-        return email.strip().lower()
+        # Checked here, before the address pattern runs on arbitrarily long input.
+        if len(email) > EMAIL_MAX_CHARS:
+            raise ValidationError(f"Longer than {EMAIL_MAX_CHARS} characters.")
+        return email
 
 
 class RegisterSchema(RequestSchema):
-    email = NormalizedEmail(
-        required=True, validate=validate.Length(max=EMAIL_MAX_CHARS)
-    )
+    email = NormalizedEmail(required=True)
     password = UnicodeString(
         required=True,
         validate=[
@@ -34,9 +35,7 @@ class RegisterSchema(RequestSchema):
 
 
 class LoginSchema(RequestSchema):
-    email = NormalizedEmail(
-        required=True, validate=validate.Length(max=EMAIL_MAX_CHARS)
-    )
+    email = NormalizedEmail(required=True)
     # Any non-empty string: a password that could never have been registered
     # is simply wrong (401), not invalid input.
     password = UnicodeString(required=True, validate=validate.Length(min=1))

@@ -5,6 +5,7 @@ import os
 import secrets
 
 from flask import Flask
+from sqlalchemy import event
 
 import config as settings
 
@@ -45,11 +46,20 @@ def create_app(config=None):
 
 def register_extensions(app):
     db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            # SQLite ignores foreign keys unless asked on every connection;
+            # without them a post could outlive its user.
+            event.listen(db.engine, "connect", _enforce_foreign_keys)
     migrate.init_app(app, db, directory=_migrations_dir(app), compare_type=True)
     jwt.init_app(app)
     auth.register_jwt_callbacks()
     cache.init_app(app)
     posts_cache.init_app(app)
+
+
+def _enforce_foreign_keys(dbapi_connection, connection_record):
+    dbapi_connection.execute("PRAGMA foreign_keys = ON")
 
 
 def _migrations_dir(app):

@@ -65,3 +65,20 @@ def test_killed_connections_really_are_dead_without_pre_ping(make_app):
     assert kill_idle_connections(app) >= 1
     with app.app_context(), pytest.raises(DBAPIError):
         db.session.execute(text("SELECT 1"))
+
+
+def test_token_of_a_deleted_account_cannot_add_posts(app, auth, client):
+    headers = auth.register("gone@example.com")
+    auth.add_post(headers, "orphan-to-be")
+    with app.app_context():
+        db.session.execute(text("DELETE FROM users WHERE email = 'gone@example.com'"))
+        db.session.commit()
+        # The schema's ON DELETE CASCADE removed the posts, on every backend.
+        assert db.session.execute(text("SELECT COUNT(*) FROM posts")).scalar() == 0
+    response = client.post(
+        "/api/v1/posts/add-post", json={"text": "orphan"}, headers=headers
+    )
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    with app.app_context():
+        assert db.session.execute(text("SELECT COUNT(*) FROM posts")).scalar() == 0

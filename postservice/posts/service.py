@@ -3,18 +3,26 @@
 import json
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
-from ..errors import NotFound
+from ..errors import NotFound, Unauthorized
 from ..extensions import db
 from ..models import Post
 from . import cache
 
 
 def add_post(*, user_id, text):
-    """Store the post and return its id; the user's cached listing is invalidated."""
+    """Store the post and return its id; the user's cached listing is invalidated.
+
+    Raises ``Unauthorized`` when the token's user no longer exists.
+    """
     post = Post(user_id=user_id, text=text)
     db.session.add(post)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # the foreign key: the account was deleted
+        db.session.rollback()
+        raise Unauthorized("Could not validate credentials") from None
     cache.invalidate(user_id)
     return post.id
 

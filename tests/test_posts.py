@@ -1,0 +1,262 @@
+"""Posts: add-post, get-posts and delete-post, each for the caller's own posts."""
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from postservice.extensions import db
+from postservice.models import Post
+
+ADD_POST = "/api/v1/posts/add-post"
+GET_POSTS = "/api/v1/posts/get-posts"
+DELETE_POST = "/api/v1/posts/delete-post/"
+MIB = 1024 * 1024
+
+
+def add(client, headers, text):
+    return client.post(ADD_POST, json={"text": text}, headers=headers)
+
+
+def add_raw(client, headers, body):
+    """POST ``body`` (a str of JSON) as it is, escapes and all."""
+    return client.post(
+        ADD_POST, data=body, content_type="application/json", headers=headers
+    )
+
+
+def delete(client, headers, post_id):
+    return client.delete(f"{DELETE_POST}{post_id}", headers=headers)
+
+
+def post_count(app):
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Post))
+
+
+def assert_stored_nothing(app, auth, headers):
+    assert auth.posts(headers) == []
+    assert post_count(app) == 0
+
+
+# --- add-post ---------------------------------------------------------------
+
+
+def test_add_post_returns_the_new_id(app, client, auth):
+    headers = auth.register()
+    response = add(client, headers, "hello")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert set(response.json) == {"PostID", "detail"}
+    assert response.json["detail"] == "Post created"
+    assert type(response.json["PostID"]) is int
+    assert auth.posts(headers) == [{"id": response.json["PostID"], "text": "hello"}]
+
+
+def test_add_post_without_token_is_401(app, client):
+    response = client.post(ADD_POST, json={"text": "hello"})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert post_count(app) == 0
+
+
+TEXTS_OF_EXACTLY_1_MIB = {
+    "ascii": "a" * MIB,
+    "emoji": "😀" * (MIB // 4),
+    "ends in multi-byte": "a" * (MIB - 3) + "€",
+}
+
+
+@pytest.mark.parametrize(
+    "text", list(TEXTS_OF_EXACTLY_1_MIB.values()), ids=list(TEXTS_OF_EXACTLY_1_MIB)
+)
+def test_text_of_exactly_1_mib_is_stored_byte_identical(client, auth, text):
+    assert len(text.encode("utf-8")) == MIB
+    headers = auth.register()
+    post_id = auth.add_post(headers, text)
+    response = client.get(GET_POSTS, headers=headers)
+    assert response.json == [{"id": post_id, "text": text}]
+    assert text.encode("utf-8") in response.data  # raw UTF-8, not \u escapes
+    assert b"\\u" not in response.data
+
+
+TEXTS_OVER_1_MIB = {
+    "ascii": "a" * (MIB + 1),
+    "emoji plus one": "😀" * (MIB // 4) + "a",
+    "multi-byte crosses the limit": "a" * (MIB - 2) + "€",
+}
+
+
+@pytest.mark.parametrize(
+    "text", list(TEXTS_OVER_1_MIB.values()), ids=list(TEXTS_OVER_1_MIB)
+)
+def test_text_over_1_mib_is_413_and_not_stored(app, client, auth, text):
+    assert len(text.encode("utf-8")) == MIB + 1
+    headers = auth.register()
+    response = add(client, headers, text)
+    assert response.status_code == 413
+    assert response.json == {"detail": "Text size exceeds 1MB"}
+    assert_stored_nothing(app, auth, headers)
+
+
+@pytest.mark.parametrize(
+    "text", ["\x01" * MIB, "😀" * (MIB // 4)], ids=["control chars", "emoji"]
+)
+def test_1_mib_text_sent_as_json_escapes_is_accepted(client, auth, text):
+    headers = auth.register()
+    body = json.dumps({"text": text}, ensure_ascii=True)
+    assert len(body) > 3 * MIB  # every character escaped on the wire
+    response = add_raw(client, headers, body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert auth.posts(headers) == [{"id": response.json["PostID"], "text": text}]
+
+
+def test_escaped_text_over_1_mib_is_413(app, client, auth):
+    headers = auth.register()
+    response = add_raw(client, headers, json.dumps({"text": "\x01" * (MIB + 1)}))
+    assert response.status_code == 413
+    assert response.json == {"detail": "Text size exceeds 1MB"}
+    assert_stored_nothing(app, auth, headers)
+
+
+INVALID_BODIES = {
+    "missing text": "{}",
+    "empty": '{"text": ""}',
+    "white space only": '{"text": "  \\t\\n "}',
+    "number": '{"text": 123}',
+    "null": '{"text": null}',
+    "list": '{"text": ["a"]}',
+    "lone surrogate": '{"text": "\\ud800"}',
+    "lone surrogate among text": '{"text": "ok \\udfff ok"}',
+}
+
+
+@pytest.mark.parametrize(
+    "body", list(INVALID_BODIES.values()), ids=list(INVALID_BODIES)
+)
+def test_invalid_text_is_422_naming_text(app, client, auth, body):
+    headers = auth.register()
+    response = add_raw(client, headers, body)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.json["detail"] == "Invalid input"
+    assert list(response.json["errors"]) == ["text"]
+    assert response.json["errors"]["text"]
+    assert_stored_nothing(app, auth, headers)
+
+
+def test_text_is_stored_exactly_as_sent(auth):
+    headers = auth.register()
+    text = "  zürich ☃ 😀 \x00 \t tail  "
+    post_id = auth.add_post(headers, text)
+    assert auth.posts(headers) == [{"id": post_id, "text": text}]
+
+
+# --- get-posts --------------------------------------------------------------
+
+
+def test_get_posts_is_empty_for_a_new_user(client, auth):
+    response = client.get(GET_POSTS, headers=auth.register())
+    assert response.status_code == 200
+    assert response.json == []
+
+
+def test_get_posts_lists_own_posts_oldest_first(auth):
+    headers = auth.register()
+    ids = [auth.add_post(headers, text) for text in ("one", "two", "three")]
+    assert ids == sorted(ids)
+    assert auth.posts(headers) == [
+        {"id": ids[0], "text": "one"},
+        {"id": ids[1], "text": "two"},
+        {"id": ids[2], "text": "three"},
+    ]
+
+
+def test_get_posts_never_shows_other_users_posts(auth):
+    alice, bob = auth.register(), auth.register()
+    alice_id = auth.add_post(alice, "alice's")
+    assert auth.posts(bob) == []
+    bob_id = auth.add_post(bob, "bob's")
+    assert auth.posts(alice) == [{"id": alice_id, "text": "alice's"}]
+    assert auth.posts(bob) == [{"id": bob_id, "text": "bob's"}]
+
+
+def test_get_posts_is_json(client, auth):
+    headers = auth.register()
+    auth.add_post(headers, "hello")
+    response = client.get(GET_POSTS, headers=headers)
+    assert response.mimetype == "application/json"
+    assert response.headers["Content-Type"].startswith("application/json")
+
+
+def test_get_posts_without_token_is_401(client):
+    response = client.get(GET_POSTS)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+# --- delete-post ------------------------------------------------------------
+
+
+def test_delete_post_is_204_with_empty_body(client, auth):
+    headers = auth.register()
+    post_id = auth.add_post(headers, "doomed")
+    response = delete(client, headers, post_id)
+    assert response.status_code == 204
+    assert response.data == b""
+    assert "Content-Type" not in response.headers
+
+
+def test_deleted_post_is_gone_and_others_stay(client, auth):
+    headers = auth.register()
+    doomed = auth.add_post(headers, "doomed")
+    kept = auth.add_post(headers, "kept")
+    assert delete(client, headers, doomed).status_code == 204
+    assert auth.posts(headers) == [{"id": kept, "text": "kept"}]
+
+
+def test_deleting_twice_is_404(client, auth):
+    headers = auth.register()
+    post_id = auth.add_post(headers, "doomed")
+    assert delete(client, headers, post_id).status_code == 204
+    response = delete(client, headers, post_id)
+    assert response.status_code == 404
+    assert response.json == {"detail": "Post not found"}
+
+
+def test_deleting_another_users_post_is_404_and_keeps_it(client, auth):
+    owner, intruder = auth.register(), auth.register()
+    post_id = auth.add_post(owner, "mine")
+    response = delete(client, intruder, post_id)
+    assert response.status_code == 404
+    assert response.json == {"detail": "Post not found"}
+    assert auth.posts(owner) == [{"id": post_id, "text": "mine"}]
+
+
+@pytest.mark.parametrize(
+    "post_id", ["abc", "-1", "1.5", "99999999999999999999", str(2**31), "0"]
+)
+def test_delete_of_impossible_id_is_404_json(app, client, auth, post_id):
+    headers = auth.register()
+    kept = auth.add_post(headers, "kept")
+    response = delete(client, headers, post_id)
+    assert response.status_code == 404
+    assert response.mimetype == "application/json"
+    assert response.json["detail"] in {"Not Found", "Post not found"}
+    assert auth.posts(headers) == [{"id": kept, "text": "kept"}]
+
+
+def test_delete_post_without_token_is_401(client, auth):
+    headers = auth.register()
+    post_id = auth.add_post(headers, "kept")
+    response = client.delete(f"{DELETE_POST}{post_id}")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert auth.posts(headers) == [{"id": post_id, "text": "kept"}]
+
+
+def test_ids_are_not_reused_after_delete(client, auth):
+    headers = auth.register()
+    auth.add_post(headers, "first")
+    latest = auth.add_post(headers, "latest")
+    assert delete(client, headers, latest).status_code == 204
+    assert auth.add_post(headers, "next") > latest

@@ -140,6 +140,7 @@ def settings_for(env, instance_path, overrides=None):
 
 
 def _check_secret(settings):
+    """Production must be given safe settings; other modes get a generated key."""
     secret = settings["JWT_SECRET_KEY"]
     if settings["MODE"] == "production":
         if not secret:
@@ -154,8 +155,6 @@ def _check_secret(settings):
                 f"BCRYPT_ROUNDS must be at least {MIN_PRODUCTION_BCRYPT_ROUNDS} "
                 "in production"
             )
-    elif not secret:
-        settings["JWT_SECRET_KEY"] = None  # filled in by the factory
 
 
 def _derived(settings):

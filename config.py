@@ -133,14 +133,14 @@ def settings_for(env, instance_path, overrides=None):
         )
     settings = CONFIGS[mode].from_env(env, instance_path)
     settings.update(overrides)
-    _check_secret(settings)
+    _check_production(settings)
     for key, value in _derived(settings).items():
         settings.setdefault(key, value)  # an override of a library setting wins
     return settings
 
 
-def _check_secret(settings):
-    """Production must be given safe settings; other modes get a generated key."""
+def _check_production(settings):
+    """Production refuses a missing or short signing key and a cheap bcrypt cost."""
     secret = settings["JWT_SECRET_KEY"]
     if settings["MODE"] == "production":
         if not secret:

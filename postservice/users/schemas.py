@@ -1,6 +1,6 @@
 """Wire format of the account endpoints."""
 
-from marshmallow import fields, validate
+from marshmallow import Schema, fields, validate
 
 from ..validation import MaxUtf8Bytes, RequestSchema, UnicodeString
 
@@ -40,3 +40,17 @@ class LoginSchema(RequestSchema):
     # Any non-empty string: a password that could never have been registered
     # is simply wrong (401), not invalid input.
     password = UnicodeString(required=True, validate=validate.Length(min=1))
+
+
+class TokenSchema(Schema):
+    access_token = fields.String(required=True, metadata={"description": "a JWT"})
+    token_type = fields.String(
+        required=True,
+        dump_default="bearer",
+        validate=validate.OneOf(["bearer"]),
+    )
+
+
+class UserSchema(Schema):
+    id = fields.Integer(required=True)
+    email = fields.String(required=True, metadata={"format": "email"})

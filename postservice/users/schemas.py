@@ -30,6 +30,11 @@ class RegisterSchema(RequestSchema):
             validate.Length(min=PASSWORD_MIN_CHARS),
             MaxUtf8Bytes(PASSWORD_MAX_BYTES),
         ],
+        # JSON Schema counts characters; the limit is bytes, so say both.
+        metadata={
+            "maxLength": PASSWORD_MAX_BYTES,
+            "description": f"at most {PASSWORD_MAX_BYTES} bytes of UTF-8",
+        },
     )
 
 

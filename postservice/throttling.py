@@ -9,10 +9,10 @@ Each app gets its own ``Limiter``: Flask-Limiter keeps its storage on the
 limiter object, so one shared object would make apps built side by side
 count in each other's storage.
 
-When Redis cannot be asked, Flask-Limiter logs one warning and stops
-throttling until it answers again (``RATELIMIT_SWALLOW_ERRORS`` and its
-in-memory fallback with no fallback limits): an outage must not turn every
-login into a 500.
+When Redis cannot be asked, Flask-Limiter logs one warning and counts in
+the process's memory until Redis answers again (its in-memory fallback):
+an outage must neither turn logins into 500s nor lift the limits. Each
+instance then counts on its own.
 """
 
 import math

@@ -4,6 +4,8 @@ import secrets
 
 import pytest
 
+import config
+
 from .conftest import PASSWORD, AuthActions
 
 LOGIN = "/api/v1/users/login"
@@ -142,3 +144,32 @@ def test_unreachable_redis_counts_in_the_process_instead(make_app, caplog):
     assert_throttled(client.post(LOGIN, json=credentials("still@example.com")))
     unreachable = [r for r in caplog.records if "storage unreachable" in r.message]
     assert len(unreachable) == 1
+
+
+def test_limits_and_proxy_count_come_from_the_environment(tmp_path):
+    env = {
+        "LOGIN_RATE_LIMIT": "3 per second; 20/hour",
+        "REGISTER_RATE_LIMIT": "1/minute",
+        "TRUSTED_PROXY_COUNT": "2",
+    }
+    settings = config.settings_for(env, str(tmp_path))
+    assert settings["LOGIN_RATE_LIMIT"] == "3 per second; 20/hour"
+    assert settings["REGISTER_RATE_LIMIT"] == "1/minute"
+    assert settings["TRUSTED_PROXY_COUNT"] == 2
+    defaults = config.settings_for({}, str(tmp_path))
+    assert defaults["LOGIN_RATE_LIMIT"] == "10/minute"
+    assert defaults["TRUSTED_PROXY_COUNT"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LOGIN_RATE_LIMIT", "lots"),
+        ("REGISTER_RATE_LIMIT", "5/fortnight"),
+        ("TRUSTED_PROXY_COUNT", "-1"),
+    ],
+)
+def test_unreadable_limits_refuse_to_start(tmp_path, name, value):
+    with pytest.raises(config.ConfigError) as raised:
+        config.settings_for({name: value}, str(tmp_path))
+    assert name in str(raised.value)

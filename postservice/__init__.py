@@ -40,7 +40,7 @@ def create_app(config=None):
     if app.config["TRUSTED_PROXY_COUNT"]:
         # Only then is X-Forwarded-For the client's address, not its claim.
         count = app.config["TRUSTED_PROXY_COUNT"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count)
 
     register_extensions(app)
     register_blueprints(app)

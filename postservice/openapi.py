@@ -208,6 +208,7 @@ def build(app):
 def _parameters(rule):
     parameters = []
     for name in _ARGUMENT.findall(rule.rule):
+        # Werkzeug keeps the converter, with its bounds, only on this attribute.
         converter = rule._converters[name]
         schema = {"type": "string"}
         if isinstance(converter, IntegerConverter):

@@ -9,6 +9,7 @@ import os
 import secrets
 from datetime import timedelta
 
+from limits import parse_many
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -58,12 +59,26 @@ def _float(env, name, default):
     return value
 
 
+def _rate_limit(env, name, default):
+    """A rate limit such as ``10/minute`` or ``5 per second; 100/hour``."""
+    raw = (env.get(name) or "").strip() or default
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a rate limit such as '10/minute', got {raw!r}"
+        ) from None
+    return raw
+
+
 class Config:
     """Defaults shared by every mode; each can be overridden from the environment."""
 
     BCRYPT_ROUNDS = 12
     JWT_ACCESS_TOKEN_EXPIRES = 3600
     POSTS_CACHE_TTL = 300
+    LOGIN_RATE_LIMIT = "10/minute"
+    REGISTER_RATE_LIMIT = "5/minute"
     DEBUG = False
     TESTING = False
 
@@ -91,6 +106,13 @@ class Config:
             "REDIS_TIMEOUT": _float(env, "REDIS_TIMEOUT", 0.25),
             "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 10, 1),
             "DATABASE_CONNECT_TIMEOUT": _int(env, "DATABASE_CONNECT_TIMEOUT", 3, 1),
+            "LOGIN_RATE_LIMIT": _rate_limit(
+                env, "LOGIN_RATE_LIMIT", cls.LOGIN_RATE_LIMIT
+            ),
+            "REGISTER_RATE_LIMIT": _rate_limit(
+                env, "REGISTER_RATE_LIMIT", cls.REGISTER_RATE_LIMIT
+            ),
+            "TRUSTED_PROXY_COUNT": _int(env, "TRUSTED_PROXY_COUNT", 0, 0),
         }
         if settings["BCRYPT_ROUNDS"] > 31:
             raise ConfigError("BCRYPT_ROUNDS must be at most 31")
@@ -106,6 +128,10 @@ class TestingConfig(Config):
     MODE = "testing"
     TESTING = True
     BCRYPT_ROUNDS = 4
+    # Suites register and log in hundreds of times from one address; the
+    # throttling tests set low limits of their own.
+    LOGIN_RATE_LIMIT = "100000/minute"
+    REGISTER_RATE_LIMIT = "100000/minute"
 
 
 class ProductionConfig(Config):
@@ -183,9 +209,23 @@ def _derived(settings):
         "JWT_ERROR_MESSAGE_KEY": "detail",
         "CACHE_KEY_PREFIX": "postservice:",
         "CACHE_DEFAULT_TIMEOUT": settings["POSTS_CACHE_TTL"],
+        "RATELIMIT_KEY_PREFIX": "postservice",
+        "RATELIMIT_HEADERS_ENABLED": False,  # only 429 carries Retry-After
+        # A throttle that cannot reach Redis must not turn logins into 500s:
+        # errors are logged and counting goes on in the process's memory.
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
     }
     if settings["REDIS_URL"]:
         timeout = settings["REDIS_TIMEOUT"]
+        derived.update(
+            RATELIMIT_STORAGE_URI=settings["REDIS_URL"],
+            RATELIMIT_STORAGE_OPTIONS={
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "retry": Retry(NoBackoff(), 0),
+            },
+        )
         derived.update(
             CACHE_TYPE="postservice.cache_store.RedisBytesCache",
             CACHE_REDIS_URL=settings["REDIS_URL"],
@@ -198,7 +238,11 @@ def _derived(settings):
             },
         )
     else:
-        derived.update(CACHE_TYPE="SimpleCache", CACHE_THRESHOLD=10000)
+        derived.update(
+            CACHE_TYPE="SimpleCache",
+            CACHE_THRESHOLD=10000,
+            RATELIMIT_STORAGE_URI="memory://",
+        )
     return derived
 
 

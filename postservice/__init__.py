@@ -6,10 +6,11 @@ import secrets
 
 from flask import Flask
 from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config as settings
 
-from . import auth, errors
+from . import auth, cache_health, docs, errors, revocation, throttling
 from .extensions import cache, db, jwt, migrate
 from .posts import cache as posts_cache
 from .posts.routes import bp as posts_bp
@@ -37,9 +38,15 @@ def create_app(config=None):
     app.json.ensure_ascii = False
     app.json.sort_keys = False
 
+    if app.config["TRUSTED_PROXY_COUNT"]:
+        # Only then is X-Forwarded-For the client's address, not its claim.
+        count = app.config["TRUSTED_PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count)
+
     register_extensions(app)
     register_blueprints(app)
     errors.register_error_handlers(app)
+    app.after_request(errors.add_security_headers)
     logging.basicConfig(level=logging.INFO)  # no-op when the server configured logging
     return app
 
@@ -55,6 +62,8 @@ def register_extensions(app):
     jwt.init_app(app)
     auth.register_jwt_callbacks()
     cache.init_app(app)
+    cache_health.init_app(app)
+    revocation.init_app(app)
     posts_cache.init_app(app)
 
 
@@ -71,3 +80,5 @@ def _migrations_dir(app):
 def register_blueprints(app):
     app.register_blueprint(users_bp)
     app.register_blueprint(posts_bp)
+    app.register_blueprint(docs.bp)
+    throttling.init_app(app)  # needs the registered views

@@ -5,20 +5,26 @@ algorithms with 422 and ``{"msg": ...}`` by default. The API promises 401
 with ``WWW-Authenticate: Bearer`` and ``{"detail": ...}`` for all of them.
 """
 
+from flask import jsonify
 from flask_jwt_extended import create_access_token, get_jwt_identity
 
+from . import revocation
 from .errors import BEARER, Unauthorized, error_response
 from .extensions import jwt
+from .users.schemas import TokenSchema
+
+token_schema = TokenSchema()
 
 
-def token_response(user_id):
-    """The body returned by register and login."""
+def token_response(user_id, status=200):
+    """The response of register and login: a new token, never stored by caches."""
     # PyJWT requires "sub" to be a string; an int would make every later
     # request with the token fail verification.
-    return {
-        "access_token": create_access_token(identity=str(user_id)),
-        "token_type": "bearer",
-    }
+    token = create_access_token(identity=str(user_id))
+    response = jsonify(token_schema.dump({"access_token": token}))
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def current_user_id():
@@ -35,6 +41,7 @@ def _unauthorized(detail):
 
 
 def register_jwt_callbacks():
+    jwt.token_in_blocklist_loader(revocation.is_revoked)
     jwt.unauthorized_loader(lambda reason: _unauthorized("Not authenticated"))
     jwt.invalid_token_loader(
         lambda reason: _unauthorized("Could not validate credentials")

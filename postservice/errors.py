@@ -8,7 +8,7 @@ import contextlib
 import logging
 
 from flask import Request, jsonify
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError, fields
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
@@ -17,6 +17,23 @@ from .extensions import db
 log = logging.getLogger(__name__)
 
 BEARER = {"WWW-Authenticate": "Bearer"}
+
+
+class ErrorSchema(Schema):
+    """The body of every error response."""
+
+    detail = fields.String(required=True, metadata={"example": "Post not found"})
+
+
+class ValidationErrorSchema(ErrorSchema):
+    """A 422: which fields failed and why."""
+
+    detail = fields.String(required=True, metadata={"example": "Invalid input"})
+    errors = fields.Dict(
+        keys=fields.String(),
+        required=True,
+        metadata={"example": {"email": ["Not a valid email address."]}},
+    )
 
 
 class APIError(Exception):
@@ -90,6 +107,12 @@ def handle_database_unavailable(e):
 def handle_unexpected(e):
     log.exception("unhandled error", exc_info=e)
     return error_response(500, "Internal Server Error")
+
+
+def add_security_headers(response):
+    # Browsers must not guess a type: a post's text is never to become HTML.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def register_error_handlers(app):

@@ -43,6 +43,16 @@ def require(url, name, why):
     return None
 
 
+def require_program(path, why):
+    """Like ``require`` for an installed program, such as the browser."""
+    if os.access(path, os.X_OK):
+        return path
+    if IN_CI:
+        pytest.fail(f"{path} must be installed in CI: {why}")
+    pytest.skip(f"install {path} to run this: {why}")
+    return None
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
     url = TEST_DATABASE_URL or "sqlite:///" + str(

@@ -11,8 +11,8 @@ from flask_jwt_extended import decode_token
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import event
 
+from postservice import cache_health
 from postservice.extensions import cache, db
-from postservice.posts import cache as posts_cache
 from postservice.posts import service
 
 from .conftest import AuthActions
@@ -157,12 +157,18 @@ def test_hit_is_one_redis_round_trip(redis_app, monkeypatch):
     original = backend._read_client.execute_command
 
     def counting(*args, **kwargs):
-        commands.append(args[0])
+        commands.append(args)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(backend._read_client, "execute_command", counting)
     assert texts(actions, headers) == ["x"]
-    assert commands == ["MGET"]
+    # One MGET in all: the token's revocation key rides along with the entry.
+    assert [command[0] for command in commands] == ["MGET"]
+    uid = user_id(redis_app, headers)
+    keys = [key.decode() if isinstance(key, bytes) else key for key in commands[0][1:]]
+    assert f"postservice:posts:gen:{uid}" in keys
+    assert f"postservice:posts:list:{uid}" in keys
+    assert any(key.startswith("postservice:revoked:") for key in keys)
 
 
 def test_writes_through_one_app_are_seen_by_another(make_app, real_redis_url):
@@ -231,7 +237,7 @@ def test_invalidation_missed_while_redis_failed_is_replayed(redis_app, monkeypat
     actions.add_post(headers, "during")  # committed; invalidation fails
     assert texts(actions, headers) == ["before", "during"]  # from the database
     monkeypatch.setattr(backend, "set", original_set)
-    monkeypatch.setattr(posts_cache, "RETRY_AFTER", 0)
+    monkeypatch.setattr(cache_health, "RETRY_AFTER", 0)
     with redis_app.app_context():
-        redis_app.extensions["posts_cache_health"].down_until = 0
+        redis_app.extensions["cache_health"].down_until = 0
     assert texts(actions, headers) == ["before", "during"]

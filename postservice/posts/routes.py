@@ -7,18 +7,19 @@ from ..auth import current_user_id
 from ..models import ID_MAX
 from ..validation import load_body
 from . import service
-from .schemas import AddPostSchema
+from .schemas import AddPostSchema, PostCreatedSchema
 
 bp = Blueprint("posts", __name__, url_prefix="/api/v1/posts")
 
 add_post_schema = AddPostSchema()
+post_created_schema = PostCreatedSchema()
 
 
 @bp.post("/add-post")
 @jwt_required()
 def add_post():
     post_id = service.add_post(user_id=current_user_id(), **load_body(add_post_schema))
-    return {"PostID": post_id, "detail": "Post created"}
+    return post_created_schema.dump({"post_id": post_id})
 
 
 @bp.get("/get-posts")

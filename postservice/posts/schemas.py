@@ -1,6 +1,7 @@
 """Wire format of the post endpoints."""
 
 from flask import current_app
+from marshmallow import Schema, fields
 
 from ..errors import PayloadTooLarge
 from ..validation import RequestSchema, UnicodeString
@@ -23,4 +24,19 @@ class PostText(UnicodeString):
 
 
 class AddPostSchema(RequestSchema):
-    text = PostText(required=True, blank_ok=False)
+    text = PostText(
+        required=True,
+        blank_ok=False,
+        # Documents blank_ok=False: at least one character that is not space.
+        metadata={"pattern": r"\S", "description": "at most 1 MiB of UTF-8"},
+    )
+
+
+class PostCreatedSchema(Schema):
+    post_id = fields.Integer(required=True, data_key="PostID")
+    detail = fields.String(required=True, dump_default="Post created")
+
+
+class PostSchema(Schema):
+    id = fields.Integer(required=True)
+    text = fields.String(required=True)

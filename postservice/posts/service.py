@@ -9,6 +9,9 @@ from ..errors import NotFound, Unauthorized
 from ..extensions import db
 from ..models import Post
 from . import cache
+from .schemas import PostSchema
+
+posts_schema = PostSchema(many=True)
 
 
 def add_post(*, user_id, text):
@@ -51,6 +54,6 @@ def _render_listing(user_id):
     rows = db.session.execute(
         select(Post.id, Post.text).where(Post.user_id == user_id).order_by(Post.id)
     )
-    posts = [{"id": post_id, "text": text} for post_id, text in rows]
+    posts = posts_schema.dump(rows.mappings())
     db.session.rollback()  # end the read snapshot; nothing was written
     return json.dumps(posts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

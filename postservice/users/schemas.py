@@ -1,6 +1,6 @@
 """Wire format of the account endpoints."""
 
-from marshmallow import ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from ..validation import MaxUtf8Bytes, RequestSchema, UnicodeString
 
@@ -13,6 +13,11 @@ EMAIL_MAX_CHARS = 254
 
 class NormalizedEmail(fields.Email):
     """An email address, trimmed and lower-cased so lookups ignore case."""
+
+    def __init__(self, **kwargs):
+        # The length is checked in _deserialize; the document still states it.
+        kwargs.setdefault("metadata", {"maxLength": EMAIL_MAX_CHARS})
+        super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         email = super()._deserialize(value, attr, data, **kwargs).strip().lower()
@@ -31,6 +36,11 @@ class RegisterSchema(RequestSchema):
             validate.Length(min=PASSWORD_MIN_CHARS),
             MaxUtf8Bytes(PASSWORD_MAX_BYTES),
         ],
+        # JSON Schema counts characters; the limit is bytes, so say both.
+        metadata={
+            "maxLength": PASSWORD_MAX_BYTES,
+            "description": f"at most {PASSWORD_MAX_BYTES} bytes of UTF-8",
+        },
     )
 
 
@@ -39,3 +49,17 @@ class LoginSchema(RequestSchema):
     # Any non-empty string: a password that could never have been registered
     # is simply wrong (401), not invalid input.
     password = UnicodeString(required=True, validate=validate.Length(min=1))
+
+
+class TokenSchema(Schema):
+    access_token = fields.String(required=True, metadata={"description": "a JWT"})
+    token_type = fields.String(
+        required=True,
+        dump_default="bearer",
+        validate=validate.OneOf(["bearer"]),
+    )
+
+
+class UserSchema(Schema):
+    id = fields.Integer(required=True)
+    email = fields.String(required=True, metadata={"format": "email"})

@@ -59,3 +59,14 @@ def authenticate(*, email, password):
     if not password_matches(password, user.password_hash):
         raise Unauthorized("Incorrect password")
     return user
+
+
+def get_user(user_id):
+    """The caller's account.
+
+    Raises ``Unauthorized`` when it no longer exists: the token names no one.
+    """
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise Unauthorized("Could not validate credentials")
+    return user

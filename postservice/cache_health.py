@@ -1,0 +1,52 @@
+"""Whether the shared cache (Redis) may be asked, per app.
+
+Redis is an optimisation: when a call fails, the app goes without it for
+``RETRY_AFTER`` seconds (listings come from the database, token revocations
+are not checked) and logs one warning per outage, not one per request.
+"""
+
+import logging
+import threading
+import time
+
+from flask import current_app
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = 1.0
+
+
+class CacheUnavailable(Exception):
+    """The cache failed a moment ago and is being left alone."""
+
+
+class CacheHealth:
+    """Whether the cache may be used, and the invalidations it still owes."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.down_until = 0.0
+        self.pending = set()
+
+    def available(self):
+        return time.monotonic() >= self.down_until
+
+    def failed(self, error):
+        with self.lock:
+            was_up = self.available()
+            self.down_until = time.monotonic() + RETRY_AFTER
+        if was_up:
+            log.warning(
+                "cache unavailable, serving from the database and not checking "
+                "token revocations: %s",
+                error,
+            )
+
+
+def init_app(app):
+    """Give each app its own state: tests build many apps side by side."""
+    app.extensions["cache_health"] = CacheHealth()
+
+
+def current():
+    return current_app.extensions["cache_health"]

@@ -1,0 +1,135 @@
+"""The OpenAPI document and the pages that show it."""
+
+import pytest
+from openapi_spec_validator import validate
+
+from postservice import openapi
+from postservice.docs import ASSETS
+
+DOCUMENT = "/api/v1/openapi.json"
+BODY_ERRORS = {"400", "413", "415", "422"}
+
+
+@pytest.fixture
+def document(client):
+    response = client.get(DOCUMENT)
+    assert response.status_code == 200
+    assert response.content_type == "application/json"
+    return response.json
+
+
+def operations(document):
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method != "parameters":
+                yield method.upper(), path, operation
+
+
+def test_document_is_valid_openapi(document):
+    validate(document)
+    assert document["openapi"].startswith("3.")
+
+
+def test_every_api_route_is_documented(app, document):
+    documented = {(method, path) for method, path, _ in operations(document)}
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/"):
+            continue
+        assert rule.endpoint in openapi.OPERATIONS, rule.endpoint
+        path = openapi._ARGUMENT.sub(r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert (method, path) in documented
+
+
+def test_request_bodies_are_the_validating_schemas(document):
+    schemas = document["components"]["schemas"]
+    register = schemas["Register"]
+    assert register["required"] == ["email", "password"]
+    assert register["properties"]["email"]["format"] == "email"
+    assert register["properties"]["password"]["minLength"] == 8
+    assert schemas["AddPost"]["required"] == ["text"]
+    paths = document["paths"]
+    body = paths["/api/v1/users/register"]["post"]["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Register"
+    }
+
+
+def test_response_schemas_match_the_wire_format(document):
+    schemas = document["components"]["schemas"]
+    assert set(schemas["Token"]["properties"]) == {"access_token", "token_type"}
+    assert set(schemas["PostCreated"]["properties"]) == {"PostID", "detail"}
+    assert set(schemas["Post"]["properties"]) == {"id", "text"}
+    assert set(schemas["User"]["properties"]) == {"id", "email"}
+    assert schemas["Error"]["required"] == ["detail"]
+    assert set(schemas["ValidationError"]["required"]) == {"detail", "errors"}
+    listing = document["paths"]["/api/v1/posts/get-posts"]["get"]["responses"]["200"]
+    assert listing["content"]["application/json"]["schema"] == {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/Post"},
+    }
+
+
+def test_status_codes_and_security(document):
+    scheme = document["components"]["securitySchemes"]["bearerAuth"]
+    assert scheme == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    expected = {
+        ("POST", "/api/v1/users/register"): {"201", "429", "503"} | BODY_ERRORS,
+        ("POST", "/api/v1/users/login"): {"200", "401", "404", "429", "503"}
+        | BODY_ERRORS,
+        ("GET", "/api/v1/users/me"): {"200", "401", "503"},
+        ("POST", "/api/v1/users/logout"): {"204", "401", "503"},
+        ("POST", "/api/v1/posts/add-post"): {"200", "401", "503"} | BODY_ERRORS,
+        ("GET", "/api/v1/posts/get-posts"): {"200", "401", "503"},
+        ("DELETE", "/api/v1/posts/delete-post/{post_id}"): {"204", "401", "404", "503"},
+    }
+    found = {(m, p): op for m, p, op in operations(document)}
+    for key, statuses in expected.items():
+        operation = found[key]
+        assert set(operation["responses"]) == statuses, key
+        protected = "401" in statuses and key[1] != "/api/v1/users/login"
+        assert (operation.get("security") == [{"bearerAuth": []}]) == protected, key
+        for status, response in operation["responses"].items():
+            if status.startswith("4") or status.startswith("5"):
+                schema = response["content"]["application/json"]["schema"]
+                name = "ValidationError" if status == "422" else "Error"
+                assert schema == {"$ref": f"#/components/schemas/{name}"}
+    unauthorized = found[("GET", "/api/v1/users/me")]["responses"]["401"]
+    assert unauthorized["headers"]["WWW-Authenticate"]["required"] is True
+    throttled = found[("POST", "/api/v1/users/login")]["responses"]["429"]
+    assert "Retry-After" in throttled["headers"]
+
+
+def test_path_parameter_bounds(document):
+    item = document["paths"]["/api/v1/posts/delete-post/{post_id}"]
+    (parameter,) = item["parameters"]
+    assert parameter["in"] == "path"
+    assert parameter["schema"] == {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 2**31 - 1,
+    }
+
+
+def test_docs_page_uses_only_bundled_assets(client):
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/html")
+    page = response.get_data(as_text=True)
+    assert "http://" not in page
+    assert "https://" not in page
+    assert DOCUMENT in page
+    for name in ("swagger-ui.css", "swagger-ui-bundle.js"):
+        assert f"/docs/{name}" in page
+        asset = client.get(f"/docs/{name}")
+        assert asset.status_code == 200
+        assert len(asset.data) > 1000
+
+
+def test_docs_assets_are_only_the_listed_files(client):
+    assert "index.html" not in ASSETS
+    response = client.get("/docs/index.html")
+    assert response.status_code == 404
+    assert response.json == {"detail": "Not Found"}
+    assert client.get("/docs/../__init__.py").status_code == 404

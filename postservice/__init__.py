@@ -8,7 +8,7 @@ from flask import Flask
 
 import config as settings
 
-from . import auth, errors
+from . import auth, errors, requestlog
 from .extensions import cache, db, jwt, migrate
 from .posts import cache as posts_cache
 from .posts.routes import bp as posts_bp
@@ -36,6 +36,7 @@ def create_app(config=None):
     app.json.ensure_ascii = False
     app.json.sort_keys = False
 
+    requestlog.init_app(app)  # first, so its clock covers the other hooks
     register_extensions(app)
     register_blueprints(app)
     errors.register_error_handlers(app)

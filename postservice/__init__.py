@@ -8,7 +8,7 @@ from flask import Flask
 
 import config as settings
 
-from . import auth, errors, requestlog
+from . import auth, errors, health, requestlog
 from .extensions import cache, db, jwt, migrate
 from .posts import cache as posts_cache
 from .posts.routes import bp as posts_bp
@@ -62,3 +62,4 @@ def _migrations_dir(app):
 def register_blueprints(app):
     app.register_blueprint(users_bp)
     app.register_blueprint(posts_bp)
+    app.register_blueprint(health.bp)

@@ -8,7 +8,7 @@ from flask import Flask
 
 import config as settings
 
-from . import auth, errors, health, requestlog
+from . import auth, commands, errors, health, requestlog
 from .extensions import cache, db, jwt, migrate
 from .posts import cache as posts_cache
 from .posts.routes import bp as posts_bp
@@ -63,3 +63,4 @@ def register_blueprints(app):
     app.register_blueprint(users_bp)
     app.register_blueprint(posts_bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(commands.bp)

@@ -1,0 +1,39 @@
+"""Several app instances on one database and one Redis, as behind a load balancer."""
+
+import pytest
+
+from .load import Stats, register_users, run_load
+from .servers import AppInstance
+
+INSTANCES = 3
+USERS = 8
+ROUNDS = 120  # per user: about 2,500 writes and checked listings, and the reads
+
+
+@pytest.fixture
+def instances(tmp_path, database_url, real_redis_url):
+    started = [
+        AppInstance(tmp_path, database_url, real_redis_url, threads=6)
+        for _ in range(INSTANCES)
+    ]
+    try:
+        yield [instance.start() for instance in started]
+    finally:
+        for instance in started:
+            instance.stop()
+
+
+def test_no_stale_reads_across_instances(instances):
+    headers = register_users(instances[0], USERS, "scale")
+    stats = Stats()
+    writers = run_load(instances, headers, stats, rounds=ROUNDS)
+    print("\n" + stats.summary(f"{INSTANCES} instances, {USERS} users"))
+    assert stats.failed == 0, stats.summary("scale")
+    assert stats.stale == 0, stats.summary("scale")
+    assert stats.listings >= USERS * ROUNDS
+    # Every instance agrees with each writer at the end.
+    for writer in writers:
+        for base in instances:
+            writer.read_base = base
+            writer.check_listing()
+    assert stats.stale == 0

@@ -163,3 +163,37 @@ def test_entrypoint_gives_up_when_the_database_never_answers(tmp_path):
     )
     assert result.returncode == 1
     assert "database not answering after 1 s" in result.stderr
+
+
+def test_replicas_migrating_at_once_take_turns(tmp_path):
+    """Three start scripts upgrading one fresh MariaDB database together."""
+    server = MariaDBServer(tmp_path)
+    server.start()
+    try:
+        for attempt in range(3):
+            name = f"together{attempt}"
+            server.create_database(name)
+            env = dict(os.environ, DATABASE_URL=server.url(name))
+            env["POSTSERVICE_ENV"] = "testing"
+            upgrades = [
+                subprocess.Popen(
+                    [
+                        os.path.join(BIN, "flask"),
+                        "--app",
+                        "postservice",
+                        "db",
+                        "upgrade",
+                    ],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+                for _ in range(3)
+            ]
+            outputs = [p.communicate(timeout=120)[0] for p in upgrades]
+            assert [p.returncode for p in upgrades] == [0, 0, 0], outputs
+            assert sum("Running upgrade" in out for out in outputs) == 1, outputs
+    finally:
+        server.stop()

@@ -31,15 +31,19 @@ class Stats:
         self.errors = Counter()  # no HTTP answer at all, by exception type
         self.bad_bodies = []  # failures that are not a JSON {"detail": ...}
         self.slowest = 0.0
+        self.slowest_request = ""
         self.stale = 0
         self.listings = 0
         self.failures_at = []  # monotonic times of non-2xx answers and errors
 
-    def record(self, started, response=None, error=None):
+    def record(self, what, started, response=None, error=None):
         elapsed = time.monotonic() - started
         with self.lock:
             self.requests += 1
-            self.slowest = max(self.slowest, elapsed)
+            if elapsed > self.slowest:
+                self.slowest = elapsed
+                outcome = type(error).__name__ if error else response.status_code
+                self.slowest_request = f"{what} {outcome}"
             if error is not None:
                 self.errors[type(error).__name__] += 1
                 self.failures_at.append(started)
@@ -60,9 +64,16 @@ class Stats:
         return (
             f"{name}: {self.requests} requests, {self.failed} failed "
             f"(statuses {dict(sorted(self.statuses.items()))}, "
-            f"errors {dict(self.errors)}), slowest {self.slowest:.3f} s, "
+            f"errors {dict(self.errors)}), slowest {self.slowest:.3f} s "
+            f"({self.slowest_request}), "
             f"{self.listings} listings checked, {self.stale} stale"
         )
+
+
+def report(capsys, *lines):
+    """Print the numbers in the test output even when output is captured."""
+    with capsys.disabled():
+        print(*lines)
 
 
 def _is_json_error(response):
@@ -73,13 +84,14 @@ def _is_json_error(response):
 
 
 def _call(stats, session, method, url, **kwargs):
+    what = f"{method} {url.split('/')[-1]}"
     started = time.monotonic()
     try:
         response = session.request(method, url, timeout=HANG, **kwargs)
     except requests.RequestException as e:
-        stats.record(started, error=e)
+        stats.record(what, started, error=e)
         return None
-    stats.record(started, response)
+    stats.record(what, started, response)
     return response
 
 

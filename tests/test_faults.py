@@ -3,8 +3,8 @@
 Each test starts its own server on a spare port (tests/servers.py), puts
 two instances and a dozen clients on it, kills the server with SIGKILL,
 restarts it on the same port after a few seconds, and keeps the load on
-until the instances have recovered. The numbers are printed (``-s`` or the
-``-rA`` summary).
+until the instances have recovered. The numbers are printed in the test
+output.
 """
 
 import threading
@@ -18,7 +18,7 @@ from postservice import create_app
 from postservice.extensions import db
 from postservice.models import Post
 
-from .load import Stats, register_users, run_load
+from .load import Stats, register_users, report, run_load
 from .servers import AppInstance, MariaDBServer, RedisServer
 
 USERS = 6
@@ -79,7 +79,7 @@ def load_in_background(bases, headers, stats):
     return finish
 
 
-def test_redis_killed_under_load(redis_server, database_url, start_instances):
+def test_redis_killed_under_load(redis_server, database_url, start_instances, capsys):
     bases = start_instances(database_url, redis_server.url)
     headers = register_users(bases[0], USERS, "redisfault")
     stats = Stats()
@@ -93,10 +93,11 @@ def test_redis_killed_under_load(redis_server, database_url, start_instances):
     time.sleep(AFTER)
     finish()
 
-    print(
+    report(
+        capsys,
         "\n"
         + stats.summary("Redis killed and restarted")
-        + f"; {during} requests during the outage"
+        + f"; {during} requests during the outage",
     )
     assert during > 0
     assert stats.failed == 0, stats.summary("redis")
@@ -124,7 +125,7 @@ def stored_posts(url):
 
 
 def test_mariadb_killed_under_load(
-    mariadb_server, fault_database, real_redis_url, start_instances
+    mariadb_server, fault_database, real_redis_url, start_instances, capsys
 ):
     bases = start_instances(fault_database, real_redis_url)
     headers = register_users(bases[0], USERS, "dbfault")
@@ -141,11 +142,12 @@ def test_mariadb_killed_under_load(
 
     failures = sorted(stats.failures_at)
     last_failure = failures[-1] - back if failures else None
-    print(
+    report(
+        capsys,
         "\n"
         + stats.summary("MariaDB killed and restarted")
         + f"; restart took {back - restarted:.1f} s; last failure "
-        + (f"{last_failure:+.2f} s after it answered" if failures else "none")
+        + (f"{last_failure:+.2f} s after it answered" if failures else "none"),
     )
     assert stats.statuses[503] > 0, "the outage was not seen"
     assert set(stats.statuses) <= {200, 204, 503}, stats.summary("mariadb")
@@ -160,7 +162,7 @@ def test_mariadb_killed_under_load(
     stored = stored_posts(fault_database)
     acknowledged = {pid: text for w in writers for pid, text in w.present.items()}
     lost = {pid for pid, text in acknowledged.items() if stored.get(pid) != text}
-    print(f"{len(acknowledged)} acknowledged posts kept, {len(lost)} lost")
+    report(capsys, f"{len(acknowledged)} acknowledged posts kept, {len(lost)} lost")
     assert not lost
     deleted = {pid for w in writers for pid in w.gone}
     assert not deleted & set(stored)

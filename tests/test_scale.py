@@ -2,7 +2,7 @@
 
 import pytest
 
-from .load import Stats, register_users, run_load
+from .load import Stats, register_users, report, run_load
 from .servers import AppInstance
 
 INSTANCES = 3
@@ -23,11 +23,11 @@ def instances(tmp_path, database_url, real_redis_url):
             instance.stop()
 
 
-def test_no_stale_reads_across_instances(instances):
+def test_no_stale_reads_across_instances(instances, capsys):
     headers = register_users(instances[0], USERS, "scale")
     stats = Stats()
     writers = run_load(instances, headers, stats, rounds=ROUNDS)
-    print("\n" + stats.summary(f"{INSTANCES} instances, {USERS} users"))
+    report(capsys, "\n" + stats.summary(f"{INSTANCES} instances, {USERS} users"))
     assert stats.failed == 0, stats.summary("scale")
     assert stats.stale == 0, stats.summary("scale")
     assert stats.listings >= USERS * ROUNDS

@@ -20,6 +20,12 @@ POST_TEXT_MAX_BYTES = 1024 * 1024
 # A 1 MiB text can be 6 MiB of JSON when every byte is sent as a \uXXXX
 # escape; the body cap leaves room for that and the envelope, no more.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# Connections the pool may open beyond DATABASE_POOL_SIZE under load.
+DATABASE_MAX_OVERFLOW = 5
+# waitress answers bodies over its own limit with a plain-text 413 before the
+# app sees them; keeping it just above MAX_BODY_BYTES means a body slightly
+# too large still gets the app's JSON 413, and a huge one is never buffered.
+SERVER_BODY_LIMIT = MAX_BODY_BYTES + 1024 * 1024
 
 
 class ConfigError(SystemExit):
@@ -112,7 +118,11 @@ class Config:
             "REGISTER_RATE_LIMIT": _rate_limit(
                 env, "REGISTER_RATE_LIMIT", cls.REGISTER_RATE_LIMIT
             ),
-            "TRUSTED_PROXY_COUNT": _int(env, "TRUSTED_PROXY_COUNT", 0, 0),
+            # The same count waitress uses with TRUSTED_PROXY, so the app
+            # reads X-Forwarded-For as the server did (and under other servers).
+            "TRUSTED_PROXY_COUNT": _int(
+                env, "TRUSTED_PROXY_COUNT", 1 if env.get("TRUSTED_PROXY") else 0, 0
+            ),
         }
         if settings["BCRYPT_ROUNDS"] > 31:
             raise ConfigError("BCRYPT_ROUNDS must be at most 31")
@@ -193,7 +203,7 @@ def _derived(settings):
             # replaced before the server drops them.
             pool_recycle=1800,
             pool_size=settings["DATABASE_POOL_SIZE"],
-            max_overflow=5,
+            max_overflow=DATABASE_MAX_OVERFLOW,
             pool_timeout=5,
             connect_args={
                 "connect_timeout": settings["DATABASE_CONNECT_TIMEOUT"],
@@ -264,3 +274,50 @@ def development_secret(instance_path):
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(secret)
     return secret
+
+
+DEFAULT_PROXY_HEADERS = "x-forwarded-for x-forwarded-proto"
+
+
+def server_settings(env, pool_size):
+    """waitress settings from ``env`` for a process whose pool holds ``pool_size``.
+
+    Raises ``ConfigError`` for unreadable numbers, and when there are more
+    threads than database connections: a thread waiting for a connection
+    would stall its request for the pool timeout and then fail.
+    """
+    threads = _int(env, "WAITRESS_THREADS", 8, 1)
+    most = pool_size + DATABASE_MAX_OVERFLOW
+    if threads > most:
+        raise ConfigError(
+            f"WAITRESS_THREADS is {threads} but the database pool holds at most "
+            f"{most} connections (DATABASE_POOL_SIZE {pool_size} + "
+            f"{DATABASE_MAX_OVERFLOW} overflow): lower WAITRESS_THREADS or raise "
+            "DATABASE_POOL_SIZE"
+        )
+    settings = {
+        "host": env.get("HOST") or "127.0.0.1",
+        "port": _int(env, "PORT", 8000, 1),
+        "threads": threads,
+        "connection_limit": _int(env, "WAITRESS_CONNECTION_LIMIT", 100, 1),
+        "channel_timeout": _int(env, "WAITRESS_CHANNEL_TIMEOUT", 60, 1),
+        "max_request_body_size": SERVER_BODY_LIMIT,
+        "ident": "postservice",
+    }
+    proxy = (env.get("TRUSTED_PROXY") or "").strip()
+    if proxy:
+        headers = (
+            env.get("TRUSTED_PROXY_HEADERS") or "x-forwarded-for x-forwarded-proto"
+        )
+        settings.update(
+            trusted_proxy=proxy,
+            trusted_proxy_count=_int(env, "TRUSTED_PROXY_COUNT", 1, 1),
+            trusted_proxy_headers=headers.replace(",", " ").split(),
+            clear_untrusted_proxy_headers=True,
+        )
+    return settings
+
+
+def shutdown_timeout(env):
+    """Seconds a stopping server waits for in-flight requests."""
+    return _float(env, "SHUTDOWN_TIMEOUT", 20.0)

@@ -62,6 +62,9 @@ def run_migrations_offline():
         context.run_migrations()
 
 
+MIGRATION_LOCK = "postservice.migrations"
+
+
 def run_migrations_online():
     """Run migrations in 'online' mode.
 
@@ -87,12 +90,24 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        # Replicas starting together each run the upgrade; MySQL DDL is not
+        # transactional, so two at once can leave a half-made schema. A named
+        # lock makes them take turns: the later ones find the schema current.
+        serialise = connection.dialect.name in ("mysql", "mariadb")
+        if serialise:
+            connection.exec_driver_sql(f"SELECT GET_LOCK('{MIGRATION_LOCK}', 600)")
+            connection.commit()  # the lock outlives the transaction
+
         context.configure(
             connection=connection, target_metadata=get_metadata(), **conf_args
         )
 
         with context.begin_transaction():
             context.run_migrations()
+
+        if serialise:
+            connection.exec_driver_sql(f"SELECT RELEASE_LOCK('{MIGRATION_LOCK}')")
+            connection.commit()
 
 
 if context.is_offline_mode():

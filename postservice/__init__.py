@@ -10,7 +10,17 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config as settings
 
-from . import auth, cache_health, docs, errors, revocation, throttling
+from . import (
+    auth,
+    cache_health,
+    commands,
+    docs,
+    errors,
+    health,
+    requestlog,
+    revocation,
+    throttling,
+)
 from .extensions import cache, db, jwt, migrate
 from .posts import cache as posts_cache
 from .posts.routes import bp as posts_bp
@@ -37,6 +47,8 @@ def create_app(config=None):
     # Non-ASCII would otherwise cost six bytes a character in every response.
     app.json.ensure_ascii = False
     app.json.sort_keys = False
+
+    requestlog.init_app(app)  # first, so its clock covers the other hooks
 
     if app.config["TRUSTED_PROXY_COUNT"]:
         # Only then is X-Forwarded-For the client's address, not its claim.
@@ -81,4 +93,6 @@ def register_blueprints(app):
     app.register_blueprint(users_bp)
     app.register_blueprint(posts_bp)
     app.register_blueprint(docs.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(commands.bp)
     throttling.init_app(app)  # needs the registered views

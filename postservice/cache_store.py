@@ -21,3 +21,7 @@ class RawBytesSerializer(BaseRedisSerializer):
 
 class RedisBytesCache(RedisCache):
     serializer = RawBytesSerializer()
+
+    def ping(self):
+        """Raises ``redis.exceptions.RedisError`` when Redis does not answer."""
+        return self._write_client.ping()

@@ -104,6 +104,21 @@ def handle_database_unavailable(e):
     return error_response(503, "Database unavailable", {"Retry-After": "1"})
 
 
+def release_session(exc):
+    """End the request's session even when its connection is gone.
+
+    Flask-SQLAlchemy rolls back any open transaction at the end of the
+    request; on a dead connection that rollback raises after the response
+    was made, and waitress would answer a plain-text 500 instead. The pool
+    has already discarded such a connection.
+    """
+    try:
+        db.session.remove()
+    except sa_exc.SQLAlchemyError as e:
+        log.warning("database connection lost while ending a request: %s", e)
+        db.session.registry.clear()
+
+
 def handle_unexpected(e):
     log.exception("unhandled error", exc_info=e)
     return error_response(500, "Internal Server Error")
@@ -127,3 +142,5 @@ def register_error_handlers(app):
     ):
         app.register_error_handler(error, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)
+    # Runs before Flask-SQLAlchemy's own teardown, registered earlier.
+    app.teardown_appcontext(release_session)

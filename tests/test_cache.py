@@ -241,3 +241,20 @@ def test_invalidation_missed_while_redis_failed_is_replayed(redis_app, monkeypat
     with redis_app.app_context():
         redis_app.extensions["cache_health"].down_until = 0
     assert texts(actions, headers) == ["before", "during"]
+
+
+def test_write_while_backing_off_still_invalidates_other_instances(
+    make_app, real_redis_url
+):
+    """After a failure an instance leaves Redis alone for reads, but not for
+    invalidations: another instance may be filling the cache again already."""
+    writer_app = make_app(REDIS_URL=real_redis_url)
+    reader_app = make_app(REDIS_URL=real_redis_url)
+    writer = AuthActions(writer_app.test_client())
+    reader = AuthActions(reader_app.test_client())
+    headers = writer.register()
+    writer.add_post(headers, "before")
+    assert texts(reader, headers) == ["before"]  # now cached by the reader
+    writer_app.extensions["cache_health"].down_until = time.monotonic() + 60
+    writer.add_post(headers, "after")
+    assert texts(reader, headers) == ["before", "after"]

@@ -144,13 +144,18 @@ def listing(user_id, build):
 
 
 def invalidate(user_id):
-    """Call after a committed change to the user's posts."""
+    """Call after a committed change to the user's posts.
+
+    Tried even while reads are leaving Redis alone after a failure: another
+    instance may already be filling the cache again, and an invalidation
+    held back here would let it serve a listing without this change. It
+    costs a write at most one ``REDIS_TIMEOUT``. What cannot be sent now is
+    owed, and sent with the next use of the cache.
+    """
     health = cache_health.current()
-    if _usable(health):
-        try:
-            cache.set(_gen_key(user_id), _new_generation(), timeout=GENERATION_TTL)
-            return
-        except RedisError as e:
-            health.failed(e)
     with health.lock:
         health.pending.add(user_id)
+    try:
+        _flush_pending(health)
+    except RedisError as e:
+        health.failed(e)

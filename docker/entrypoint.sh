@@ -1,0 +1,11 @@
+#!/bin/sh
+# Container start: wait for the database, bring its schema up to date, then
+# replace this shell with the server (or with the command given), so that
+# the server is the process that receives SIGTERM.
+set -eu
+flask --app postservice wait-for-db --timeout "${DATABASE_WAIT_TIMEOUT:-60}"
+flask --app postservice db upgrade
+if [ "$#" -eq 0 ]; then
+    set -- python -m postservice.serve
+fi
+exec "$@"

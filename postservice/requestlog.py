@@ -1,0 +1,68 @@
+"""One log line per request, and the request id that ties it to the client.
+
+The line holds the method, the path (never the query string), the status,
+the duration and the request id, and nothing from headers or bodies, so
+passwords, tokens and post text never reach the logs. An incoming
+``X-Request-ID`` is kept when it looks like an id (a proxy or client chose
+it); otherwise one is generated. Either way it is echoed in the response.
+"""
+
+import logging
+import re
+import time
+import uuid
+
+from flask import g, request
+
+log = logging.getLogger("postservice.request")
+
+HEADER = "X-Request-ID"
+# Letters, digits and a few separators only: the id goes into log lines and
+# response headers, where anything else could forge a line or a header.
+VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def init_app(app):
+    app.before_request(_start)
+    app.after_request(_finish)
+
+
+def request_id():
+    """This request's id (also in the response's ``X-Request-ID``)."""
+    return g.request_id
+
+
+def _start():
+    g.request_started = time.perf_counter()
+    incoming = request.headers.get(HEADER, "")
+    g.request_id = incoming if VALID_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
+def _printable(path):
+    # A decoded path can hold newlines (%0A): escape them so one request is
+    # always one line.
+    return path[:512].encode("unicode_escape").decode("ascii")
+
+
+def _finish(response):
+    path = _printable(request.path)
+    rid = g.get("request_id") or uuid.uuid4().hex
+    started = g.get("request_started")
+    duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
+    response.headers[HEADER] = rid
+    log.info(
+        "%s %s %s %.1fms request_id=%s",
+        request.method,
+        path,
+        response.status_code,
+        duration_ms,
+        rid,
+        extra={
+            "method": request.method,
+            "path": path,
+            "status": response.status_code,
+            "duration_ms": round(duration_ms, 1),
+            "request_id": rid,
+        },
+    )
+    return response

@@ -1,0 +1,255 @@
+"""Servers that a test owns and may kill: redis-server, mariadbd and app instances.
+
+Each listens on its own spare port on 127.0.0.1 and keeps its files in the
+test's temporary directory, so killing one never touches the shared servers.
+A killed Redis or MariaDB is restarted on the same port (and for MariaDB the
+same data directory), as an operator's supervisor would.
+"""
+
+import getpass
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pymysql
+import pytest
+import redis
+
+from .conftest import IN_CI, ROOT, free_port, server_env, wait_for_http
+
+SEARCH_PATH = os.pathsep.join(
+    [os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"]
+)
+
+
+def require_program(name):
+    """The program's path; skipped locally when it is missing, a failure in CI."""
+    path = shutil.which(name, path=SEARCH_PATH)
+    if path:
+        return path
+    why = f"{name} is not installed (Debian: mariadb-server, redis-server)"
+    if IN_CI:
+        pytest.fail(why)
+    pytest.skip(why)
+    return None
+
+
+def _tail(path, lines=30):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "".join(fh.readlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def _wait(check, process, log, what, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            status = process.returncode
+            raise RuntimeError(f"{what} exited with {status}:\n{_tail(log)}")
+        if check():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start in {timeout} s:\n{_tail(log)}")
+
+
+class RedisServer:
+    """A redis-server without persistence: a restart starts it empty."""
+
+    def __init__(self, workdir):
+        self.program = require_program("redis-server")
+        self.workdir = workdir
+        self.port = free_port()
+        self.log = workdir / "redis.log"
+        self.process = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _answers(self):
+        try:
+            return redis.Redis(port=self.port, socket_timeout=0.5).ping()
+        except redis.RedisError:
+            return False
+
+    def start(self):
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    self.program,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.workdir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        _wait(self._answers, self.process, self.log, "redis-server", 20)
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.kill()
+
+
+class MariaDBServer:
+    """A mariadbd with its own data directory; root without a password."""
+
+    def __init__(self, workdir):
+        self.program = require_program("mariadbd")
+        self.install = require_program("mariadb-install-db")
+        self.datadir = workdir / "mariadb"
+        self.socket = workdir / "mariadb.sock"
+        self.log = workdir / "mariadb.log"
+        self.port = free_port()
+        self.process = None
+        self.user = getpass.getuser()
+
+    def url(self, database):
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}/{database}"
+
+    def initialise(self):
+        result = subprocess.run(
+            [
+                self.install,
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                f"--user={self.user}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def connect(self, database=None):
+        return pymysql.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="root",
+            database=database,
+            connect_timeout=2,
+            autocommit=True,
+        )
+
+    def _answers(self):
+        try:
+            self.connect().close()
+            return True
+        except pymysql.MySQLError:
+            return False
+
+    def start(self):
+        """Start (or restart, after a kill: crash recovery) on the same port."""
+        if not self.datadir.exists():
+            self.initialise()
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    self.program,
+                    "--no-defaults",
+                    f"--datadir={self.datadir}",
+                    f"--socket={self.socket}",
+                    f"--pid-file={self.datadir / 'mariadbd.pid'}",
+                    f"--port={self.port}",
+                    "--bind-address=127.0.0.1",
+                    f"--user={self.user}",
+                    "--character-set-server=utf8mb4",
+                    "--collation-server=utf8mb4_unicode_ci",
+                    "--innodb-buffer-pool-size=64M",
+                    "--max-connections=300",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        _wait(self._answers, self.process, self.log, "mariadbd", 90)
+
+    def create_database(self, name):
+        connection = self.connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"CREATE DATABASE IF NOT EXISTS `{name}` "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                )
+        finally:
+            connection.close()
+
+    def kill(self):
+        self.process.kill()  # SIGKILL: no shutdown, InnoDB recovers on start
+        self.process.wait(timeout=10)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class AppInstance:
+    """``python -m postservice.serve`` on a spare port, its log in ``workdir``."""
+
+    def __init__(self, workdir, database_url, redis_url, threads=8, **env):
+        self.port = free_port()
+        self.log = workdir / f"app-{self.port}.log"
+        self.env = server_env(
+            database_url,
+            redis_url,
+            HOST="127.0.0.1",
+            PORT=str(self.port),
+            WAITRESS_THREADS=str(threads),
+            **env,
+        )
+        self.process = None
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, command=None):
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                command or [sys.executable, "-m", "postservice.serve"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for_http(self.base + "/healthz", self.process, timeout=60)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}\n{_tail(self.log)}") from None
+        return self.base
+
+    def terminate(self, timeout=30):
+        """SIGTERM and wait; returns the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def log_tail(self):
+        return _tail(self.log)

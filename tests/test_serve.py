@@ -1,0 +1,163 @@
+"""The serve module: settings from the environment, body limit, graceful stop."""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from sqlalchemy import select
+
+import config
+from postservice.extensions import db
+from postservice.models import Post
+
+from .conftest import ROOT, server_env
+from .load import register_users
+from .servers import AppInstance
+
+
+def test_defaults():
+    settings = config.server_settings({}, pool_size=10)
+    assert settings["threads"] == 8
+    assert settings["host"] == "127.0.0.1"
+    assert settings["port"] == 8000
+    assert settings["connection_limit"] == 100
+    assert settings["channel_timeout"] == 60
+    assert "trusted_proxy" not in settings
+    # Just above Flask's limit, so a slightly larger body gets the JSON 413.
+    assert settings["max_request_body_size"] > config.MAX_BODY_BYTES
+    assert settings["max_request_body_size"] <= 2 * config.MAX_BODY_BYTES
+
+
+def test_settings_from_the_environment():
+    env = {
+        "HOST": "10.1.2.3",
+        "PORT": "9000",
+        "WAITRESS_THREADS": "15",
+        "WAITRESS_CONNECTION_LIMIT": "500",
+        "WAITRESS_CHANNEL_TIMEOUT": "30",
+        "TRUSTED_PROXY": "10.0.0.2",
+        "TRUSTED_PROXY_HEADERS": "x-forwarded-for, x-forwarded-proto",
+    }
+    settings = config.server_settings(env, pool_size=10)
+    assert settings["host"] == "10.1.2.3"
+    assert settings["port"] == 9000
+    assert settings["threads"] == 15
+    assert settings["connection_limit"] == 500
+    assert settings["channel_timeout"] == 30
+    assert settings["trusted_proxy"] == "10.0.0.2"
+    assert settings["trusted_proxy_headers"] == ["x-forwarded-for", "x-forwarded-proto"]
+    assert settings["trusted_proxy_count"] == 1
+
+
+def test_more_threads_than_database_connections_is_refused():
+    with pytest.raises(config.ConfigError) as raised:
+        config.server_settings({"WAITRESS_THREADS": "16"}, pool_size=10)
+    assert "WAITRESS_THREADS is 16" in str(raised.value)
+    assert "at most 15 connections" in str(raised.value)
+    assert config.server_settings({"WAITRESS_THREADS": "16"}, pool_size=11)
+
+
+@pytest.mark.parametrize("value", ["many", "0", "-2"])
+def test_unreadable_thread_count_is_refused(value):
+    with pytest.raises(config.ConfigError):
+        config.server_settings({"WAITRESS_THREADS": value}, pool_size=10)
+
+
+def test_server_refuses_to_start_with_too_many_threads(database_url):
+    env = server_env(database_url, None, WAITRESS_THREADS="40", PORT="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "postservice.serve"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("postservice: configuration error: WAITRESS_THREADS is 40")
+    )
+
+
+@pytest.fixture
+def instance(tmp_path, database_url, redis_url):
+    server = AppInstance(tmp_path, database_url, redis_url, threads=4)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_body_just_over_the_limit_gets_the_json_413(instance):
+    [headers] = register_users(instance.base, 1, "big")
+    body = b'{"text": "' + b"a" * config.MAX_BODY_BYTES + b'"}'
+    response = requests.post(
+        instance.base + "/api/v1/posts/add-post",
+        data=body,
+        headers={**headers, "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"]
+
+
+def connection_refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_sigterm_finishes_the_request_in_flight_and_exits(instance, make_app):
+    """SIGTERM while a large post is still being uploaded.
+
+    The upload completes and is answered 200 and stored, new connections are
+    refused meanwhile, and the process exits 0.
+    """
+    [headers] = register_users(instance.base, 1, "graceful")
+    text = "\u00e9" * 400_000  # 800 kB of UTF-8, sent as 2.4 MB of \\u escapes
+    body = json.dumps({"text": text}).encode()
+    head = (
+        "POST /api/v1/posts/add-post HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{instance.port}\r\n"
+        f"Authorization: {headers['Authorization']}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", instance.port), timeout=30) as conn:
+        conn.sendall(head + body[: len(body) // 2])
+        time.sleep(0.3)  # the server has started reading it
+        instance.process.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert instance.process.poll() is None, "exited with a request in flight"
+        assert connection_refused(instance.port)
+        conn.sendall(body[len(body) // 2 :])
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 200 OK", reply[:500]
+    answer = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert answer["detail"] == "Post created"
+    assert instance.process.wait(timeout=30) == 0
+
+    app = make_app()
+    with app.app_context():
+        stored = db.session.scalar(select(Post.text).where(Post.id == answer["PostID"]))
+    assert stored == text
+    assert "stopping: no new connections" in instance.log_tail()
+
+
+def test_sigterm_on_an_idle_server_exits_at_once(instance):
+    started = time.monotonic()
+    assert instance.terminate(timeout=30) == 0
+    assert time.monotonic() - started < 5

@@ -19,6 +19,9 @@ POST_TEXT_MAX_BYTES = 1024 * 1024
 # A 1 MiB text can be 6 MiB of JSON when every byte is sent as a \uXXXX
 # escape; the body cap leaves room for that and the envelope, no more.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# A listing larger than this is streamed to the client and not kept in the
+# cache: one user's posts must not fill Redis or a process's memory.
+POSTS_CACHE_MAX_BYTES = 1024 * 1024
 
 
 class ConfigError(SystemExit):
@@ -87,6 +90,9 @@ class Config:
             ),
             "BCRYPT_ROUNDS": _int(env, "BCRYPT_ROUNDS", cls.BCRYPT_ROUNDS, 4),
             "POSTS_CACHE_TTL": _int(env, "POSTS_CACHE_TTL", cls.POSTS_CACHE_TTL, 1),
+            "POSTS_CACHE_MAX_BYTES": _int(
+                env, "POSTS_CACHE_MAX_BYTES", POSTS_CACHE_MAX_BYTES, 0
+            ),
             "REDIS_URL": env.get("REDIS_URL") or None,
             "REDIS_TIMEOUT": _float(env, "REDIS_TIMEOUT", 0.25),
             "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 10, 1),

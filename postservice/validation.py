@@ -52,3 +52,11 @@ def load_body(schema):
     Raises ``APIError`` (415 not JSON, 400 malformed) or ``ValidationError`` (422).
     """
     return schema.load(request.get_json())
+
+
+def load_query(schema):
+    """The request's query string, validated by ``schema``.
+
+    Raises ``ValidationError`` (422).
+    """
+    return schema.load(request.args.to_dict())

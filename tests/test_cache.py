@@ -118,10 +118,12 @@ def test_writer_between_miss_and_store_cannot_leave_stale_entry(
     render = service._render_listing
 
     def render_then_someone_writes(uid):
-        body = render(uid)  # the old rows, read before the write commits
+        chunks = render(uid)
+        head = next(chunks)  # the old rows, read before the write commits
         monkeypatch.setattr(service, "_render_listing", render)
         actions.add_post(headers, "new")  # commits and invalidates
-        return body
+        yield head
+        yield from chunks
 
     monkeypatch.setattr(service, "_render_listing", render_then_someone_writes)
     assert texts(actions, headers) == ["old"]  # the racing read itself

@@ -99,38 +99,46 @@ def _usable(health):
     return True
 
 
-def listing(user_id, build):
-    """The user's get-posts body: from the cache, or ``build()`` and cached.
+def lookup(user_id):
+    """``(body, generation)`` for the user's cached get-posts listing.
 
-    ``build`` returns the JSON bytes and is called only on a miss.
+    ``body`` is the cached JSON bytes, or None on a miss. On a miss,
+    ``generation`` is the token to pass to ``store`` once the listing has
+    been read from the database, or None when the cache cannot be used. It
+    is read *before* the database is queried, so a listing read across a
+    concurrent write is stored under the old token and never served.
     """
     health = _health()
-    generation = None
-    if _usable(health):
-        try:
-            generation, entry = cache.get_many(_gen_key(user_id), _list_key(user_id))
-            if generation is not None and entry is not None:
-                head, sep, body = entry.partition(SEPARATOR)
-                if sep and head == generation:
-                    return body
-            if generation is None:
-                cache.add(_gen_key(user_id), _new_generation(), timeout=GENERATION_TTL)
-                generation = cache.get(_gen_key(user_id))
-        except RedisError as e:
-            health.failed(e)
-            generation = None
+    if not _usable(health):
+        return None, None
+    try:
+        generation, entry = cache.get_many(_gen_key(user_id), _list_key(user_id))
+        if generation is not None and entry is not None:
+            head, sep, body = entry.partition(SEPARATOR)
+            if sep and head == generation:
+                return body, generation
+        if generation is None:
+            cache.add(_gen_key(user_id), _new_generation(), timeout=GENERATION_TTL)
+            generation = cache.get(_gen_key(user_id))
+    except RedisError as e:
+        health.failed(e)
+        return None, None
+    return None, generation
 
-    body = build()
-    if generation is not None:
-        try:
-            cache.set(
-                _list_key(user_id),
-                generation + SEPARATOR + body,
-                timeout=current_app.config["POSTS_CACHE_TTL"],
-            )
-        except RedisError as e:
-            health.failed(e)
-    return body
+
+def store(user_id, generation, body):
+    """Cache ``body``: the whole listing, read after ``lookup`` gave ``generation``."""
+    health = _health()
+    if not health.available():
+        return
+    try:
+        cache.set(
+            _list_key(user_id),
+            generation + SEPARATOR + body,
+            timeout=current_app.config["POSTS_CACHE_TTL"],
+        )
+    except RedisError as e:
+        health.failed(e)
 
 
 def invalidate(user_id):

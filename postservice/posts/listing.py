@@ -1,0 +1,71 @@
+"""Posts as a JSON array, written a chunk at a time straight from the database.
+
+The body is byte for byte what ``json.dumps(posts, ensure_ascii=False,
+separators=(",", ":"))`` gives for the whole list, but a response never
+holds more than a few rows: they come through a server-side cursor
+(``stream_results``, which is PyMySQL's ``SSCursor`` on MySQL; SQLite steps
+its cursor row by row anyway), ``FETCH_ROWS`` at a time, and leave in
+chunks of about ``CHUNK_BYTES``. An account of any size therefore costs a
+bounded amount of memory to serve.
+"""
+
+import json
+
+# A post may be 1 MiB, so a batch of rows may be FETCH_ROWS MiB; rows are
+# cheap to fetch one batch after another from a streaming cursor.
+FETCH_ROWS = 8
+# Big enough that waitress sends few chunks, small enough to stay bounded.
+CHUNK_BYTES = 64 * 1024
+
+# The same encoder json.dumps would build for these arguments on every call.
+_encode_post = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def json_chunks(engine, statement):
+    """Yield ``statement``'s ``(id, text)`` rows as chunks of a JSON array.
+
+    A generator on its own connection, so it stays valid after the view has
+    returned and its session is gone; the connection goes back to the pool
+    when the generator finishes or is closed. The query runs at the first
+    ``next()``.
+    """
+    with engine.connect() as conn:
+        rows = conn.execution_options(
+            stream_results=True, yield_per=FETCH_ROWS
+        ).execute(statement)
+        buffer = bytearray(b"[")
+        separator = b""
+        for post_id, text in rows:
+            buffer += separator
+            buffer += _encode_post({"id": post_id, "text": text}).encode("utf-8")
+            separator = b","
+            if len(buffer) >= CHUNK_BYTES:
+                yield bytes(buffer)
+                buffer.clear()
+        buffer += b"]"
+        yield bytes(buffer)
+
+
+def started(chunks):
+    """Run ``chunks`` here, in the view, until it has produced its first chunk.
+
+    Once a response has begun its status cannot change, so the query must
+    fail (the database is down: a JSON 503) before the view returns. Returns
+    the whole body as bytes when that was all of it (it gets a
+    Content-Length and no streaming), otherwise an iterator over all the
+    chunks, the ones already read first.
+    """
+    first = next(chunks)
+    try:
+        second = next(chunks)
+    except StopIteration:
+        return first
+    return _resumed((first, second), chunks)
+
+
+def _resumed(head, rest):
+    try:
+        yield from head
+        yield from rest
+    finally:
+        rest.close()  # also when the client went away before the end

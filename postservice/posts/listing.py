@@ -33,17 +33,22 @@ def json_chunks(engine, statement):
         rows = conn.execution_options(
             stream_results=True, yield_per=FETCH_ROWS
         ).execute(statement)
-        buffer = bytearray(b"[")
-        separator = b""
-        for post_id, text in rows:
-            buffer += separator
-            buffer += _encode_post({"id": post_id, "text": text}).encode("utf-8")
-            separator = b","
-            if len(buffer) >= CHUNK_BYTES:
-                yield bytes(buffer)
-                buffer.clear()
-        buffer += b"]"
-        yield bytes(buffer)
+        try:
+            buffer = bytearray(b"[")
+            separator = b""
+            for post_id, text in rows:
+                buffer += separator
+                buffer += _encode_post({"id": post_id, "text": text}).encode("utf-8")
+                separator = b","
+                if len(buffer) >= CHUNK_BYTES:
+                    yield bytes(buffer)
+                    buffer.clear()
+            buffer += b"]"
+            yield bytes(buffer)
+        finally:
+            # A client that left mid-stream leaves rows unread; the cursor
+            # must discard them before the connection can be used again.
+            rows.close()
 
 
 def started(chunks):

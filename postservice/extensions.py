@@ -1,11 +1,12 @@
 """Extension objects, created without an app; ``create_app`` binds them."""
 
 from flask_caching import Cache
-from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
+
+from .token_memo import MemoizingJWTManager
 
 # Named constraints give migrations stable, reviewable names on every backend.
 NAMING_CONVENTION = {
@@ -23,5 +24,5 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
-jwt = JWTManager()
+jwt = MemoizingJWTManager()
 cache = Cache()

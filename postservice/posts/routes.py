@@ -1,6 +1,6 @@
 """Post endpoints: /api/v1/posts/..., all for the caller's own posts."""
 
-from flask import Blueprint, Response, stream_with_context, url_for
+from flask import Blueprint, Response, request, stream_with_context, url_for
 from flask_jwt_extended import jwt_required
 
 from ..auth import current_user_id
@@ -26,7 +26,8 @@ def add_post():
 @jwt_required()
 def get_posts():
     user_id = current_user_id()
-    page = load_query(page_query_schema)
+    # Most requests have no query string: skip the schema for them.
+    page = load_query(page_query_schema) if request.args else None
     if not page:
         return _json_response(service.listing_body(user_id=user_id))
     body, next_after_id = service.page_body(user_id=user_id, **page)

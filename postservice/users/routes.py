@@ -21,5 +21,5 @@ def register():
 
 @bp.post("/login")
 def login():
-    user = service.authenticate(**load_body(login_schema))
-    return token_response(user.id)
+    user_id = service.authenticate(**load_body(login_schema))
+    return token_response(user_id)

@@ -37,6 +37,11 @@ def settings():
         ),
         "database": os.environ.get("BENCH_DATABASE", "postservice_bench"),
         "redis_url": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+        # The always-miss server needs a Redis of its own: in the shared one
+        # it would serve the entries the normal server stored.
+        "nocache_redis_url": os.environ.get(
+            "BENCH_NOCACHE_REDIS_URL", "redis://127.0.0.1:6379/13"
+        ),
     }
 
 
@@ -74,7 +79,8 @@ def reset_database(config):
     )
     import redis
 
-    redis.Redis.from_url(config["redis_url"]).flushdb()  # the bench's own db only
+    for url in (config["redis_url"], config["nocache_redis_url"]):
+        redis.Redis.from_url(url).flushdb()  # the bench's own databases only
 
 
 def mysql_query(config, sql, params=None):

@@ -17,6 +17,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,8 @@ import time
 from pathlib import Path
 
 import bcrypt
+
+from postservice.users import passwords
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -47,7 +50,8 @@ ROWS = [
 ]
 
 
-def _hash_for(seconds, hashed, count):
+def _hash_for(seconds, hashed, count, niceness):
+    os.nice(niceness)
     deadline = time.monotonic() + seconds
     done = 0
     while time.monotonic() < deadline:
@@ -56,7 +60,7 @@ def _hash_for(seconds, hashed, count):
     count.value = done
 
 
-def bcrypt_ceiling(seconds):
+def bcrypt_ceiling(seconds, niceness=0):
     """Password checks per second at our cost with every core busy."""
     hashed = bcrypt.hashpw(
         common.PASSWORD.encode(), bcrypt.gensalt(common.BCRYPT_ROUNDS)
@@ -65,7 +69,7 @@ def bcrypt_ceiling(seconds):
     counts = [multiprocessing.Value("i", 0) for _ in range(cores)]
     started = time.monotonic()
     workers = [
-        multiprocessing.Process(target=_hash_for, args=(seconds, hashed, c))
+        multiprocessing.Process(target=_hash_for, args=(seconds, hashed, c, niceness))
         for c in counts
     ]
     for w in workers:
@@ -109,13 +113,21 @@ def main(argv=None):
     machine = common.machine(config)
     print("machine:", json.dumps(machine), flush=True)
     ceiling = bcrypt_ceiling(1 if args.quick else 5)
-    print(f"bcrypt ceiling: {ceiling:.2f} checks/s at cost {common.BCRYPT_ROUNDS}")
+    # The service hashes at a raised nice value (users/passwords.py); on a
+    # machine shared with other work that alone gets it a smaller share.
+    ceiling_niced = bcrypt_ceiling(1 if args.quick else 5, passwords.NICENESS)
+    print(
+        f"bcrypt ceiling: {ceiling:.2f} checks/s at cost {common.BCRYPT_ROUNDS}, "
+        f"{ceiling_niced:.2f} at nice {passwords.NICENESS}"
+    )
 
     env = common.server_env(config)
     # The honest always-miss: the same server and Redis, but no listing is
     # small enough to be stored, so every request does the whole miss path
     # (the MGET, the query, the streamed JSON) except the final SET.
-    nocache_env = common.server_env(config, POSTS_CACHE_MAX_BYTES=0)
+    nocache_env = common.server_env(
+        config, POSTS_CACHE_MAX_BYTES=0, REDIS_URL=config["nocache_redis_url"]
+    )
     reference_env = dict(
         env, REFERENCE_REDIS_URL=config["redis_url"], REFERENCE_KEY="bench:reference"
     )
@@ -152,6 +164,9 @@ def main(argv=None):
                     f"errors {errors(f)}",
                     flush=True,
                 )
+        extra["paired"] = paired_ratios(
+            base, nocache, reference, users, seconds, rounds=1 if args.quick else 3
+        )
         extra["com_select"] = com_select_check(config, base, users, seconds)
         extra["login_under_load"] = login_under_load(base, users, seconds)
         extra["server_rss_mib"] = common.rss_bytes(pid) / 2**20
@@ -160,6 +175,7 @@ def main(argv=None):
         "machine": machine,
         "seconds_per_cell": seconds,
         "bcrypt_ceiling": ceiling,
+        "bcrypt_ceiling_niced": ceiling_niced,
         "figures": {k: {str(c): v for c, v in d.items()} for k, d in figures.items()},
         **extra,
     }
@@ -280,6 +296,39 @@ def run_cell(key, conns, seconds, base, nocache, reference, users, tmp, config):
     raise ValueError(key)
 
 
+def paired_ratios(base, nocache, reference, users, seconds, rounds):
+    """The target ratios again, from back-to-back pairs of runs at c=8.
+
+    The machine is shared and its load drifts; a ratio of two runs taken
+    seconds apart, alternating which goes first, is steadier than one of
+    two table cells taken minutes apart. The median of the pairs is kept.
+    """
+    get = "/api/v1/posts/get-posts"
+    pairs = {
+        "cached_vs_reference": ((base, "reader20"), (reference, "reader20")),
+        "cached_vs_uncached_100": ((base, "reader100"), (nocache, "reader100")),
+    }
+    out = {}
+    for name, (ours, theirs) in pairs.items():
+        values = []
+        for n in range(rounds):
+            order = (ours, theirs) if n % 2 == 0 else (theirs, ours)
+            rps = {}
+            for server, user in order:
+                rps[server] = common.wrk(
+                    server,
+                    get,
+                    "get_posts.lua",
+                    8,
+                    seconds,
+                    {"BENCH_TOKEN": users[user]},
+                )["rps"]
+            values.append(rps[ours[0]] / rps[theirs[0]])
+        out[name] = {"median": statistics.median(values), "rounds": values}
+        print(f"{name}: " + ", ".join(f"{v:.2f}" for v in values), flush=True)
+    return out
+
+
 def errors(f):
     return sum(
         f[k]
@@ -366,11 +415,17 @@ def ratios(report, connections):
     def rps(key, c):
         return f[key][str(c)]["rps"]
 
+    paired = report["paired"]
     out = {
-        "cached_vs_reference_c8": rps("cached20", 8) / rps("reference", 8),
-        "cached_vs_uncached_100_posts_c8": rps("cached100", 8) / rps("uncached100", 8),
+        "cached_vs_reference_c8": paired["cached_vs_reference"]["median"],
+        "cached_vs_uncached_100_posts_c8": paired["cached_vs_uncached_100"]["median"],
+        "table_cached_vs_reference_c8": rps("cached20", 8) / rps("reference", 8),
+        "table_cached_vs_uncached_100_posts_c8": rps("cached100", 8)
+        / rps("uncached100", 8),
         "login_vs_bcrypt_ceiling": max(rps("login", c) for c in connections)
         / report["bcrypt_ceiling"],
+        "login_vs_niced_ceiling": max(rps("login", c) for c in connections)
+        / report["bcrypt_ceiling_niced"],
     }
     out["errors_at_max_connections"] = sum(
         errors(f[key][str(connections[-1])]) for key in f
@@ -400,14 +455,20 @@ def to_markdown(report, connections):
             cells.append(f"{f['p50_ms']:.1f} / {f['p99_ms']:.1f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     r = report["ratios"]
+    rounds = len(report["paired"]["cached_vs_reference"]["rounds"])
     lines += [
         "",
-        f"- cached get-posts / reference app (c=8): "
-        f"**{r['cached_vs_reference_c8']:.2f}** (target at least 0.85)",
-        f"- cached / uncached get-posts, 100 posts (c=8): "
-        f"**{r['cached_vs_uncached_100_posts_c8']:.1f}x** (target at least 3x)",
+        f"- cached get-posts / reference app (c=8, median of {rounds} back-to-back "
+        f"pairs): **{r['cached_vs_reference_c8']:.2f}** (target at least 0.85; "
+        f"from the table cells: {r['table_cached_vs_reference_c8']:.2f})",
+        f"- cached / uncached get-posts, 100 posts (c=8, median of {rounds} pairs): "
+        f"**{r['cached_vs_uncached_100_posts_c8']:.1f}x** (target at least 3x; "
+        f"table: {r['table_cached_vs_uncached_100_posts_c8']:.1f}x)",
         f"- login / bcrypt ceiling ({report['bcrypt_ceiling']:.2f} checks/s on all "
-        f"cores): **{r['login_vs_bcrypt_ceiling']:.2f}** (target at least 0.80)",
+        f"cores): **{r['login_vs_bcrypt_ceiling']:.2f}** (target at least 0.80); "
+        f"against the ceiling at the service's nice {passwords.NICENESS} "
+        f"({report['bcrypt_ceiling_niced']:.2f}/s): "
+        f"{r['login_vs_niced_ceiling']:.2f}",
         f"- errors and timeouts at c={connections[-1]} (all rows): "
         f"**{r['errors_at_max_connections']}**",
     ]

@@ -13,9 +13,13 @@ def add_post(*, user_id, text):
     """Store the post and return its id; the user's cached listing is invalidated."""
     post = Post(user_id=user_id, text=text)
     db.session.add(post)
+    db.session.flush()
+    # Read the id before the commit expires it: afterwards reading it would
+    # cost a SELECT, and fail if the post had been deleted in the meantime.
+    post_id = post.id
     db.session.commit()
     cache.invalidate(user_id)
-    return post.id
+    return post_id
 
 
 def delete_post(*, user_id, post_id):

@@ -157,6 +157,7 @@ def main(argv=None):
                 figures.setdefault(key, {})[conns] = run_cell(
                     key, conns, seconds, base, nocache, reference, users, tmp, config
                 )
+                drain(base, nocache, reference)
                 f = figures[key][conns]
                 print(
                     f"{label:32} c={conns:<3} {f['rps']:9.1f} req/s "
@@ -168,7 +169,9 @@ def main(argv=None):
             base, nocache, reference, users, seconds, rounds=1 if args.quick else 3
         )
         extra["com_select"] = com_select_check(config, base, users, seconds)
-        extra["login_under_load"] = login_under_load(base, users, seconds)
+        extra["login_under_load"] = login_under_load(
+            base, users, seconds, (2,) if args.quick else (2, 8, 64)
+        )
         extra["server_rss_mib"] = common.rss_bytes(pid) / 2**20
 
     report = {
@@ -261,6 +264,7 @@ def run_cell(key, conns, seconds, base, nocache, reference, users, tmp, config):
             {"BENCH_TOKEN": users["writer"], "BENCH_BODY_FILE": body},
         )
         # Keep the bench database small: 1 MiB posts add up quickly.
+        drain(base)
         common.mysql_query(
             config,
             "DELETE FROM posts WHERE user_id = %s",
@@ -296,6 +300,19 @@ def run_cell(key, conns, seconds, base, nocache, reference, users, tmp, config):
     raise ValueError(key)
 
 
+def drain(*servers):
+    """Wait until the requests wrk left queued when it stopped have been served.
+
+    wrk stops at its deadline, but waitress still serves every request it
+    had queued (64 logins take many seconds). A probe joins the end of the
+    same first-in-first-out queue, so when it is answered the queue is empty
+    and the next measurement starts on an idle server.
+    """
+    for server in servers:
+        for _ in range(2):
+            common.request("GET", server + "/", timeout=300)
+
+
 def paired_ratios(base, nocache, reference, users, seconds, rounds):
     """The target ratios again, from back-to-back pairs of runs at c=8.
 
@@ -303,6 +320,7 @@ def paired_ratios(base, nocache, reference, users, seconds, rounds):
     seconds apart, alternating which goes first, is steadier than one of
     two table cells taken minutes apart. The median of the pairs is kept.
     """
+    drain(base, nocache, reference)
     get = "/api/v1/posts/get-posts"
     pairs = {
         "cached_vs_reference": ((base, "reader20"), (reference, "reader20")),
@@ -315,6 +333,7 @@ def paired_ratios(base, nocache, reference, users, seconds, rounds):
             order = (ours, theirs) if n % 2 == 0 else (theirs, ours)
             rps = {}
             for server, user in order:
+                drain(server)
                 rps[server] = common.wrk(
                     server,
                     get,
@@ -365,18 +384,19 @@ def com_select_check(config, base, users, seconds):
     return result
 
 
-def login_under_load(base, users, seconds):
+def login_under_load(base, users, seconds, login_connections):
     """get-posts latency alone, then while logins keep every core busy."""
     get_env = {"BENCH_TOKEN": users["reader20"]}
     login_env = {
         "BENCH_EMAIL": "login@bench.example",
         "BENCH_PASSWORD": common.PASSWORD,
     }
+    drain(base)
     alone = common.wrk(
         base, "/api/v1/posts/get-posts", "get_posts.lua", 8, seconds, get_env
     )
     result = {"get_posts_alone": alone}
-    for login_conns in (2, 8, 64):
+    for login_conns in login_connections:
         logins = {}
 
         def log_in(conns=login_conns, into=logins):
@@ -398,6 +418,7 @@ def login_under_load(base, users, seconds):
             base, "/api/v1/posts/get-posts", "get_posts.lua", 8, seconds, get_env
         )
         thread.join()
+        drain(base)
         result[f"logins_{login_conns}"] = {"get_posts": during, "login": logins}
         print(
             f"get-posts c=8 alone p50 {alone['p50_ms']:.2f} p99 {alone['p99_ms']:.2f} "

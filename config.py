@@ -26,6 +26,9 @@ DATABASE_MAX_OVERFLOW = 5
 # app sees them; keeping it just above MAX_BODY_BYTES means a body slightly
 # too large still gets the app's JSON 413, and a huge one is never buffered.
 SERVER_BODY_LIMIT = MAX_BODY_BYTES + 1024 * 1024
+# A listing larger than this is streamed to the client and not kept in the
+# cache: one user's posts must not fill Redis or a process's memory.
+POSTS_CACHE_MAX_BYTES = 1024 * 1024
 
 
 class ConfigError(SystemExit):
@@ -108,6 +111,9 @@ class Config:
             ),
             "BCRYPT_ROUNDS": _int(env, "BCRYPT_ROUNDS", cls.BCRYPT_ROUNDS, 4),
             "POSTS_CACHE_TTL": _int(env, "POSTS_CACHE_TTL", cls.POSTS_CACHE_TTL, 1),
+            "POSTS_CACHE_MAX_BYTES": _int(
+                env, "POSTS_CACHE_MAX_BYTES", POSTS_CACHE_MAX_BYTES, 0
+            ),
             "REDIS_URL": env.get("REDIS_URL") or None,
             "REDIS_TIMEOUT": _float(env, "REDIS_TIMEOUT", 0.25),
             "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 10, 1),

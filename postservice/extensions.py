@@ -1,11 +1,12 @@
 """Extension objects, created without an app; ``create_app`` binds them."""
 
 from flask_caching import Cache
-from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
+
+from .token_memo import MemoizingJWTManager
 
 # Named constraints give migrations stable, reviewable names on every backend.
 NAMING_CONVENTION = {
@@ -26,5 +27,5 @@ class Base(DeclarativeBase):
 # that moment would turn an already committed write into an error.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
-jwt = JWTManager()
+jwt = MemoizingJWTManager()
 cache = Cache()

@@ -16,7 +16,12 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from werkzeug.routing import IntegerConverter
 
 from .errors import ErrorSchema, ValidationErrorSchema
-from .posts.schemas import AddPostSchema, PostCreatedSchema, PostSchema
+from .posts.schemas import (
+    AddPostSchema,
+    PageQuerySchema,
+    PostCreatedSchema,
+    PostSchema,
+)
 from .users.schemas import LoginSchema, RegisterSchema, TokenSchema, UserSchema
 
 OPENAPI_VERSION = "3.0.3"  # what the bundled Swagger UI renders
@@ -78,6 +83,7 @@ class Operation:
     tag: str
     responses: dict
     body: type | None = None
+    query: type | None = None
     protected: bool = False
     description: str = ""
     errors: dict = field(default_factory=dict)
@@ -146,8 +152,17 @@ OPERATIONS = {
         summary="List the caller's posts, oldest first",
         tag="posts",
         protected=True,
+        query=PageQuerySchema,
         responses={200: ("The posts", PostSchema(many=True))},
-        errors={401: None, 503: "The database is unavailable"},
+        errors={
+            401: None,
+            422: "`limit` or `after_id` is not a whole number in range",
+            503: "The database is unavailable",
+        },
+        description="Without parameters, every post. With `limit` (1 to 1000, "
+        "default 100) and/or `after_id` (default 0), one page of posts with "
+        'ids above `after_id`, and a `Link: <url>; rel="next"` header when '
+        "more may follow.",
     ),
     "posts.delete_post": Operation(
         summary="Delete one of the caller's posts",
@@ -230,6 +245,9 @@ def _operation(endpoint, operation):
     }
     if operation.description:
         result["description"] = operation.description
+    if operation.query is not None:
+        # The marshmallow plugin turns the schema into one parameter a field.
+        result["parameters"] = [{"in": "query", "schema": operation.query}]
     if operation.body is not None:
         result["requestBody"] = {
             "required": True,

@@ -59,3 +59,11 @@ def load_body(schema):
         # json raises this, not ValueError, for very deeply nested input.
         raise APIError(400, "Request body is nested too deeply") from None
     return schema.load(payload)
+
+
+def load_query(schema):
+    """The request's query string, validated by ``schema``.
+
+    Raises ``ValidationError`` (422).
+    """
+    return schema.load(request.args.to_dict())

@@ -13,6 +13,7 @@ from sqlalchemy import event
 
 from postservice import cache_health
 from postservice.extensions import cache, db
+from postservice.posts import cache as posts_cache
 from postservice.posts import service
 
 from .conftest import AuthActions
@@ -118,10 +119,12 @@ def test_writer_between_miss_and_store_cannot_leave_stale_entry(
     render = service._render_listing
 
     def render_then_someone_writes(uid):
-        body = render(uid)  # the old rows, read before the write commits
+        chunks = render(uid)
+        head = next(chunks)  # the old rows, read before the write commits
         monkeypatch.setattr(service, "_render_listing", render)
         actions.add_post(headers, "new")  # commits and invalidates
-        return body
+        yield head
+        yield from chunks
 
     monkeypatch.setattr(service, "_render_listing", render_then_someone_writes)
     assert texts(actions, headers) == ["old"]  # the racing read itself
@@ -258,3 +261,27 @@ def test_write_while_backing_off_still_invalidates_other_instances(
     writer_app.extensions["cache_health"].down_until = time.monotonic() + 60
     writer.add_post(headers, "after")
     assert texts(reader, headers) == ["before", "after"]
+
+
+def test_write_is_invalidated_before_it_is_acknowledged(redis_app, monkeypatch):
+    """Another thread flushing the owed invalidations must not delay this one.
+
+    A reader's flush swaps the owed set out and sends it a moment later; a
+    write that merely joined that set could be acknowledged before its token
+    was replaced, and the client's next read through another instance would
+    miss it. Simulate that flusher by making the owed set vanish.
+    """
+    actions = AuthActions(redis_app.test_client())
+    headers = actions.register()
+    uid = user_id(redis_app, headers)
+    assert texts(actions, headers) == []  # cached, under the current token
+    server = redis.Redis.from_url(redis_app.config["REDIS_URL"])
+    before = server.get(f"postservice:posts:gen:{uid}")
+
+    def flushed_by_someone_else(health):
+        with health.lock:
+            health.pending = set()
+
+    monkeypatch.setattr(posts_cache, "_flush_pending", flushed_by_someone_else)
+    actions.add_post(headers, "acknowledged")
+    assert server.get(f"postservice:posts:gen:{uid}") != before

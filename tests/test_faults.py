@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+import redis
 from flask_migrate import upgrade
 from sqlalchemy import select
 
@@ -125,10 +126,23 @@ def stored_posts(url):
     return rows
 
 
+@pytest.fixture
+def fault_redis_url(real_redis_url):
+    """The test Redis, emptied before and after.
+
+    The fault database numbers its users from 1, as the other tests'
+    database does: cache entries of one must never answer for the other.
+    """
+    server = redis.Redis.from_url(real_redis_url)
+    server.flushdb()
+    yield real_redis_url
+    server.flushdb()
+
+
 def test_mariadb_killed_under_load(
-    mariadb_server, fault_database, real_redis_url, start_instances, capsys
+    mariadb_server, fault_database, fault_redis_url, start_instances, capsys
 ):
-    bases = start_instances(fault_database, real_redis_url)
+    bases = start_instances(fault_database, fault_redis_url)
     headers = register_users(bases[0], USERS, "dbfault")
     stats = Stats()
     finish = load_in_background(bases, headers, stats)

@@ -81,7 +81,7 @@ def test_status_codes_and_security(document):
         ("GET", "/api/v1/users/me"): {"200", "401", "503"},
         ("POST", "/api/v1/users/logout"): {"204", "401", "503"},
         ("POST", "/api/v1/posts/add-post"): {"200", "401", "503"} | BODY_ERRORS,
-        ("GET", "/api/v1/posts/get-posts"): {"200", "401", "503"},
+        ("GET", "/api/v1/posts/get-posts"): {"200", "401", "422", "503"},
         ("DELETE", "/api/v1/posts/delete-post/{post_id}"): {"204", "401", "404", "503"},
     }
     found = {(m, p): op for m, p, op in operations(document)}
@@ -133,3 +133,16 @@ def test_docs_assets_are_only_the_listed_files(client):
     assert response.status_code == 404
     assert response.json == {"detail": "Not Found"}
     assert client.get("/docs/../__init__.py").status_code == 404
+
+
+def test_page_parameters_are_documented(document):
+    operation = document["paths"]["/api/v1/posts/get-posts"]["get"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    assert set(parameters) == {"limit", "after_id"}
+    assert all(p["in"] == "query" and not p["required"] for p in parameters.values())
+    assert parameters["limit"]["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1000,
+    }
+    assert parameters["after_id"]["schema"]["minimum"] == 0

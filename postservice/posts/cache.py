@@ -84,7 +84,7 @@ def _usable(health):
 def read_with_listing(user_id, *keys):
     """The values of ``keys``, read in the same round trip as the user's listing.
 
-    The listing's keys are kept on ``flask.g`` for ``listing()`` later in
+    The listing's keys are kept on ``flask.g`` for ``lookup()`` later in
     the request. Raises ``RedisError`` (after recording the failure), or
     ``CacheUnavailable`` while the cache is being left alone.
     """
@@ -109,38 +109,46 @@ def _read(user_id):
     return cache.get_many(_gen_key(user_id), _list_key(user_id))
 
 
-def listing(user_id, build):
-    """The user's get-posts body: from the cache, or ``build()`` and cached.
+def lookup(user_id):
+    """``(body, generation)`` for the user's cached get-posts listing.
 
-    ``build`` returns the JSON bytes and is called only on a miss.
+    ``body`` is the cached JSON bytes, or None on a miss. On a miss,
+    ``generation`` is the token to pass to ``store`` once the listing has
+    been read from the database, or None when the cache cannot be used. It
+    is read *before* the database is queried, so a listing read across a
+    concurrent write is stored under the old token and never served.
     """
     health = cache_health.current()
-    generation = None
-    if _usable(health):
-        try:
-            generation, entry = _read(user_id)
-            if generation is not None and entry is not None:
-                head, sep, body = entry.partition(SEPARATOR)
-                if sep and head == generation:
-                    return body
-            if generation is None:
-                cache.add(_gen_key(user_id), _new_generation(), timeout=GENERATION_TTL)
-                generation = cache.get(_gen_key(user_id))
-        except RedisError as e:
-            health.failed(e)
-            generation = None
+    if not _usable(health):
+        return None, None
+    try:
+        generation, entry = _read(user_id)
+        if generation is not None and entry is not None:
+            head, sep, body = entry.partition(SEPARATOR)
+            if sep and head == generation:
+                return body, generation
+        if generation is None:
+            cache.add(_gen_key(user_id), _new_generation(), timeout=GENERATION_TTL)
+            generation = cache.get(_gen_key(user_id))
+    except RedisError as e:
+        health.failed(e)
+        return None, None
+    return None, generation
 
-    body = build()
-    if generation is not None:
-        try:
-            cache.set(
-                _list_key(user_id),
-                generation + SEPARATOR + body,
-                timeout=current_app.config["POSTS_CACHE_TTL"],
-            )
-        except RedisError as e:
-            health.failed(e)
-    return body
+
+def store(user_id, generation, body):
+    """Cache ``body``: the whole listing, read after ``lookup`` gave ``generation``."""
+    health = cache_health.current()
+    if not health.available():
+        return
+    try:
+        cache.set(
+            _list_key(user_id),
+            generation + SEPARATOR + body,
+            timeout=current_app.config["POSTS_CACHE_TTL"],
+        )
+    except RedisError as e:
+        health.failed(e)
 
 
 def invalidate(user_id):
@@ -151,11 +159,21 @@ def invalidate(user_id):
     held back here would let it serve a listing without this change. It
     costs a write at most one ``REDIS_TIMEOUT``. What cannot be sent now is
     owed, and sent with the next use of the cache.
+
+    The user's own token is replaced here, not left to the owed set: another
+    thread flushing that set could still be sending it when this write is
+    acknowledged, and the client's next read would miss the change.
     """
     health = cache_health.current()
-    with health.lock:
-        health.pending.add(user_id)
     try:
-        _flush_pending(health)
+        cache.set(_gen_key(user_id), _new_generation(), timeout=GENERATION_TTL)
     except RedisError as e:
+        with health.lock:
+            health.pending.add(user_id)
         health.failed(e)
+        return
+    if health.pending:
+        try:
+            _flush_pending(health)
+        except RedisError as e:
+            health.failed(e)

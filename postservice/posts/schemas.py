@@ -1,10 +1,14 @@
 """Wire format of the post endpoints."""
 
 from flask import current_app
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, post_load, validate
 
 from ..errors import PayloadTooLarge
+from ..models import ID_MAX
 from ..validation import RequestSchema, UnicodeString
+
+PAGE_MAX_LIMIT = 1000
+PAGE_DEFAULT_LIMIT = 100
 
 
 class PostText(UnicodeString):
@@ -40,3 +44,23 @@ class PostCreatedSchema(Schema):
 class PostSchema(Schema):
     id = fields.Integer(required=True)
     text = fields.String(required=True)
+
+
+class PageQuerySchema(RequestSchema):
+    """``?limit=N&after_id=K`` on get-posts: one page, ids ascending.
+
+    Without either parameter the listing is not paged (every post, as
+    always); with one of them the other takes its default.
+    """
+
+    limit = fields.Integer(
+        strict=False, validate=validate.Range(min=1, max=PAGE_MAX_LIMIT)
+    )
+    after_id = fields.Integer(strict=False, validate=validate.Range(min=0, max=ID_MAX))
+
+    @post_load
+    def _defaults(self, data, **kwargs):
+        if data:
+            data.setdefault("limit", PAGE_DEFAULT_LIMIT)
+            data.setdefault("after_id", 0)
+        return data

@@ -1,17 +1,13 @@
 """Post rules: adding, listing and deleting a user's own posts."""
 
-import json
-
+from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import NotFound, Unauthorized
 from ..extensions import db
 from ..models import Post
-from . import cache
-from .schemas import PostSchema
-
-posts_schema = PostSchema(many=True)
+from . import cache, listing
 
 
 def add_post(*, user_id, text):
@@ -22,12 +18,16 @@ def add_post(*, user_id, text):
     post = Post(user_id=user_id, text=text)
     db.session.add(post)
     try:
+        db.session.flush()
+        # Read the id before the commit expires it: afterwards reading it
+        # would cost a SELECT, and fail if the post had been deleted meanwhile.
+        post_id = post.id
         db.session.commit()
     except IntegrityError:  # the foreign key: the account was deleted
         db.session.rollback()
         raise Unauthorized("Could not validate credentials") from None
     cache.invalidate(user_id)
-    return post.id
+    return post_id
 
 
 def delete_post(*, user_id, post_id):
@@ -45,15 +45,74 @@ def delete_post(*, user_id, post_id):
     cache.invalidate(user_id)
 
 
-def listing_json(*, user_id):
-    """The user's posts, oldest first, as the JSON bytes of the response."""
-    return cache.listing(user_id, lambda: _render_listing(user_id))
+def listing_body(*, user_id):
+    """All the user's posts, oldest first, as the JSON body of the response.
+
+    Bytes when cached or small, otherwise an iterator of chunks streamed
+    from the database (see ``listing.started`` for what has already run).
+    A listing is cached only when it was read completely and is at most
+    ``POSTS_CACHE_MAX_BYTES``.
+    """
+    body, generation = cache.lookup(user_id)
+    if body is not None:
+        return body
+    chunks = _render_listing(user_id)
+    if generation is not None:
+        chunks = _cached_when_complete(chunks, user_id, generation)
+    return listing.started(chunks)
+
+
+def page_body(*, user_id, limit, after_id):
+    """Up to ``limit`` of the user's posts with ids above ``after_id``.
+
+    Returns ``(body, next_after_id)``; ``next_after_id`` is None on the last
+    page. The ids are read first (from the index alone) so that the page's
+    end, and whether more follow, are known before its texts are streamed.
+    """
+    ids = db.session.scalars(
+        select(Post.id)
+        .where(Post.user_id == user_id, Post.id > after_id)
+        .order_by(Post.id)
+        .limit(limit + 1)
+    ).all()
+    db.session.rollback()  # end the read snapshot; nothing was written
+    if not ids:
+        return b"[]", None
+    last = ids[min(limit, len(ids)) - 1]
+    statement = (
+        select(Post.id, Post.text)
+        .where(Post.user_id == user_id, Post.id > after_id, Post.id <= last)
+        .order_by(Post.id)
+    )
+    body = listing.started(listing.json_chunks(db.engine, statement))
+    return body, (last if len(ids) > limit else None)
 
 
 def _render_listing(user_id):
-    rows = db.session.execute(
+    statement = (
         select(Post.id, Post.text).where(Post.user_id == user_id).order_by(Post.id)
     )
-    posts = posts_schema.dump(rows.mappings())
-    db.session.rollback()  # end the read snapshot; nothing was written
-    return json.dumps(posts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return listing.json_chunks(db.engine, statement)
+
+
+def _cached_when_complete(chunks, user_id, generation):
+    """Pass ``chunks`` through, caching the body if it ends and is small enough.
+
+    A client that goes away mid-stream closes this generator at a ``yield``,
+    so an incomplete body is never stored.
+    """
+    limit = current_app.config["POSTS_CACHE_MAX_BYTES"]
+    kept, size = [], 0
+    try:
+        for chunk in chunks:
+            if kept is not None:
+                size += len(chunk)
+                if size <= limit:
+                    kept.append(chunk)
+                else:
+                    kept = None  # too big to cache; stop holding on to it
+            yield chunk
+    finally:
+        chunks.close()  # its database connection, now and not at garbage collection
+    if kept is not None:
+        cache.store(user_id, generation, b"".join(kept))

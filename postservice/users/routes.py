@@ -27,8 +27,8 @@ def register():
 @bp.post("/login")
 @throttling.limit("LOGIN_RATE_LIMIT")
 def login():
-    user = service.authenticate(**load_body(login_schema))
-    return token_response(user.id)
+    user_id = service.authenticate(**load_body(login_schema))
+    return token_response(user_id)
 
 
 @bp.get("/me")

@@ -1,6 +1,5 @@
 """Account rules: registration and login."""
 
-import bcrypt
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -8,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import APIError, NotFound, Unauthorized
 from ..extensions import db
 from ..models import User
+from . import passwords
 from .schemas import PASSWORD_MAX_BYTES
 
 
@@ -17,8 +17,7 @@ class EmailTaken(APIError):
 
 
 def hash_password(password):
-    rounds = current_app.config["BCRYPT_ROUNDS"]
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode("ascii")
+    return passwords.hash_password(password, current_app.config["BCRYPT_ROUNDS"])
 
 
 def password_matches(password, password_hash):
@@ -26,7 +25,7 @@ def password_matches(password, password_hash):
     # bcrypt 5 raises on more than 72 bytes; no such password was ever stored.
     if len(encoded) > PASSWORD_MAX_BYTES:
         return False
-    return bcrypt.checkpw(encoded, password_hash.encode("ascii"))
+    return passwords.check_password(encoded, password_hash)
 
 
 def register(*, email, password):
@@ -48,17 +47,22 @@ def register(*, email, password):
 
 
 def authenticate(*, email, password):
-    """The user with these credentials.
+    """The id of the user with these credentials.
 
     Raises ``NotFound`` for an unknown email and ``Unauthorized`` for a
     wrong password, as the API has always answered.
     """
-    user = db.session.scalar(select(User).where(User.email == email))
-    if user is None:
+    row = db.session.execute(
+        select(User.id, User.password_hash).where(User.email == email)
+    ).first()
+    # Give the connection back before the slow hash: a burst of logins must
+    # not hold the pool's connections while they wait for the CPU.
+    db.session.rollback()
+    if row is None:
         raise NotFound("User not found")
-    if not password_matches(password, user.password_hash):
+    if not password_matches(password, row.password_hash):
         raise Unauthorized("Incorrect password")
-    return user
+    return row.id
 
 
 def get_user(user_id):

@@ -1,0 +1,53 @@
+"""A JWTManager that verifies each token string once, not on every request.
+
+PyJWT decodes a token four times per request under Flask-JWT-Extended
+(headers, unverified claims, verified claims) and checks every base64
+character in Python: about half the cost of a cached get-posts. A token is
+immutable, so once a given string has passed every check, the only thing
+that can change is the clock. This manager remembers the claims of tokens
+that verified, per app, and on a later request with the same string only
+checks ``exp`` again; an expired or unknown token goes through the full
+decode, so every 401 is exactly as before. Everything Flask-JWT-Extended
+does after decoding (token type, revocation and user loaders) still runs
+on every request, because only the decode step is remembered.
+"""
+
+import threading
+import time
+
+from flask import current_app
+from flask_jwt_extended import JWTManager
+
+MEMO_SIZE = 10_000  # tokens remembered per app; the oldest is forgotten first
+
+
+class MemoizingJWTManager(JWTManager):
+    def init_app(self, app, *args, **kwargs):
+        super().init_app(app, *args, **kwargs)
+        app.extensions["verified_tokens"] = {}
+        # Changes are locked: evicting iterates the dict, which raises if
+        # another thread resizes it meanwhile. Hits only read, unlocked.
+        app.extensions["verified_tokens_lock"] = threading.Lock()
+
+    def _decode_jwt_from_config(
+        self, encoded_token, csrf_value=None, allow_expired=False
+    ):
+        if csrf_value is not None or allow_expired:
+            return super()._decode_jwt_from_config(
+                encoded_token, csrf_value, allow_expired
+            )
+        extensions = current_app.extensions
+        memo = extensions["verified_tokens"]
+        claims = memo.get(encoded_token)
+        leeway = current_app.config["JWT_DECODE_LEEWAY"]
+        if claims is not None:
+            if "exp" not in claims or time.time() < claims["exp"] + leeway:
+                return dict(claims)  # callers may keep and change theirs
+            with extensions["verified_tokens_lock"]:
+                memo.pop(encoded_token, None)
+        claims = super()._decode_jwt_from_config(encoded_token, csrf_value, False)
+        with extensions["verified_tokens_lock"]:
+            if len(memo) >= MEMO_SIZE:
+                memo.pop(next(iter(memo)))
+            memo[encoded_token] = dict(claims)
+        return claims

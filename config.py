@@ -110,6 +110,10 @@ class Config:
                 )
             ),
             "BCRYPT_ROUNDS": _int(env, "BCRYPT_ROUNDS", cls.BCRYPT_ROUNDS, 4),
+            # Two per core: every core busy and one hash queued behind each.
+            "PASSWORD_HASH_SLOTS": _int(
+                env, "PASSWORD_HASH_SLOTS", 2 * (os.cpu_count() or 1), 1
+            ),
             "POSTS_CACHE_TTL": _int(env, "POSTS_CACHE_TTL", cls.POSTS_CACHE_TTL, 1),
             "POSTS_CACHE_MAX_BYTES": _int(
                 env, "POSTS_CACHE_MAX_BYTES", POSTS_CACHE_MAX_BYTES, 0

@@ -492,6 +492,12 @@ def to_markdown(report, connections):
         f"{r['login_vs_niced_ceiling']:.2f}",
         f"- errors and timeouts at c={connections[-1]} (all rows): "
         f"**{r['errors_at_max_connections']}**",
+        "- logins turned away with 503 because every password-hash slot was "
+        "busy (not in the login req/s): "
+        + ", ".join(
+            f"c={c} {report['figures']['login'][str(c)].get('shed', 0)}"
+            for c in connections
+        ),
     ]
     cs = report.get("com_select")
     if cs:
@@ -509,7 +515,8 @@ def to_markdown(report, connections):
                 parts.append(
                     f"with {key.split('_')[1]} login connections "
                     f"{g['p50_ms']:.1f} / {g['p99_ms']:.1f} ms "
-                    f"({value['login']['rps']:.2f} logins/s)"
+                    f"({value['login']['rps']:.2f} logins/s, "
+                    f"{value['login'].get('shed', 0)} turned away)"
                 )
         lines.append("- get-posts (cached, c=8) latency: " + "; ".join(parts))
     return "\n".join(lines) + "\n"

@@ -9,6 +9,10 @@ EXTRAS=""
 . "$(dirname "$0")/../scripts/bootstrap.sh"
 python -c 'import matplotlib' 2>/dev/null || python -m pip install --quiet matplotlib
 if ! command -v wrk >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk; else sudo apt-get install -y -qq wrk; fi
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq wrk
+    else
+        sudo apt-get update -qq && sudo apt-get install -y -qq wrk
+    fi
 fi
 exec python bench/run.py "$@"

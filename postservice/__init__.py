@@ -24,6 +24,7 @@ from . import (
 from .extensions import cache, db, jwt, migrate
 from .posts import cache as posts_cache
 from .posts.routes import bp as posts_bp
+from .users import passwords
 from .users.routes import bp as users_bp
 
 
@@ -77,6 +78,7 @@ def register_extensions(app):
     cache_health.init_app(app)
     revocation.init_app(app)
     posts_cache.init_app(app)
+    passwords.init_app(app)
 
 
 def _enforce_foreign_keys(dbapi_connection, connection_record):

@@ -99,7 +99,8 @@ OPERATIONS = {
             **BODY_ERRORS,
             400: "The email is already registered, or the body is not JSON",
             429: None,
-            503: "The database is unavailable",
+            503: "The database is unavailable, or too many password checks "
+            "are running at once",
         },
         description="The email is trimmed and lower-cased. The password needs "
         "8 characters to 72 bytes of UTF-8.",
@@ -114,7 +115,8 @@ OPERATIONS = {
             401: "Wrong password",
             404: "No account has this email",
             429: None,
-            503: "The database is unavailable",
+            503: "The database is unavailable, or too many password checks "
+            "are running at once",
         },
     ),
     "users.me": Operation(

@@ -5,6 +5,13 @@ a burst of logins would take every core, and every other request would wait
 its turn behind them. Here at most one hash per core runs at a time, on
 threads with a raised nice value, so the scheduler gives the other requests
 the CPU first and logins get the rest: all of it when nothing else runs.
+
+A request waiting for a hash still holds one of the server's threads. So
+that a burst of logins can never hold all of them, at most
+``PASSWORD_HASH_SLOTS`` hashes may be running or queued per app; a login or
+registration beyond that is answered at once with a 503 and
+``Retry-After: 1`` (``HashingBusy``) instead of waiting, and every other
+request keeps a thread.
 """
 
 import contextlib
@@ -14,10 +21,27 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
+from flask import current_app
+
+from ..errors import APIError
 
 NICENESS = 10
 _pool = None
 _pool_lock = threading.Lock()
+
+
+class HashingBusy(APIError):
+    def __init__(self):
+        super().__init__(
+            503,
+            "Too many password checks at once, retry shortly",
+            headers={"Retry-After": "1"},
+        )
+
+
+def init_app(app):
+    slots = app.config["PASSWORD_HASH_SLOTS"]
+    app.extensions["password_hash_slots"] = threading.BoundedSemaphore(slots)
 
 
 def _lower_priority():
@@ -41,12 +65,21 @@ def _executor():
     return _pool
 
 
+def _hashed(function, *args):
+    """``function(*args)`` on the hashing threads; raises ``HashingBusy`` when full."""
+    slots = current_app.extensions["password_hash_slots"]
+    if not slots.acquire(blocking=False):
+        raise HashingBusy()
+    try:
+        return _executor().submit(function, *args).result()
+    finally:
+        slots.release()
+
+
 def hash_password(password, rounds):
     salt = bcrypt.gensalt(rounds)
-    hashed = _executor().submit(bcrypt.hashpw, password.encode(), salt).result()
-    return hashed.decode("ascii")
+    return _hashed(bcrypt.hashpw, password.encode(), salt).decode("ascii")
 
 
 def check_password(password_bytes, password_hash):
-    encoded_hash = password_hash.encode("ascii")
-    return _executor().submit(bcrypt.checkpw, password_bytes, encoded_hash).result()
+    return _hashed(bcrypt.checkpw, password_bytes, password_hash.encode("ascii"))

@@ -69,6 +69,15 @@ def init_app(app):
     """Attach the limits to the marked views; call after registering blueprints."""
     limiter = Limiter(key_func=client_address, app=app)
     app.extensions["throttle"] = limiter
+    # Flask-Limiter also checks every request before it runs, for app-wide
+    # default limits; there are none here, and the decorated views below
+    # check their own limits. Dropping that hook spares every other request
+    # (a cached get-posts most of all) the work of finding it has no limit.
+    app.before_request_funcs[None] = [
+        hook
+        for hook in app.before_request_funcs.get(None, [])
+        if hook != limiter._check_request_limit
+    ]
     for endpoint, view in list(app.view_functions.items()):
         setting = getattr(view, "throttled_by", None)
         if setting is None:

@@ -6,6 +6,7 @@ tests against real servers. Both are wiped: the database's tables are
 dropped and migrated afresh, and the Redis database is flushed.
 """
 
+import contextlib
 import os
 import secrets
 import socket
@@ -18,7 +19,7 @@ import pytest
 import redis
 import requests
 from flask_migrate import upgrade
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from postservice import create_app
 from postservice.extensions import db
@@ -134,6 +135,23 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+@contextlib.contextmanager
+def executed_sql(app):
+    """Collects ``(cursor, statement)`` for every SQL statement the app sends."""
+    seen = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append((cursor, statement))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 class AuthActions:

@@ -1,6 +1,5 @@
 """The per-user get-posts cache: hits, invalidation, isolation and failure."""
 
-import contextlib
 import logging
 import socket
 import time
@@ -9,14 +8,13 @@ import pytest
 import redis
 from flask_jwt_extended import decode_token
 from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy import event
 
 from postservice import cache_health
-from postservice.extensions import cache, db
+from postservice.extensions import cache
 from postservice.posts import cache as posts_cache
 from postservice.posts import service
 
-from .conftest import AuthActions
+from .conftest import AuthActions, executed_sql
 
 GET_POSTS = "/api/v1/posts/get-posts"
 
@@ -31,23 +29,6 @@ def cached_app(request, make_app):
 @pytest.fixture
 def redis_app(make_app, real_redis_url):
     return make_app(REDIS_URL=real_redis_url)
-
-
-@contextlib.contextmanager
-def sql_statements(app):
-    """Collects every SQL statement the app sends while the block runs."""
-    statements = []
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def user_id(app, headers):
@@ -65,9 +46,9 @@ def test_hit_runs_no_sql_and_returns_same_bytes(cached_app):
     headers = actions.register()
     actions.add_post(headers, "first")
     miss = client.get(GET_POSTS, headers=headers)
-    with sql_statements(cached_app) as statements:
+    with executed_sql(cached_app) as executed:
         hit = client.get(GET_POSTS, headers=headers)
-    assert statements == []
+    assert executed == []
     assert hit.status_code == 200
     assert hit.data == miss.data
     assert hit.content_type == "application/json"
@@ -77,9 +58,9 @@ def test_miss_queries_the_database(cached_app):
     client = cached_app.test_client()
     actions = AuthActions(client)
     headers = actions.register()
-    with sql_statements(cached_app) as statements:
+    with executed_sql(cached_app) as executed:
         assert actions.posts(headers) == []
-    assert any("posts" in statement for statement in statements)
+    assert any("posts" in statement for _, statement in executed)
 
 
 def test_client_reads_its_own_writes(cached_app):

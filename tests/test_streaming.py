@@ -1,6 +1,5 @@
 """Listings too big to hold: streamed from the database, byte for byte, uncached."""
 
-import contextlib
 import json
 
 import pymysql.cursors
@@ -8,13 +7,13 @@ import pytest
 import redis
 import requests
 from flask_jwt_extended import decode_token
-from sqlalchemy import event, insert, select
+from sqlalchemy import insert, select
 
 from postservice.extensions import db
 from postservice.models import Post
 from postservice.posts import listing
 
-from .conftest import AuthActions
+from .conftest import AuthActions, executed_sql
 
 GET_POSTS = "/api/v1/posts/get-posts"
 # Texts that JSON must escape or that are more than one byte in UTF-8.
@@ -45,23 +44,6 @@ def expected_body(app, uid):
         ).all()
     posts = [{"id": post_id, "text": text} for post_id, text in rows]
     return json.dumps(posts, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-@contextlib.contextmanager
-def cursors(app):
-    """The DB-API cursors of every statement the app runs while the block runs."""
-    seen = []
-
-    def record(conn, cursor, statement, *args):
-        seen.append((cursor, statement))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 @pytest.fixture
@@ -102,7 +84,7 @@ def test_big_listing_is_streamed_in_chunks_byte_identical(big_app, owner):
 def test_stream_uses_a_server_side_cursor(big_app, owner):
     headers, _ = owner
     client = big_app.test_client()
-    with cursors(big_app) as seen:
+    with executed_sql(big_app) as seen:
         assert client.get(GET_POSTS, headers=headers).status_code == 200
     (cursor,) = [c for c, statement in seen if "posts" in statement]
     if big_app.config["SQLALCHEMY_DATABASE_URI"].startswith("mysql"):
@@ -113,7 +95,7 @@ def test_big_listing_is_not_cached(big_app, owner):
     headers, _ = owner
     client = big_app.test_client()
     first = client.get(GET_POSTS, headers=headers).data
-    with cursors(big_app) as seen:
+    with executed_sql(big_app) as seen:
         second = client.get(GET_POSTS, headers=headers).data
     assert first == second
     assert any("posts" in statement for _, statement in seen)
@@ -129,7 +111,7 @@ def test_small_listing_is_still_cached_whole(big_app):
     actions.add_post(headers, "small")
     miss = actions.client.get(GET_POSTS, headers=headers)
     assert miss.headers["Content-Length"] == str(len(miss.data))
-    with cursors(big_app) as seen:
+    with executed_sql(big_app) as seen:
         hit = actions.client.get(GET_POSTS, headers=headers)
     assert seen == []
     assert hit.data == miss.data

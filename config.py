@@ -20,6 +20,7 @@ POST_TEXT_MAX_BYTES = 1024 * 1024
 # A 1 MiB text can be 6 MiB of JSON when every byte is sent as a \uXXXX
 # escape; the body cap leaves room for that and the envelope, no more.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_WAITRESS_THREADS = 8
 # Connections the pool may open beyond DATABASE_POOL_SIZE under load.
 DATABASE_MAX_OVERFLOW = 5
 # waitress answers bodies over its own limit with a plain-text 413 before the
@@ -80,6 +81,13 @@ def _rate_limit(env, name, default):
     return raw
 
 
+def _default_hash_slots(env):
+    """Two per core (every core busy, one hash queued behind each), but never
+    more than half the server's threads, so logins cannot hold them all."""
+    threads = _int(env, "WAITRESS_THREADS", DEFAULT_WAITRESS_THREADS, 1)
+    return max(1, min(2 * (os.cpu_count() or 1), threads // 2))
+
+
 class Config:
     """Defaults shared by every mode; each can be overridden from the environment."""
 
@@ -110,9 +118,8 @@ class Config:
                 )
             ),
             "BCRYPT_ROUNDS": _int(env, "BCRYPT_ROUNDS", cls.BCRYPT_ROUNDS, 4),
-            # Two per core: every core busy and one hash queued behind each.
             "PASSWORD_HASH_SLOTS": _int(
-                env, "PASSWORD_HASH_SLOTS", 2 * (os.cpu_count() or 1), 1
+                env, "PASSWORD_HASH_SLOTS", _default_hash_slots(env), 1
             ),
             "POSTS_CACHE_TTL": _int(env, "POSTS_CACHE_TTL", cls.POSTS_CACHE_TTL, 1),
             "POSTS_CACHE_MAX_BYTES": _int(
@@ -296,7 +303,7 @@ def server_settings(env, pool_size):
     threads than database connections: a thread waiting for a connection
     would stall its request for the pool timeout and then fail.
     """
-    threads = _int(env, "WAITRESS_THREADS", 8, 1)
+    threads = _int(env, "WAITRESS_THREADS", DEFAULT_WAITRESS_THREADS, 1)
     most = pool_size + DATABASE_MAX_OVERFLOW
     if threads > most:
         raise ConfigError(

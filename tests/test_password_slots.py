@@ -81,3 +81,13 @@ def test_logins_in_flight_do_not_stall_other_requests(start_server):
     assert set(statuses) <= {200, 503}
     assert 200 in statuses
     assert 503 in statuses
+
+
+def test_default_slots_leave_half_the_threads_free(monkeypatch):
+    import config
+
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 16)
+    assert config._default_hash_slots({}) == 4  # 8 threads by default
+    assert config._default_hash_slots({"WAITRESS_THREADS": "40"}) == 20
+    assert config._default_hash_slots({"WAITRESS_THREADS": "100"}) == 32
+    assert config._default_hash_slots({"WAITRESS_THREADS": "1"}) == 1

@@ -83,18 +83,24 @@ def reset_database(config):
         redis.Redis.from_url(url).flushdb()  # the bench's own databases only
 
 
-def mysql_query(config, sql, params=None):
+def _connect(config):
+    """A PyMySQL connection to the benchmark's database."""
     import pymysql
     from sqlalchemy.engine import make_url
 
     url = make_url(config["server_url"])
-    conn = pymysql.connect(
+    return pymysql.connect(
         host=url.host or "127.0.0.1",
         port=url.port or 3306,
         user=url.username or "root",
         password=url.password or "",
         database=config["database"],
+        charset="utf8mb4",
     )
+
+
+def mysql_query(config, sql, params=None):
+    conn = _connect(config)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, params)
@@ -217,18 +223,7 @@ def user_id_of(token):
 
 def insert_posts(config, user_id, texts, batch=200):
     """Insert posts directly (faster than the API for thousands); returns their ids."""
-    import pymysql
-    from sqlalchemy.engine import make_url
-
-    url = make_url(config["server_url"])
-    conn = pymysql.connect(
-        host=url.host or "127.0.0.1",
-        port=url.port or 3306,
-        user=url.username or "root",
-        password=url.password or "",
-        database=config["database"],
-        charset="utf8mb4",
-    )
+    conn = _connect(config)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT COALESCE(MAX(id), 0) FROM posts")

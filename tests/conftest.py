@@ -188,6 +188,19 @@ def auth(client):
     return AuthActions(client)
 
 
+def run_in_repo(args, env=None, timeout=60):
+    """Run a command from the repository root; returns it finished, never raises."""
+    return subprocess.run(
+        args,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

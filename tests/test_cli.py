@@ -10,15 +10,13 @@ from sqlalchemy import create_engine, inspect
 
 from postservice import create_app
 
-from .conftest import ROOT, free_port, server_env, wait_for_http
+from .conftest import ROOT, free_port, run_in_repo, server_env, wait_for_http
 
 BIN = Path(sys.executable).parent
 
 
 def run(args, env, check=True):
-    result = subprocess.run(
-        args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    result = run_in_repo(args, env, timeout=120)
     if check:
         assert result.returncode == 0, result.stderr
     return result

@@ -1,7 +1,6 @@
 """Settings: read from the environment per mode, refused when unsafe."""
 
 import os
-import subprocess
 import sys
 from datetime import timedelta
 
@@ -9,7 +8,7 @@ import pytest
 
 from postservice import create_app
 
-from .conftest import ROOT
+from .conftest import run_in_repo
 
 SETTINGS_FROM_ENV = (
     "POSTSERVICE_ENV",
@@ -85,13 +84,9 @@ def test_production_secret_from_environment_is_checked(monkeypatch):
 def test_production_refusal_is_one_line_without_traceback():
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS_FROM_ENV}
     env["POSTSERVICE_ENV"] = "production"
-    result = subprocess.run(
+    result = run_in_repo(
         [sys.executable, "-c", "from postservice import create_app; create_app()"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        env,
     )
     assert result.returncode != 0
     lines = result.stderr.splitlines()

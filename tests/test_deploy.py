@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import ROOT
+from .conftest import ROOT, run_in_repo
 from .servers import AppInstance, MariaDBServer, require_program
 
 ENTRYPOINT = str(ROOT / "docker" / "entrypoint.sh")
@@ -56,13 +56,8 @@ def test_compose_refuses_to_run_without_the_secrets(tmp_path):
     program = require_program("docker-compose")
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    check = subprocess.run(
-        [program, "--env-file", str(empty), "-f", "docker-compose.yml", "config"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    check = run_in_repo(
+        [program, "--env-file", str(empty), "-f", "docker-compose.yml", "config"]
     )
     assert check.returncode != 0
     assert "in .env" in check.stderr
@@ -152,15 +147,7 @@ def test_entrypoint_gives_up_when_the_database_never_answers(tmp_path):
     env = dict(os.environ, DATABASE_URL=url, POSTSERVICE_ENV="testing")
     env["DATABASE_WAIT_TIMEOUT"] = "1"
     env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
-    result = subprocess.run(
-        [ENTRYPOINT],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_in_repo([ENTRYPOINT], env)
     assert result.returncode == 1
     assert "database not answering after 1 s" in result.stderr
 

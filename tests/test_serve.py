@@ -3,7 +3,6 @@
 import json
 import signal
 import socket
-import subprocess
 import sys
 import time
 
@@ -15,7 +14,7 @@ import config
 from postservice.extensions import db
 from postservice.models import Post
 
-from .conftest import ROOT, server_env
+from .conftest import run_in_repo, server_env
 from .load import register_users
 from .servers import AppInstance
 
@@ -70,15 +69,7 @@ def test_unreadable_thread_count_is_refused(value):
 
 def test_server_refuses_to_start_with_too_many_threads(database_url):
     env = server_env(database_url, None, WAITRESS_THREADS="40", PORT="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "postservice.serve"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_in_repo([sys.executable, "-m", "postservice.serve"], env)
     assert result.returncode == 1
     assert (
         result.stderr.strip()

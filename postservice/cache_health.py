@@ -10,10 +10,13 @@ import threading
 import time
 
 from flask import current_app
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 1.0
+# What a failing cache raises; callers treat all of it as "cache unavailable".
+ERRORS = (RedisError,)
 
 
 class CacheUnavailable(Exception):
@@ -37,8 +40,8 @@ class CacheHealth:
             self.down_until = time.monotonic() + RETRY_AFTER
         if was_up:
             log.warning(
-                "cache unavailable, serving from the database and not checking "
-                "token revocations: %s",
+                "cache unavailable, serving from the database, which also "
+                "decides on every token meanwhile: %s",
                 error,
             )
 

@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 MODES = ("development", "testing", "production")
+LOG_FORMATS = ("text", "json")
 MIN_SECRET_BYTES = 32
 MIN_PRODUCTION_BCRYPT_ROUNDS = 12
 POST_TEXT_MAX_BYTES = 1024 * 1024
@@ -140,6 +141,7 @@ class Config:
             "TRUSTED_PROXY_COUNT": _int(
                 env, "TRUSTED_PROXY_COUNT", 1 if env.get("TRUSTED_PROXY") else 0, 0
             ),
+            "LOG_FORMAT": log_format(env),
         }
         if settings["BCRYPT_ROUNDS"] > 31:
             raise ConfigError("BCRYPT_ROUNDS must be at most 31")
@@ -213,7 +215,9 @@ def _check_production(settings):
 def _derived(settings):
     """Library settings that follow from ours."""
     url = settings["SQLALCHEMY_DATABASE_URI"]
-    engine = {"pool_pre_ping": True}
+    # Statements in errors and logs show no values: they hold post text and
+    # password hashes.
+    engine = {"pool_pre_ping": True, "hide_parameters": True}
     if url.startswith(("mysql", "mariadb")):
         engine.update(
             # Below MySQL's default wait_timeout, so idle connections are
@@ -333,6 +337,29 @@ def server_settings(env, pool_size):
             clear_untrusted_proxy_headers=True,
         )
     return settings
+
+
+def log_format(env):
+    """``LOG_FORMAT``: ``text`` (readable lines, the default) or ``json``."""
+    value = (env.get("LOG_FORMAT") or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {value!r}")
+    return value
+
+
+def metrics_port(env, public_port):
+    """``METRICS_PORT``, or None when unset: then no metrics listener runs.
+
+    Raises ``ConfigError`` when it is the public port: the metrics must never
+    be served where clients reach the API.
+    """
+    port = _int(env, "METRICS_PORT", None, 1)
+    if port is not None and port == public_port:
+        raise ConfigError(
+            f"METRICS_PORT must differ from PORT ({public_port}): the metrics "
+            "are never served on the public port"
+        )
+    return port
 
 
 def shutdown_timeout(env):

@@ -21,6 +21,7 @@ import time
 from flask import current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
 
+from . import metrics
 from .errors import error_response
 
 EMAIL_KEY_MAX_CHARS = 254
@@ -95,6 +96,7 @@ def init_app(app):
 
 
 def handle_rate_limited(e):
+    metrics.throttled()
     current = current_app.extensions["throttle"].current_limit
     retry_after = math.ceil(current.reset_at - time.time()) if current else 60
     return error_response(

@@ -25,7 +25,7 @@ import secrets
 from flask import current_app, g
 from redis.exceptions import RedisError
 
-from .. import cache_health, revocation
+from .. import cache_health, metrics, revocation
 from ..extensions import cache
 
 GENERATION_TTL = 7 * 24 * 3600
@@ -96,6 +96,7 @@ def read_with_listing(user_id, *keys):
             *keys, _gen_key(user_id), _list_key(user_id)
         )
     except RedisError as e:
+        metrics.cache_result("error")
         health.failed(e)
         raise
     g.posts_listing_read = (user_id, generation, entry)
@@ -131,6 +132,7 @@ def lookup(user_id):
             cache.add(_gen_key(user_id), _new_generation(), timeout=GENERATION_TTL)
             generation = cache.get(_gen_key(user_id))
     except RedisError as e:
+        metrics.cache_result("error")
         health.failed(e)
         return None, None
     return None, generation

@@ -3,7 +3,7 @@
 from flask import Blueprint, Response
 from flask_jwt_extended import get_jwt, jwt_required
 
-from .. import throttling
+from .. import metrics, throttling
 from ..auth import current_user_id, token_response
 from ..revocation import revoke
 from ..validation import load_body
@@ -41,6 +41,7 @@ def me():
 @jwt_required()
 def logout():
     revoke(get_jwt())
+    metrics.revoked("logout")
     response = Response(status=204)
     del response.headers["Content-Type"]  # there is no content to have a type
     return response

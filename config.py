@@ -45,6 +45,7 @@ PLACEHOLDER_SECRETS = frozenset(
         "...",
     }
 )
+LOG_FORMATS = ("text", "json")
 MIN_PRODUCTION_BCRYPT_ROUNDS = 12
 POST_TEXT_MAX_BYTES = 1024 * 1024
 # A 1 MiB text can be 6 MiB of JSON when every byte is sent as a \uXXXX
@@ -185,6 +186,7 @@ class Config:
             "TRUSTED_PROXY_COUNT": _int(
                 env, "TRUSTED_PROXY_COUNT", 1 if env.get("TRUSTED_PROXY") else 0, 0
             ),
+            "LOG_FORMAT": log_format(env),
         }
         if settings["BCRYPT_ROUNDS"] > 31:
             raise ConfigError("BCRYPT_ROUNDS must be at most 31")
@@ -434,6 +436,29 @@ def server_settings(env, pool_size):
             clear_untrusted_proxy_headers=True,
         )
     return settings
+
+
+def log_format(env):
+    """``LOG_FORMAT``: ``text`` (readable lines, the default) or ``json``."""
+    value = (env.get("LOG_FORMAT") or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {value!r}")
+    return value
+
+
+def metrics_port(env, public_port):
+    """``METRICS_PORT``, or None when unset: then no metrics listener runs.
+
+    Raises ``ConfigError`` when it is the public port: the metrics must never
+    be served where clients reach the API.
+    """
+    port = _int(env, "METRICS_PORT", None, 1)
+    if port is not None and port == public_port:
+        raise ConfigError(
+            f"METRICS_PORT must differ from PORT ({public_port}): the metrics "
+            "are never served on the public port"
+        )
+    return port
 
 
 def shutdown_timeout(env):

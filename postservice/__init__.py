@@ -1,6 +1,5 @@
 """postservice: user accounts and their text posts, as a JSON API."""
 
-import logging
 import os
 import secrets
 
@@ -17,6 +16,8 @@ from . import (
     docs,
     errors,
     health,
+    logconfig,
+    metrics,
     requestlog,
     revocation,
     throttling,
@@ -49,7 +50,8 @@ def create_app(config=None):
     app.json.ensure_ascii = False
     app.json.sort_keys = False
 
-    requestlog.init_app(app)  # first, so its clock covers the other hooks
+    metrics.init_app(app)
+    requestlog.init_app(app)  # first hook, so its clock covers the other hooks
 
     if app.config["TRUSTED_PROXY_COUNT"]:
         # Only then is X-Forwarded-For the client's address, not its claim.
@@ -60,7 +62,7 @@ def create_app(config=None):
     register_blueprints(app)
     errors.register_error_handlers(app)
     app.after_request(errors.add_security_headers)
-    logging.basicConfig(level=logging.INFO)  # no-op when the server configured logging
+    logconfig.configure_unless_done(app.config["LOG_FORMAT"])
     return app
 
 

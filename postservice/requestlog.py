@@ -1,8 +1,9 @@
 """One log line per request, and the request id that ties it to the client.
 
-The line holds the method, the path (never the query string), the status,
-the duration and the request id, and nothing from headers or bodies, so
-passwords, tokens and post text never reach the logs. An incoming
+The line holds the method, the path (never the query string), the Flask
+endpoint, the status, the duration and the request id, and nothing from
+headers or bodies, so passwords, tokens and post text never reach the logs.
+The same measurement feeds the request metrics. An incoming
 ``X-Request-ID`` is kept when it looks like an id (a proxy or client chose
 it); otherwise one is generated. Either way it is echoed in the response.
 """
@@ -14,6 +15,8 @@ import uuid
 
 from flask import g, request
 
+from . import metrics
+
 log = logging.getLogger("postservice.request")
 
 HEADER = "X-Request-ID"
@@ -23,8 +26,14 @@ VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def init_app(app):
+    """Call after ``metrics.init_app``: each request is counted here too."""
+    record = metrics.request_recorder(app)
+
+    def finish(response):
+        return _finish(response, record)
+
     app.before_request(_start)
-    app.after_request(_finish)
+    app.after_request(finish)
 
 
 def request_id():
@@ -44,22 +53,27 @@ def _printable(path):
     return path[:512].encode("unicode_escape").decode("ascii")
 
 
-def _finish(response):
+def _finish(response, record):
+    # Each read of ``request`` goes through a context lookup: read once.
+    method, endpoint = request.method, request.endpoint or metrics.NO_ENDPOINT
     path = _printable(request.path)
     rid = g.get("request_id") or uuid.uuid4().hex
     started = g.get("request_started")
-    duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
+    seconds = time.perf_counter() - started if started else 0.0
+    duration_ms = seconds * 1000
     response.headers[HEADER] = rid
+    record(endpoint, method, response.status_code, seconds)
     log.info(
         "%s %s %s %.1fms request_id=%s",
-        request.method,
+        method,
         path,
         response.status_code,
         duration_ms,
         rid,
         extra={
-            "method": request.method,
+            "method": method,
             "path": path,
+            "endpoint": endpoint,
             "status": response.status_code,
             "duration_ms": round(duration_ms, 1),
             "request_id": rid,

@@ -48,7 +48,8 @@ def read_along(app, endpoint, keys, keep):
     """Let ``endpoint`` read its own cache keys in the token check's ``MGET``.
 
     ``keys(user_id)`` names them (keys of the same user, so of one slot);
-    ``keep(user_id, values)`` is handed what was read, before the view runs.
+    ``keep(user_id, values)`` is handed what was read, before the view runs,
+    or None when Redis failed.
     """
     app.extensions["token_read_along"][endpoint] = (keys, keep)
 
@@ -85,7 +86,11 @@ def _cached_verdict(user_id, payload):
         keys += along[0](user_id)
     try:
         generation, entry, *extra = user_state.read(keys)
-    except (cache_health.CacheUnavailable, *cache_health.ERRORS):
+    except cache_health.CacheUnavailable:
+        return verdict_from_database(user_id, payload)
+    except cache_health.ERRORS:
+        if along is not None:
+            along[1](user_id, None)
         return verdict_from_database(user_id, payload)
     if along is not None:
         along[1](user_id, extra)

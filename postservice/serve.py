@@ -5,7 +5,9 @@ handling. Here SIGTERM or SIGINT closes the listening socket (new
 connections are refused, so a load balancer moves on), lets the requests
 already received or being received finish, then closes the remaining idle
 connections and exits 0. Settings come from the environment; see
-``config.server_settings``.
+``config.server_settings``. With ``METRICS_PORT`` set, the Prometheus
+metrics are served there too, on a listener of their own that stays up
+while the requests in flight finish.
 """
 
 import logging
@@ -20,7 +22,7 @@ from waitress.server import BaseWSGIServer
 
 import config
 
-from . import create_app
+from . import create_app, logconfig, metrics
 
 log = logging.getLogger("postservice.serve")  # not __main__ under -m
 
@@ -95,10 +97,13 @@ def _in_flight(channel):
 
 def main(env=None):
     env = os.environ if env is None else env
+    logconfig.configure(config.log_format(env))
     app = create_app()
     settings = config.server_settings(env, app.config["DATABASE_POOL_SIZE"])
     grace = config.shutdown_timeout(env)
+    metrics_port = config.metrics_port(env, settings["port"])
     server = GracefulServer(app, settings)
+    listener = _metrics_listener(app, settings["host"], metrics_port)
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)
     log.info(
@@ -108,7 +113,21 @@ def main(env=None):
         settings["threads"],
     )
     server.run(grace)
+    if listener is not None:
+        listener.shutdown()
+        listener.server_close()
     return 0
+
+
+def _metrics_listener(app, host, port):
+    if port is None:
+        return None
+    try:
+        listener = metrics.start_listener(app, host, port)
+    except OSError as e:
+        raise config.ConfigError(f"METRICS_PORT {port} cannot be used: {e}") from None
+    log.info("metrics on http://%s:%s%s", host, port, metrics.PATH)
+    return listener
 
 
 if __name__ == "__main__":

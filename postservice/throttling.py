@@ -37,7 +37,7 @@ from limits.strategies import FixedWindowRateLimiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import cache_health
+from . import cache_health, metrics
 from .errors import APIError
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class Throttle:
                 raise Throttled(self._retry_after(item, identity))
 
     def _retry_after(self, item, identity):
+        metrics.throttled()
         stats = self._run(lambda limiter: limiter.get_window_stats(item, *identity))
         return stats.reset_time - time.time()
 

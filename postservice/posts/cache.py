@@ -13,7 +13,7 @@ so a hit is one round trip and no SQL.
 from flask import current_app, g
 from redis.exceptions import RedisError
 
-from .. import cache_health, revocation, user_state
+from .. import cache_health, metrics, revocation, user_state
 
 
 def init_app(app):
@@ -29,7 +29,11 @@ def _keys(user_id):
 
 
 def _keep(user_id, values):
-    g.posts_listing_read = (user_id, *values)
+    """What the token check read of the listing; ``values`` None: Redis failed."""
+    if values is None:
+        metrics.cache_result("error")
+    else:
+        g.posts_listing_read = (user_id, *values)
 
 
 def lookup(user_id):
@@ -56,6 +60,7 @@ def lookup(user_id):
     except cache_health.CacheUnavailable:
         return None, None
     except RedisError as e:
+        metrics.cache_result("error")
         health.failed(e)
         return None, None
     return None, generation

@@ -4,6 +4,7 @@ from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from .. import metrics
 from ..errors import NotFound, Unauthorized
 from ..extensions import db
 from ..models import Post
@@ -55,10 +56,13 @@ def listing_body(*, user_id):
     """
     body, generation = cache.lookup(user_id)
     if body is not None:
+        metrics.cache_result("hit")
         return body
     chunks = _render_listing(user_id)
     if generation is not None:
         chunks = _cached_when_complete(chunks, user_id, generation)
+    else:
+        metrics.cache_result("bypass")  # Redis failed or is being left alone
     return listing.started(chunks)
 
 
@@ -114,5 +118,6 @@ def _cached_when_complete(chunks, user_id, generation):
             yield chunk
     finally:
         chunks.close()  # its database connection, now and not at garbage collection
+        metrics.cache_result("miss" if kept is not None else "bypass")
     if kept is not None:
         cache.store(user_id, generation, b"".join(kept))

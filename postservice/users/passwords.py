@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import bcrypt
 from flask import current_app
 
+from .. import metrics
 from ..errors import APIError
 
 NICENESS = 10
@@ -70,10 +71,12 @@ def _hashed(function, *args):
     slots = current_app.extensions["password_hash_slots"]
     if not slots.acquire(blocking=False):
         raise HashingBusy()
+    metrics.hash_slot_taken()
     try:
         return _executor().submit(function, *args).result()
     finally:
         slots.release()
+        metrics.hash_slot_released()
 
 
 def hash_password(password, rounds):

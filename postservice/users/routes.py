@@ -3,7 +3,7 @@
 from flask import Blueprint, Response
 from flask_jwt_extended import get_jwt, jwt_required
 
-from .. import throttling
+from .. import metrics, throttling
 from ..auth import current_user_id, token_response
 from ..revocation import revoke
 from ..validation import load_body
@@ -61,6 +61,7 @@ def delete_me():
     body = load_body(delete_account_schema)
     with throttling.password_attempt(f"user:{user_id}"):
         service.delete_account(user_id=user_id, **body)
+    metrics.revoked("account_deleted")
     return _no_content()
 
 
@@ -72,6 +73,7 @@ def change_password():
     body = load_body(change_password_schema)
     with throttling.password_attempt(f"user:{user_id}"):
         version = service.change_password(user_id=user_id, **body)
+    metrics.revoked("password_change")
     return token_response(user_id, version)
 
 
@@ -79,6 +81,7 @@ def change_password():
 @jwt_required()
 def logout():
     revoke(get_jwt())
+    metrics.revoked("logout")
     return _no_content()
 
 
@@ -86,4 +89,5 @@ def logout():
 @jwt_required()
 def logout_all():
     service.log_out_everywhere(user_id=current_user_id())
+    metrics.revoked("logout_all")
     return _no_content()

@@ -1,0 +1,340 @@
+"""Prometheus metrics: one registry per app, served on a listener of its own.
+
+Every app collects into its own ``CollectorRegistry`` (tests build many apps
+side by side, and two registries never mix their counts). The registry is
+served at ``/metrics`` only by ``python -m postservice.serve`` and only when
+``METRICS_PORT`` is set, on that port: never on the public port, where
+``/metrics`` is the usual JSON 404.
+
+The functions other modules call (``cache_result``, ``throttled``,
+``revoked``, ...) find the app's metrics themselves and do nothing outside
+an app, so they are safe anywhere. The per-request path reuses the request
+log's clock, and counts a request and its duration under one lock
+(``RequestStats``) rather than through a Counter and a Histogram, which
+take three locks and search the buckets one by one; a scrape then sees a
+request's count and its duration together. ``bench/metrics_overhead.py``
+measures what a cached get-posts pays.
+
+What a scrape reads fresh: whether the database and Redis answer (the
+checks ``/readyz`` runs), the database pool's checked-out connections.
+"""
+
+import socket
+import threading
+from bisect import bisect_left
+from importlib import metadata
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from flask import current_app, g, has_request_context, request
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+    make_wsgi_app,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.utils import floatToGoString
+
+from . import cache_health, health
+from .extensions import db
+
+PATH = "/metrics"
+# From a cached listing (about 0.5 ms) to a bcrypt login (about 300 ms) and
+# a slow large listing: each of them lands between two close bounds.
+DURATION_BUCKETS = (
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+CACHE_RESULTS = ("hit", "miss", "error", "bypass")
+REVOCATION_KINDS = ("logout", "logout_all", "password_change", "account_deleted")
+# Anything else a client sends as a method is counted under one label, so
+# invented methods cannot grow the number of series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+# Requests that matched no route (404, 405): one label, never the raw path.
+NO_ENDPOINT = "none"
+_CACHE_COUNTED = "metrics_cache_counted"
+
+
+class Metrics:
+    """The metrics of one app and the registry that holds them."""
+
+    def __init__(self, app):
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = RequestStats()
+        registry.register(self.requests)
+        cache = Counter(
+            "postservice_cache_requests",
+            "Full get-posts listings by how the cache answered: hit, miss "
+            "(read from the database and stored), error (Redis failed), "
+            "bypass (too big to store, or Redis left alone after a failure).",
+            ("result",),
+            registry=registry,
+        )
+        self.cache = {result: cache.labels(result) for result in CACHE_RESULTS}
+        self.throttled = Counter(
+            "postservice_throttled",
+            "Requests turned away with 429 by the login and registration limits.",
+            ("endpoint",),
+            registry=registry,
+        )
+        revocations = Counter(
+            "postservice_token_revocations",
+            "Token revocations recorded, by what caused them.",
+            ("kind",),
+            registry=registry,
+        )
+        self.revocations = {kind: revocations.labels(kind) for kind in REVOCATION_KINDS}
+        self.hash_slots = Gauge(
+            "postservice_password_hash_slots_in_use",
+            "Password hashes running or queued (logins and registrations).",
+            registry=registry,
+        )
+        Gauge(
+            "postservice_password_hash_slots",
+            "PASSWORD_HASH_SLOTS: hashes allowed at once before a quick 503.",
+            registry=registry,
+        ).set(app.config["PASSWORD_HASH_SLOTS"])
+        Gauge(
+            "postservice_build_info",
+            "Always 1; the version of the running code is the label.",
+            ("version",),
+            registry=registry,
+        ).labels(_version()).set(1)
+        registry.register(_StateCollector(app))
+
+
+class RequestStats:
+    """Requests by endpoint, method and status, and their durations.
+
+    Exposed as ``postservice_http_requests_total`` (a counter) and
+    ``postservice_http_request_duration_seconds`` (a histogram with
+    ``DURATION_BUCKETS``), exactly as prometheus_client's own would be.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = {}  # (endpoint, method, status) -> requests
+        # (endpoint, method) -> [count in each bucket (the last is +Inf), sum]
+        self.durations = {}
+
+    def record(self, endpoint, method, status, seconds):
+        if method not in METHODS:
+            method = OTHER_METHOD
+        bucket = bisect_left(DURATION_BUCKETS, seconds)
+        key = (endpoint, method, status)
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+            durations = self.durations.get(key[:2])
+            if durations is None:
+                durations = self.durations[key[:2]] = [0] * (len(DURATION_BUCKETS) + 2)
+            durations[bucket] += 1
+            durations[-1] += seconds
+
+    def collect(self):
+        with self.lock:
+            counts = dict(self.counts)
+            durations = {key: list(value) for key, value in self.durations.items()}
+        requests = CounterMetricFamily(
+            "postservice_http_requests",
+            "HTTP requests answered, by Flask endpoint, method and status.",
+            labels=("endpoint", "method", "status"),
+        )
+        for (endpoint, method, status), count in counts.items():
+            requests.add_metric((endpoint, method, str(status)), count)
+        histogram = HistogramMetricFamily(
+            "postservice_http_request_duration_seconds",
+            "Time from a request's arrival to its response being ready "
+            "(a streamed listing goes on sending after).",
+            labels=("endpoint", "method"),
+        )
+        bounds = [floatToGoString(b) for b in DURATION_BUCKETS] + ["+Inf"]
+        for labels, (*per_bucket, total) in durations.items():
+            cumulative, running = [], 0
+            for bound, count in zip(bounds, per_bucket, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            histogram.add_metric(labels, cumulative, total)
+        yield requests
+        yield histogram
+
+
+class _StateCollector:
+    """Values read at scrape time, in the app's context."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def collect(self):
+        with self.app.app_context():
+            # The pool first: the check below borrows a connection itself.
+            pool = db.engine.pool
+            checked_out = GaugeMetricFamily(
+                "postservice_database_pool_checked_out",
+                "Database connections lent out by the pool right now.",
+            )
+            checked_out.add_metric([], _pool_figure(pool, "checkedout"))
+            size = GaugeMetricFamily(
+                "postservice_database_pool_size",
+                "Connections the database pool keeps (overflow not counted).",
+            )
+            size.add_metric([], _pool_figure(pool, "size"))
+            up = GaugeMetricFamily(
+                "postservice_dependency_up",
+                "1 when the dependency answers /readyz's check at scrape "
+                "time; redis is also 0 while the cache leaves it alone after "
+                "a failure.",
+                labels=("dependency",),
+            )
+            up.add_metric(["database"], health.database_status() == "ok")
+            redis = health.redis_status()
+            if redis != "not configured":
+                usable = cache_health.current().available()
+                up.add_metric(["redis"], redis == "ok" and usable)
+        yield checked_out
+        yield size
+        yield up
+
+
+def _pool_figure(pool, name):
+    # SQLite in memory uses a pool without counts; report 0 there.
+    figure = getattr(pool, name, None)
+    return figure() if figure else 0
+
+
+def _version():
+    try:
+        return metadata.version("postservice")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def init_app(app):
+    app.extensions["metrics"] = Metrics(app)
+
+
+def _current():
+    try:
+        return current_app.extensions.get("metrics")
+    except RuntimeError:  # outside an app: nothing to count into
+        return None
+
+
+def request_recorder(app):
+    """``record(endpoint, method, status, seconds)`` for the app's requests.
+
+    Bound once per app, so that counting a request needs no context lookup;
+    the request log calls it with its own clock.
+    """
+    return app.extensions["metrics"].requests.record
+
+
+def cache_result(result):
+    """Count how the cache answered this request's listing: one of ``CACHE_RESULTS``.
+
+    Only the first result of a request counts: a Redis error seen while the
+    token was checked is the request's result, not the bypass that follows.
+    """
+    metrics = _current()
+    if metrics is None:
+        return
+    # A hit is never preceded or followed by another result (an error means
+    # no hit), so the common case skips the bookkeeping.
+    if result != "hit":
+        if g.get(_CACHE_COUNTED):
+            return
+        setattr(g, _CACHE_COUNTED, True)
+    metrics.cache[result].inc()
+
+
+def throttled():
+    """Count a 429 from the login or registration limits, for this request's view."""
+    metrics = _current()
+    if metrics is not None:
+        endpoint = request.endpoint if has_request_context() else None
+        metrics.throttled.labels(endpoint or NO_ENDPOINT).inc()
+
+
+def revoked(kind):
+    """Count a revocation: one of ``REVOCATION_KINDS``."""
+    metrics = _current()
+    if metrics is not None:
+        metrics.revocations[kind].inc()
+
+
+def hash_slot_taken():
+    metrics = _current()
+    if metrics is not None:
+        metrics.hash_slots.inc()
+
+
+def hash_slot_released():
+    metrics = _current()
+    if metrics is not None:
+        metrics.hash_slots.dec()
+
+
+def exposition(app):
+    """The app's metrics in Prometheus's text format, as a scrape gets them."""
+    return generate_latest(app.extensions["metrics"].registry).decode("utf-8")
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):
+        """Scrapes every few seconds would drown the request log."""
+
+
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    # A slow scrape must not hold up the next; the threads die with the process.
+    daemon_threads = True
+
+
+class _MetricsServer6(_MetricsServer):
+    address_family = socket.AF_INET6
+
+
+def _only_metrics(app):
+    def dispatch(environ, start_response):
+        if environ.get("PATH_INFO") == PATH:
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"Not Found\n"]
+
+    return dispatch
+
+
+def start_listener(app, host, port):
+    """Serve the app's ``/metrics`` on ``host:port`` from a daemon thread.
+
+    Returns the server; ``shutdown()`` stops it. Raises ``OSError`` when the
+    port cannot be bound.
+    """
+    server = make_server(
+        host,
+        port,
+        _only_metrics(make_wsgi_app(app.extensions["metrics"].registry)),
+        server_class=_MetricsServer6 if ":" in host else _MetricsServer,
+        handler_class=_QuietHandler,
+    )
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

@@ -5,7 +5,7 @@ handling. Here SIGTERM or SIGINT closes the listening socket (new
 connections are refused, so a load balancer moves on), lets the requests
 already received or being received finish, then closes the remaining idle
 connections and exits 0. Settings come from the environment; see
-``config.server_settings``.
+``server_settings``.
 """
 
 import logging
@@ -18,7 +18,14 @@ from waitress import create_server, wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 
-import config
+from config import (
+    DATABASE_MAX_OVERFLOW,
+    DEFAULT_WAITRESS_THREADS,
+    MAX_BODY_BYTES,
+    ConfigError,
+    _float,
+    _int,
+)
 
 from . import create_app
 
@@ -27,6 +34,58 @@ log = logging.getLogger("postservice.serve")  # not __main__ under -m
 # How often the loop looks at the stop flag; also the longest delay between a
 # signal and the listening socket closing.
 POLL_INTERVAL = 0.2
+# waitress answers bodies over its own limit with a plain-text 413 before the
+# app sees them; keeping it just above MAX_BODY_BYTES means a body slightly
+# too large still gets the app's JSON 413, and a huge one is never buffered.
+SERVER_BODY_LIMIT = MAX_BODY_BYTES + 1024 * 1024
+# Seconds an idle connection is kept (waitress: 120). Idle connections hold
+# a slot of WAITRESS_CONNECTION_LIMIT each; clients that keep one open for
+# minutes without a request are better made to reconnect.
+CHANNEL_TIMEOUT = 30
+
+
+def server_settings(env, pool_size):
+    """waitress settings from ``env`` for a process whose pool holds ``pool_size``.
+
+    Raises ``ConfigError`` for unreadable numbers, and when there are more
+    threads than database connections: a thread waiting for a connection
+    would stall its request for the pool timeout and then fail.
+    """
+    threads = _int(env, "WAITRESS_THREADS", DEFAULT_WAITRESS_THREADS, 1)
+    most = pool_size + DATABASE_MAX_OVERFLOW
+    if threads > most:
+        raise ConfigError(
+            f"WAITRESS_THREADS is {threads} but the database pool holds at most "
+            f"{most} connections (DATABASE_POOL_SIZE {pool_size} + "
+            f"{DATABASE_MAX_OVERFLOW} overflow): lower WAITRESS_THREADS or raise "
+            "DATABASE_POOL_SIZE"
+        )
+    settings = {
+        "host": env.get("HOST") or "127.0.0.1",
+        "port": _int(env, "PORT", 8000, 1),
+        "threads": threads,
+        "connection_limit": _int(env, "WAITRESS_CONNECTION_LIMIT", 100, 1),
+        "channel_timeout": _int(env, "WAITRESS_CHANNEL_TIMEOUT", CHANNEL_TIMEOUT, 1),
+        "max_request_body_size": SERVER_BODY_LIMIT,
+        "ident": "postservice",
+    }
+    proxy = (env.get("TRUSTED_PROXY") or "").strip()
+    if proxy:
+        headers = (
+            env.get("TRUSTED_PROXY_HEADERS") or "x-forwarded-for x-forwarded-proto"
+        )
+        settings.update(
+            trusted_proxy=proxy,
+            trusted_proxy_count=_int(env, "TRUSTED_PROXY_COUNT", 1, 1),
+            trusted_proxy_headers=headers.replace(",", " ").split(),
+            clear_untrusted_proxy_headers=True,
+        )
+    return settings
+
+
+def shutdown_timeout(env):
+    """Seconds a stopping server waits for in-flight requests."""
+    return _float(env, "SHUTDOWN_TIMEOUT", 20.0)
 
 
 class GracefulServer:
@@ -96,8 +155,8 @@ def _in_flight(channel):
 def main(env=None):
     env = os.environ if env is None else env
     app = create_app()
-    settings = config.server_settings(env, app.config["DATABASE_POOL_SIZE"])
-    grace = config.shutdown_timeout(env)
+    settings = server_settings(env, app.config["DATABASE_POOL_SIZE"])
+    grace = shutdown_timeout(env)
     server = GracefulServer(app, settings)
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)

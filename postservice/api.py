@@ -92,6 +92,11 @@ class Api(flask_smorest.Api):
         # registered on the app, answers every error as {"detail": ...}.
         pass
 
+    def _register_pagination_header(self):
+        # Its X-Pagination header (and schema) are unused: pages here are
+        # keyed by id and linked with a Link header.
+        pass
+
 
 class Blueprint(flask_smorest.Blueprint):
     """A smorest Blueprint reading requests with our parser.

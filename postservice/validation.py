@@ -22,11 +22,11 @@ UTF8 = ("utf-8", "utf-8-sig")
 
 
 class NotUTF8(ValueError):
-    pass
+    """The body is JSON in another encoding (UTF-16 or UTF-32)."""
 
 
 class NestedTooDeeply(ValueError):
-    pass
+    """The body nests arrays or objects deeper than the decoder recurses."""
 
 
 class JSONProvider(DefaultJSONProvider):

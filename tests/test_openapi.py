@@ -152,3 +152,17 @@ def test_page_parameters_are_documented(document):
         "maximum": 1000,
     }
     assert parameters["after_id"]["schema"]["minimum"] == 0
+
+
+def test_the_cached_listing_is_only_documented_not_wrapped(app, document):
+    # Its query and answer are in the document, yet the only layer around
+    # the view is the token check: no parsing or dumping on every hit.
+    view = app.view_functions["posts.get_posts"]
+    layers = 0
+    while hasattr(view, "__wrapped__"):
+        view = view.__wrapped__
+        layers += 1
+    assert layers == 1
+    operation = document["paths"]["/api/v1/posts/get-posts"]["get"]
+    assert {p["name"] for p in operation["parameters"]} == {"limit", "after_id"}
+    assert "200" in operation["responses"]

@@ -54,10 +54,6 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_WAITRESS_THREADS = 8
 # Connections the pool may open beyond DATABASE_POOL_SIZE under load.
 DATABASE_MAX_OVERFLOW = 5
-# waitress answers bodies over its own limit with a plain-text 413 before the
-# app sees them; keeping it just above MAX_BODY_BYTES means a body slightly
-# too large still gets the app's JSON 413, and a huge one is never buffered.
-SERVER_BODY_LIMIT = MAX_BODY_BYTES + 1024 * 1024
 # A listing larger than this is streamed to the client and not kept in the
 # cache: one user's posts must not fill Redis or a process's memory.
 POSTS_CACHE_MAX_BYTES = 1024 * 1024
@@ -396,71 +392,9 @@ def development_secret(instance_path):
     return secret
 
 
-DEFAULT_PROXY_HEADERS = "x-forwarded-for x-forwarded-proto"
-
-
-def server_settings(env, pool_size):
-    """waitress settings from ``env`` for a process whose pool holds ``pool_size``.
-
-    Raises ``ConfigError`` for unreadable numbers, and when there are more
-    threads than database connections: a thread waiting for a connection
-    would stall its request for the pool timeout and then fail.
-    """
-    threads = _int(env, "WAITRESS_THREADS", DEFAULT_WAITRESS_THREADS, 1)
-    most = pool_size + DATABASE_MAX_OVERFLOW
-    if threads > most:
-        raise ConfigError(
-            f"WAITRESS_THREADS is {threads} but the database pool holds at most "
-            f"{most} connections (DATABASE_POOL_SIZE {pool_size} + "
-            f"{DATABASE_MAX_OVERFLOW} overflow): lower WAITRESS_THREADS or raise "
-            "DATABASE_POOL_SIZE"
-        )
-    settings = {
-        "host": env.get("HOST") or "127.0.0.1",
-        "port": _int(env, "PORT", 8000, 1),
-        "threads": threads,
-        "connection_limit": _int(env, "WAITRESS_CONNECTION_LIMIT", 100, 1),
-        "channel_timeout": _int(env, "WAITRESS_CHANNEL_TIMEOUT", 60, 1),
-        "max_request_body_size": SERVER_BODY_LIMIT,
-        "ident": "postservice",
-    }
-    proxy = (env.get("TRUSTED_PROXY") or "").strip()
-    if proxy:
-        headers = (
-            env.get("TRUSTED_PROXY_HEADERS") or "x-forwarded-for x-forwarded-proto"
-        )
-        settings.update(
-            trusted_proxy=proxy,
-            trusted_proxy_count=_int(env, "TRUSTED_PROXY_COUNT", 1, 1),
-            trusted_proxy_headers=headers.replace(",", " ").split(),
-            clear_untrusted_proxy_headers=True,
-        )
-    return settings
-
-
 def log_format(env):
     """``LOG_FORMAT``: ``text`` (readable lines, the default) or ``json``."""
     value = (env.get("LOG_FORMAT") or "text").strip().lower()
     if value not in LOG_FORMATS:
         raise ConfigError(f"LOG_FORMAT must be text or json, got {value!r}")
     return value
-
-
-def metrics_port(env, public_port):
-    """``METRICS_PORT``, or None when unset: then no metrics listener runs.
-
-    Raises ``ConfigError`` when it is the public port: the metrics must never
-    be served where clients reach the API.
-    """
-    port = _int(env, "METRICS_PORT", None, 1)
-    if port is not None and port == public_port:
-        raise ConfigError(
-            f"METRICS_PORT must differ from PORT ({public_port}): the metrics "
-            "are never served on the public port"
-        )
-    return port
-
-
-def shutdown_timeout(env):
-    """Seconds a stopping server waits for in-flight requests."""
-    return _float(env, "SHUTDOWN_TIMEOUT", 20.0)

@@ -4,17 +4,19 @@ import os
 import secrets
 
 from flask import Flask
-from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config as settings
 
 from . import (
+    api,
     auth,
     cache_health,
     commands,
+    database,
     docs,
     errors,
+    headers,
     health,
     logconfig,
     metrics,
@@ -27,6 +29,7 @@ from .posts import cache as posts_cache
 from .posts.routes import bp as posts_bp
 from .users import passwords
 from .users.routes import bp as users_bp
+from .validation import JSONProvider, JSONRequest
 
 
 def create_app(config=None):
@@ -45,7 +48,8 @@ def create_app(config=None):
             if app.config["MODE"] == "development"
             else secrets.token_urlsafe(48)
         )
-    app.request_class = errors.JSONRequest
+    app.request_class = JSONRequest
+    app.json = JSONProvider(app)
     # Non-ASCII would otherwise cost six bytes a character in every response.
     app.json.ensure_ascii = False
     app.json.sort_keys = False
@@ -61,18 +65,13 @@ def create_app(config=None):
     register_extensions(app)
     register_blueprints(app)
     errors.register_error_handlers(app)
-    app.after_request(errors.add_security_headers)
+    headers.init_app(app)
     logconfig.configure_unless_done(app.config["LOG_FORMAT"])
     return app
 
 
 def register_extensions(app):
-    db.init_app(app)
-    with app.app_context():
-        if db.engine.dialect.name == "sqlite":
-            # SQLite ignores foreign keys unless asked on every connection;
-            # without them a post could outlive its user.
-            event.listen(db.engine, "connect", _enforce_foreign_keys)
+    database.init_app(app)
     migrate.init_app(app, db, directory=_migrations_dir(app), compare_type=True)
     jwt.init_app(app)
     auth.register_jwt_callbacks()
@@ -84,10 +83,6 @@ def register_extensions(app):
     throttling.init_app(app)
 
 
-def _enforce_foreign_keys(dbapi_connection, connection_record):
-    dbapi_connection.execute("PRAGMA foreign_keys = ON")
-
-
 def _migrations_dir(app):
     """The committed migrations beside the package, wherever the command runs from."""
     beside_package = os.path.join(os.path.dirname(app.root_path), "migrations")
@@ -95,9 +90,8 @@ def _migrations_dir(app):
 
 
 def register_blueprints(app):
-    app.register_blueprint(users_bp)
-    app.register_blueprint(posts_bp)
-    app.register_blueprint(docs.bp)
+    api.init_app(app, [users_bp, posts_bp, docs.bp])
+    app.register_blueprint(docs.pages)
     app.register_blueprint(health.bp)
     app.register_blueprint(commands.bp)
     commands.init_app(app)

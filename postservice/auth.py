@@ -8,11 +8,23 @@ with ``WWW-Authenticate: Bearer`` and ``{"detail": ...}`` for all of them.
 from flask import current_app, jsonify
 from flask_jwt_extended import create_access_token, get_jwt_identity
 from jwt.exceptions import MissingRequiredClaimError
+from marshmallow import Schema, fields, validate
 
 from . import revocation
 from .errors import BEARER, Unauthorized, error_response
 from .extensions import jwt
-from .users.schemas import TokenSchema
+
+
+class TokenSchema(Schema):
+    """The body of a token response."""
+
+    access_token = fields.String(required=True, metadata={"description": "a JWT"})
+    token_type = fields.String(
+        required=True,
+        dump_default="bearer",
+        validate=validate.OneOf(["bearer"]),
+    )
+
 
 token_schema = TokenSchema()
 

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import traceback
 
-from flask import Request, jsonify
+from flask import jsonify
 from marshmallow import Schema, ValidationError, fields
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
@@ -61,15 +61,6 @@ class NotFound(APIError):
 class PayloadTooLarge(APIError):
     def __init__(self, detail):
         super().__init__(413, detail)
-
-
-class JSONRequest(Request):
-    """Reports an unusable JSON body in our error shape instead of Flask's HTML."""
-
-    def on_json_loading_failed(self, e):
-        if e is None:
-            raise APIError(415, "Content-Type must be application/json")
-        raise APIError(400, "Request body is not valid JSON in UTF-8")
 
 
 def error_response(status, detail, headers=None, errors=None):
@@ -125,24 +116,6 @@ def handle_database_unavailable(e):
     return error_response(503, "Database unavailable", {"Retry-After": "1"})
 
 
-def release_session(exc):
-    """End the request's session even when its connection is gone.
-
-    Flask-SQLAlchemy rolls back any open transaction at the end of the
-    request; on a dead connection that rollback raises after the response
-    was made, and waitress would answer a plain-text 500 instead. The pool
-    has already discarded such a connection.
-    """
-    try:
-        db.session.remove()
-    except sa_exc.SQLAlchemyError as e:
-        log.warning(
-            "database connection lost while ending a request: %s",
-            database_error_summary(e),
-        )
-        db.session.registry.clear()
-
-
 def handle_unexpected(e):
     if isinstance(e, sa_exc.SQLAlchemyError):
         log.error(
@@ -151,12 +124,6 @@ def handle_unexpected(e):
     else:
         log.exception("unhandled error", exc_info=e)
     return error_response(500, "Internal Server Error")
-
-
-def add_security_headers(response):
-    # Browsers must not guess a type: a post's text is never to become HTML.
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 def register_error_handlers(app):
@@ -171,5 +138,3 @@ def register_error_handlers(app):
     ):
         app.register_error_handler(error, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)
-    # Runs before Flask-SQLAlchemy's own teardown, registered earlier.
-    app.teardown_appcontext(release_session)

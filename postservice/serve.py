@@ -5,9 +5,9 @@ handling. Here SIGTERM or SIGINT closes the listening socket (new
 connections are refused, so a load balancer moves on), lets the requests
 already received or being received finish, then closes the remaining idle
 connections and exits 0. Settings come from the environment; see
-``config.server_settings``. With ``METRICS_PORT`` set, the Prometheus
-metrics are served there too, on a listener of their own that stays up
-while the requests in flight finish.
+``server_settings``. With ``METRICS_PORT`` set, the Prometheus metrics are
+served there too, on a listener of their own that stays up while the
+requests in flight finish.
 """
 
 import logging
@@ -20,7 +20,15 @@ from waitress import create_server, wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 
-import config
+from config import (
+    DATABASE_MAX_OVERFLOW,
+    DEFAULT_WAITRESS_THREADS,
+    MAX_BODY_BYTES,
+    ConfigError,
+    _float,
+    _int,
+    log_format,
+)
 
 from . import create_app, logconfig, metrics
 
@@ -29,6 +37,58 @@ log = logging.getLogger("postservice.serve")  # not __main__ under -m
 # How often the loop looks at the stop flag; also the longest delay between a
 # signal and the listening socket closing.
 POLL_INTERVAL = 0.2
+# waitress answers bodies over its own limit with a plain-text 413 before the
+# app sees them; keeping it just above MAX_BODY_BYTES means a body slightly
+# too large still gets the app's JSON 413, and a huge one is never buffered.
+SERVER_BODY_LIMIT = MAX_BODY_BYTES + 1024 * 1024
+# Seconds an idle connection is kept (waitress: 120). Idle connections hold
+# a slot of WAITRESS_CONNECTION_LIMIT each; clients that keep one open for
+# minutes without a request are better made to reconnect.
+CHANNEL_TIMEOUT = 30
+
+
+def server_settings(env, pool_size):
+    """waitress settings from ``env`` for a process whose pool holds ``pool_size``.
+
+    Raises ``ConfigError`` for unreadable numbers, and when there are more
+    threads than database connections: a thread waiting for a connection
+    would stall its request for the pool timeout and then fail.
+    """
+    threads = _int(env, "WAITRESS_THREADS", DEFAULT_WAITRESS_THREADS, 1)
+    most = pool_size + DATABASE_MAX_OVERFLOW
+    if threads > most:
+        raise ConfigError(
+            f"WAITRESS_THREADS is {threads} but the database pool holds at most "
+            f"{most} connections (DATABASE_POOL_SIZE {pool_size} + "
+            f"{DATABASE_MAX_OVERFLOW} overflow): lower WAITRESS_THREADS or raise "
+            "DATABASE_POOL_SIZE"
+        )
+    settings = {
+        "host": env.get("HOST") or "127.0.0.1",
+        "port": _int(env, "PORT", 8000, 1),
+        "threads": threads,
+        "connection_limit": _int(env, "WAITRESS_CONNECTION_LIMIT", 100, 1),
+        "channel_timeout": _int(env, "WAITRESS_CHANNEL_TIMEOUT", CHANNEL_TIMEOUT, 1),
+        "max_request_body_size": SERVER_BODY_LIMIT,
+        "ident": "postservice",
+    }
+    proxy = (env.get("TRUSTED_PROXY") or "").strip()
+    if proxy:
+        headers = (
+            env.get("TRUSTED_PROXY_HEADERS") or "x-forwarded-for x-forwarded-proto"
+        )
+        settings.update(
+            trusted_proxy=proxy,
+            trusted_proxy_count=_int(env, "TRUSTED_PROXY_COUNT", 1, 1),
+            trusted_proxy_headers=headers.replace(",", " ").split(),
+            clear_untrusted_proxy_headers=True,
+        )
+    return settings
+
+
+def shutdown_timeout(env):
+    """Seconds a stopping server waits for in-flight requests."""
+    return _float(env, "SHUTDOWN_TIMEOUT", 20.0)
 
 
 class GracefulServer:
@@ -95,13 +155,28 @@ def _in_flight(channel):
     )
 
 
+def metrics_port_setting(env, public_port):
+    """``METRICS_PORT``, or None when unset: then no metrics listener runs.
+
+    Raises ``ConfigError`` when it is the public port: the metrics must never
+    be served where clients reach the API.
+    """
+    port = _int(env, "METRICS_PORT", None, 1)
+    if port is not None and port == public_port:
+        raise ConfigError(
+            f"METRICS_PORT must differ from PORT ({public_port}): the metrics "
+            "are never served on the public port"
+        )
+    return port
+
+
 def main(env=None):
     env = os.environ if env is None else env
-    logconfig.configure(config.log_format(env))
+    logconfig.configure(log_format(env))
     app = create_app()
-    settings = config.server_settings(env, app.config["DATABASE_POOL_SIZE"])
-    grace = config.shutdown_timeout(env)
-    metrics_port = config.metrics_port(env, settings["port"])
+    settings = server_settings(env, app.config["DATABASE_POOL_SIZE"])
+    grace = shutdown_timeout(env)
+    metrics_port = metrics_port_setting(env, settings["port"])
     server = GracefulServer(app, settings)
     listener = _metrics_listener(app, settings["host"], metrics_port)
     signal.signal(signal.SIGTERM, server.request_stop)
@@ -125,7 +200,7 @@ def _metrics_listener(app, host, port):
     try:
         listener = metrics.start_listener(app, host, port)
     except OSError as e:
-        raise config.ConfigError(f"METRICS_PORT {port} cannot be used: {e}") from None
+        raise ConfigError(f"METRICS_PORT {port} cannot be used: {e}") from None
     log.info("metrics on http://%s:%s%s", host, port, metrics.PATH)
     return listener
 

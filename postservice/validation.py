@@ -1,9 +1,77 @@
-"""Reading request bodies through marshmallow schemas, and the fields they share."""
+"""Reading requests: JSON bodies and query strings through marshmallow schemas.
 
-from flask import request
+The views declare what they read with ``@bp.arguments``; webargs does the
+reading, through ``RequestParser``, which keeps the API's own answers where
+webargs' defaults differ: a body not sent as JSON is 415 (webargs reads it
+as ``{}``), malformed or over-deep JSON is 400 with our ``detail`` (not
+webargs' message), a body in UTF-16 or UTF-32 is 400 (``json.loads`` would
+guess the encoding), and the 422's ``errors`` name the fields themselves,
+not nested under ``json`` or ``query``.
+"""
+
+import json
+
+from flask import Request
+from flask.json.provider import DefaultJSONProvider
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from webargs.flaskparser import FlaskParser
 
 from .errors import APIError
+
+UTF8 = ("utf-8", "utf-8-sig")
+
+
+class NotUTF8(ValueError):
+    """The body is JSON in another encoding (UTF-16 or UTF-32)."""
+
+
+class NestedTooDeeply(ValueError):
+    """The body nests arrays or objects deeper than the decoder recurses."""
+
+
+class JSONProvider(DefaultJSONProvider):
+    """The app's JSON: decodes UTF-8 only, and reports depth as a ValueError.
+
+    Request bodies are decoded with it, so each failure reaches
+    ``JSONRequest.on_json_loading_failed``, also for ``get_json(silent=True)``.
+    """
+
+    def loads(self, s, **kwargs):
+        # json.loads guesses UTF-16 and UTF-32 from bytes; JSON between
+        # systems is UTF-8 (RFC 8259), so anything else is refused.
+        if isinstance(s, bytes) and json.detect_encoding(s) not in UTF8:
+            raise NotUTF8
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            # json raises this, not ValueError, for very deeply nested input.
+            raise NestedTooDeeply from None
+
+
+class JSONRequest(Request):
+    """Reports an unusable JSON body in our error shape instead of Flask's HTML."""
+
+    def on_json_loading_failed(self, e):
+        if e is None:
+            raise APIError(415, "Content-Type must be application/json")
+        if isinstance(e, NotUTF8):
+            raise APIError(400, "Request body must be encoded as UTF-8")
+        if isinstance(e, NestedTooDeeply):
+            raise APIError(400, "Request body is nested too deeply")
+        raise APIError(400, "Request body is not valid JSON in UTF-8")
+
+
+class RequestParser(FlaskParser):
+    """webargs' parser with the API's errors (see the module's docstring)."""
+
+    def load_json(self, req, schema):
+        # Raises APIError (415, 400) through JSONRequest; never "missing".
+        return req.get_json()
+
+    def handle_error(self, error, req, schema, *, error_status_code, error_headers):
+        # webargs has put the messages under the location; take them out.
+        (messages,) = error.messages.values()
+        raise ValidationError(messages)
 
 
 class RequestSchema(Schema):
@@ -46,24 +114,3 @@ class MaxUtf8Bytes:
     def __call__(self, value):
         if UnicodeString.utf8_size(value) > self.limit:
             raise ValidationError(f"Longer than {self.limit} bytes in UTF-8.")
-
-
-def load_body(schema):
-    """The request's JSON body, validated by ``schema``.
-
-    Raises ``APIError`` (415 not JSON, 400 malformed) or ``ValidationError`` (422).
-    """
-    try:
-        payload = request.get_json()
-    except RecursionError:
-        # json raises this, not ValueError, for very deeply nested input.
-        raise APIError(400, "Request body is nested too deeply") from None
-    return schema.load(payload)
-
-
-def load_query(schema):
-    """The request's query string, validated by ``schema``.
-
-    Raises ``ValidationError`` (422).
-    """
-    return schema.load(request.args.to_dict())

@@ -25,6 +25,8 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    # The console shows what the page's Content-Security-Policy refused.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for flag in (
         "--headless",
         "--no-sandbox",
@@ -117,3 +119,10 @@ def test_docs_page_lists_every_operation_and_calls_them(start_server, browser):
     assert status.text == "200"
     body = find(browser, "[id$='-users_me'] .live-responses-table .microlight")
     assert json.loads(body.text)["email"] == "browser@example.com"
+
+    refused = [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if "Content Security Policy" in entry["message"]
+    ]
+    assert refused == []

@@ -1,7 +1,9 @@
 """Every error is JSON of one shape, ``{"detail": ...}``."""
 
+import json
 import time
 
+import pytest
 from sqlalchemy import func, select
 
 from postservice.extensions import db
@@ -66,6 +68,34 @@ def test_invalid_utf8_is_400(app, client, auth):
     )
     assert_error(response, 400, "Request body is not valid JSON in UTF-8")
     assert row_count(app, Post) == 0
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-16-le", "utf-16-be", "utf-16", "utf-32-le", "utf-32-be", "utf-32"]
+)
+def test_body_not_in_utf8_is_400(app, client, auth, encoding):
+    # "utf-16" and "utf-32" start with a byte order mark, the others do not.
+    headers = auth.register()
+    body = json.dumps({"text": "in another encoding"}).encode(encoding)
+    response = client.post(
+        ADD_POST, data=body, content_type="application/json", headers=headers
+    )
+    assert_error(response, 400, "Request body must be encoded as UTF-8")
+    assert row_count(app, Post) == 0
+    credentials = json.dumps(CREDENTIALS).encode(encoding)
+    response = client.post(REGISTER, data=credentials, content_type="application/json")
+    assert_error(response, 400, "Request body must be encoded as UTF-8")
+    assert row_count(app, User) == 1
+
+
+def test_utf8_with_a_byte_order_mark_is_still_utf8(client, auth):
+    headers = auth.register()
+    body = json.dumps({"text": "marked"}).encode("utf-8-sig")
+    response = client.post(
+        ADD_POST, data=body, content_type="application/json", headers=headers
+    )
+    assert response.status_code == 200
+    assert auth.posts(headers)[0]["text"] == "marked"
 
 
 def test_body_over_max_content_length_is_413_json(app, client, auth):

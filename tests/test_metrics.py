@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import config
 from postservice import metrics
+from postservice.serve import metrics_port_setting
 
 from .conftest import PASSWORD, AuthActions, free_port
 from .load import register_users
@@ -243,12 +244,12 @@ def test_each_app_counts_on_its_own(make_app):
 
 
 def test_metrics_port_must_differ_from_the_public_port():
-    assert config.metrics_port({}, 8000) is None
-    assert config.metrics_port({"METRICS_PORT": "9100"}, 8000) == 9100
+    assert metrics_port_setting({}, 8000) is None
+    assert metrics_port_setting({"METRICS_PORT": "9100"}, 8000) == 9100
     with pytest.raises(config.ConfigError, match="METRICS_PORT must differ"):
-        config.metrics_port({"METRICS_PORT": "8000"}, 8000)
+        metrics_port_setting({"METRICS_PORT": "8000"}, 8000)
     with pytest.raises(config.ConfigError):
-        config.metrics_port({"METRICS_PORT": "ninety"}, 8000)
+        metrics_port_setting({"METRICS_PORT": "ninety"}, 8000)
 
 
 @pytest.fixture

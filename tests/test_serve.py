@@ -10,9 +10,10 @@ import pytest
 import requests
 from sqlalchemy import select
 
-import config
+from config import MAX_BODY_BYTES, ConfigError
 from postservice.extensions import db
 from postservice.models import Post
+from postservice.serve import server_settings
 
 from .conftest import run_in_repo, server_env
 from .load import register_users
@@ -20,16 +21,16 @@ from .servers import AppInstance
 
 
 def test_defaults():
-    settings = config.server_settings({}, pool_size=10)
+    settings = server_settings({}, pool_size=10)
     assert settings["threads"] == 8
     assert settings["host"] == "127.0.0.1"
     assert settings["port"] == 8000
     assert settings["connection_limit"] == 100
-    assert settings["channel_timeout"] == 60
+    assert settings["channel_timeout"] == 30
     assert "trusted_proxy" not in settings
     # Just above Flask's limit, so a slightly larger body gets the JSON 413.
-    assert settings["max_request_body_size"] > config.MAX_BODY_BYTES
-    assert settings["max_request_body_size"] <= 2 * config.MAX_BODY_BYTES
+    assert settings["max_request_body_size"] > MAX_BODY_BYTES
+    assert settings["max_request_body_size"] <= 2 * MAX_BODY_BYTES
 
 
 def test_settings_from_the_environment():
@@ -38,33 +39,33 @@ def test_settings_from_the_environment():
         "PORT": "9000",
         "WAITRESS_THREADS": "15",
         "WAITRESS_CONNECTION_LIMIT": "500",
-        "WAITRESS_CHANNEL_TIMEOUT": "30",
+        "WAITRESS_CHANNEL_TIMEOUT": "45",
         "TRUSTED_PROXY": "10.0.0.2",
         "TRUSTED_PROXY_HEADERS": "x-forwarded-for, x-forwarded-proto",
     }
-    settings = config.server_settings(env, pool_size=10)
+    settings = server_settings(env, pool_size=10)
     assert settings["host"] == "10.1.2.3"
     assert settings["port"] == 9000
     assert settings["threads"] == 15
     assert settings["connection_limit"] == 500
-    assert settings["channel_timeout"] == 30
+    assert settings["channel_timeout"] == 45
     assert settings["trusted_proxy"] == "10.0.0.2"
     assert settings["trusted_proxy_headers"] == ["x-forwarded-for", "x-forwarded-proto"]
     assert settings["trusted_proxy_count"] == 1
 
 
 def test_more_threads_than_database_connections_is_refused():
-    with pytest.raises(config.ConfigError) as raised:
-        config.server_settings({"WAITRESS_THREADS": "16"}, pool_size=10)
+    with pytest.raises(ConfigError) as raised:
+        server_settings({"WAITRESS_THREADS": "16"}, pool_size=10)
     assert "WAITRESS_THREADS is 16" in str(raised.value)
     assert "at most 15 connections" in str(raised.value)
-    assert config.server_settings({"WAITRESS_THREADS": "16"}, pool_size=11)
+    assert server_settings({"WAITRESS_THREADS": "16"}, pool_size=11)
 
 
 @pytest.mark.parametrize("value", ["many", "0", "-2"])
 def test_unreadable_thread_count_is_refused(value):
-    with pytest.raises(config.ConfigError):
-        config.server_settings({"WAITRESS_THREADS": value}, pool_size=10)
+    with pytest.raises(ConfigError):
+        server_settings({"WAITRESS_THREADS": value}, pool_size=10)
 
 
 def test_server_refuses_to_start_with_too_many_threads(database_url):
@@ -88,7 +89,7 @@ def instance(tmp_path, database_url, redis_url):
 
 def test_body_just_over_the_limit_gets_the_json_413(instance):
     [headers] = register_users(instance.base, 1, "big")
-    body = b'{"text": "' + b"a" * config.MAX_BODY_BYTES + b'"}'
+    body = b'{"text": "' + b"a" * MAX_BODY_BYTES + b'"}'
     response = requests.post(
         instance.base + "/api/v1/posts/add-post",
         data=body,

@@ -1,12 +1,12 @@
 """Account endpoints: /api/v1/users/..."""
 
-from flask import Blueprint, Response
-from flask_jwt_extended import get_jwt, jwt_required
+from flask import Response
+from flask_jwt_extended import get_jwt
 
 from .. import metrics, throttling
-from ..auth import current_user_id, token_response
+from ..api import Blueprint
+from ..auth import TokenSchema, current_user_id, token_response
 from ..revocation import revoke
-from ..validation import load_body
 from . import service
 from .schemas import (
     ChangePasswordSchema,
@@ -16,13 +16,14 @@ from .schemas import (
     UserSchema,
 )
 
-bp = Blueprint("users", __name__, url_prefix="/api/v1/users")
+bp = Blueprint(
+    "users", __name__, url_prefix="/api/v1/users", description="Accounts and tokens"
+)
 
-register_schema = RegisterSchema()
-login_schema = LoginSchema()
-change_password_schema = ChangePasswordSchema()
-delete_account_schema = DeleteAccountSchema()
-user_schema = UserSchema()
+PASSWORDS_BUSY = (
+    "The database is unavailable, or too many password checks are running at once"
+)
+NOT_THE_OWNER = "Wrong password, or no valid token"
 
 
 def _no_content():
@@ -33,32 +34,67 @@ def _no_content():
 
 @bp.post("/register")
 @throttling.limit("REGISTER_RATE_LIMIT")
-def register():
-    user = service.register(**load_body(register_schema))
+@bp.arguments(RegisterSchema)
+@bp.response(201, TokenSchema, description="Registered")
+@bp.alt_response(
+    400, description="The email is already registered, or the body is not JSON"
+)
+@bp.alt_response(429)
+@bp.alt_response(503, description=PASSWORDS_BUSY)
+def register(body):
+    """Create an account and get a token
+
+    The email is trimmed and lower-cased. The password needs 8 characters to
+    72 bytes of UTF-8.
+    """
+    user = service.register(**body)
     return token_response(user.id, user.token_version, status=201)
 
 
 @bp.post("/login")
 @throttling.limit("LOGIN_RATE_LIMIT")
-def login():
-    body = load_body(login_schema)
+@bp.arguments(LoginSchema)
+@bp.response(200, TokenSchema, description="Logged in")
+@bp.alt_response(401, description="Wrong password")
+@bp.alt_response(404, description="No account has this email")
+@bp.alt_response(429)
+@bp.alt_response(503, description=PASSWORDS_BUSY)
+def login(body):
+    """Get a token for an existing account
+
+    Failed attempts are counted per account and address, and per account:
+    a guesser is slowed down while the owner, elsewhere, still logs in.
+    """
     with throttling.password_attempt(body["email"]):
         user_id, version = service.authenticate(**body)
     return token_response(user_id, version)
 
 
 @bp.get("/me")
-@jwt_required()
+@bp.protected
+@bp.response(200, UserSchema, description="The account of the token")
+@bp.alt_response(401, description="No valid token, or its account no longer exists")
+@bp.alt_response(503, description="The database is unavailable")
 def me():
-    return user_schema.dump(service.get_user(current_user_id()))
+    """The caller's account"""
+    return service.get_user(current_user_id())
 
 
 @bp.delete("/me")
-@jwt_required()
+@bp.protected
 @throttling.limit("LOGIN_RATE_LIMIT")
-def delete_me():
+@bp.arguments(DeleteAccountSchema)
+@bp.response(204, description="Deleted, with every post and token")
+@bp.alt_response(401, description=NOT_THE_OWNER)
+@bp.alt_response(429)
+@bp.alt_response(503, description=PASSWORDS_BUSY)
+def delete_me(body):
+    """Delete the account, its posts and every token
+
+    Throttled like login. The email may be registered again afterwards, as a
+    new account.
+    """
     user_id = current_user_id()
-    body = load_body(delete_account_schema)
     with throttling.password_attempt(f"user:{user_id}"):
         service.delete_account(user_id=user_id, **body)
     metrics.revoked("account_deleted")
@@ -66,11 +102,19 @@ def delete_me():
 
 
 @bp.post("/change-password")
-@jwt_required()
+@bp.protected
 @throttling.limit("LOGIN_RATE_LIMIT")
-def change_password():
+@bp.arguments(ChangePasswordSchema)
+@bp.response(200, TokenSchema, description="Changed: a new token")
+@bp.alt_response(401, description=NOT_THE_OWNER)
+@bp.alt_response(429)
+@bp.alt_response(503, description=PASSWORDS_BUSY)
+def change_password(body):
+    """Change the password; every older token is revoked
+
+    The new password follows the rules of registration. Throttled like login.
+    """
     user_id = current_user_id()
-    body = load_body(change_password_schema)
     with throttling.password_attempt(f"user:{user_id}"):
         version = service.change_password(user_id=user_id, **body)
     metrics.revoked("password_change")
@@ -78,16 +122,28 @@ def change_password():
 
 
 @bp.post("/logout")
-@jwt_required()
+@bp.protected
+@bp.response(204, description="Revoked: the token is refused from now on")
+@bp.alt_response(503, description="The database is unavailable; retry")
 def logout():
+    """Revoke the token sent with this request
+
+    Other tokens of the same account keep working.
+    """
     revoke(get_jwt())
     metrics.revoked("logout")
     return _no_content()
 
 
 @bp.post("/logout-all")
-@jwt_required()
+@bp.protected
+@bp.response(204, description="Revoked: every token issued so far is refused")
+@bp.alt_response(503, description="The database is unavailable; retry")
 def logout_all():
+    """Revoke every token of the account
+
+    Log in again for a new token.
+    """
     service.log_out_everywhere(user_id=current_user_id())
     metrics.revoked("logout_all")
     return _no_content()

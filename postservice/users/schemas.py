@@ -69,15 +69,6 @@ class DeleteAccountSchema(RequestSchema):
     password = given_password()
 
 
-class TokenSchema(Schema):
-    access_token = fields.String(required=True, metadata={"description": "a JWT"})
-    token_type = fields.String(
-        required=True,
-        dump_default="bearer",
-        validate=validate.OneOf(["bearer"]),
-    )
-
-
 class UserSchema(Schema):
     id = fields.Integer(required=True)
     email = fields.String(required=True, metadata={"format": "email"})

@@ -1,0 +1,41 @@
+"""Security headers: what browsers and caches may do with our responses.
+
+Every response forbids type sniffing (a post's text must never become
+HTML) and framing (no page of ours inside someone else's, for clickjacking).
+The Content-Security-Policy of the API allows nothing at all: its answers
+are data, never pages. The docs page loads only its own scripts, styles
+and the document, from this server, with no inline script.
+
+A response to a request carrying a token, and every response carrying a
+token (``auth.token_response``), is ``Cache-Control: no-store``: what one
+user sees must never be served to another by a shared cache.
+"""
+
+from flask import request
+
+API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+DOCS_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
+)
+DOCS_PREFIX = "/docs"
+
+
+def init_app(app):
+    app.after_request(add_security_headers)
+
+
+def add_security_headers(response):
+    headers = response.headers
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    headers["Content-Security-Policy"] = (
+        DOCS_POLICY if _is_docs(request.path) else API_POLICY
+    )
+    if "Authorization" in request.headers:
+        headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _is_docs(path):
+    return path == DOCS_PREFIX or path.startswith(DOCS_PREFIX + "/")

@@ -12,14 +12,13 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import time
 import uuid
 
 import pytest
 import requests
 
-from .conftest import IN_CI, ROOT, free_port
+from .conftest import IN_CI, ROOT, free_port, run_in_repo
 
 # Debian's docker.io: the client that builds with BuildKit without plugins.
 DOCKER = "/usr/bin/docker"
@@ -35,15 +34,7 @@ def unavailable(why):
 
 
 def run(args, env, timeout=600, check=True):
-    result = subprocess.run(
-        args,
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    result = run_in_repo(args, env, timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} exited with {result.returncode}:\n"
@@ -175,3 +166,14 @@ def published(stack):
             for binding in hosts or []
         }
     return ports
+
+
+def started(engine, folder, files):
+    """A stack up and ready, for a fixture to yield; taken down afterwards."""
+    stack = Stack(engine, folder, files)
+    try:
+        stack.compose("up", "--detach", "--build", timeout=1200)
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.down()

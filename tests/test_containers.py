@@ -17,6 +17,7 @@ from .containers import (
     published,
     run,
     secret,
+    started,
 )
 
 pytestmark = pytest.mark.containers
@@ -30,7 +31,7 @@ def test_image_builds_runs_unprivileged_and_becomes_healthy(engine, tmp_path):
         line.split("=", 1) for line in engine["POSTSERVICE_TEST_IMAGES"].split()
     )
     tag = "postservice:latest"
-    started = time.monotonic()
+    began = time.monotonic()
     run(
         [
             DOCKER,
@@ -44,7 +45,7 @@ def test_image_builds_runs_unprivileged_and_becomes_healthy(engine, tmp_path):
         engine,
         timeout=1200,
     )
-    built = time.monotonic() - started
+    built = time.monotonic() - began
     size = int(
         run([DOCKER, "image", "inspect", "--format", "{{.Size}}", tag], engine).stdout
     )
@@ -65,9 +66,9 @@ def test_image_builds_runs_unprivileged_and_becomes_healthy(engine, tmp_path):
         engine,
     )
     try:
-        started = time.monotonic()
+        began = time.monotonic()
         status = ""
-        while time.monotonic() - started < 180 and status not in (
+        while time.monotonic() - began < 180 and status not in (
             "healthy",
             "unhealthy",
         ):
@@ -76,7 +77,7 @@ def test_image_builds_runs_unprivileged_and_becomes_healthy(engine, tmp_path):
                 [DOCKER, "inspect", "--format", "{{.State.Health.Status}}", name],
                 engine,
             ).stdout.strip()
-        healthy_after = time.monotonic() - started
+        healthy_after = time.monotonic() - began
         logs = run([DOCKER, "logs", name], engine, check=False)
         assert status == "healthy", logs.stdout + logs.stderr
         uid = run([DOCKER, "exec", name, "id", "-u"], engine).stdout.strip()
@@ -109,13 +110,7 @@ def test_compose_refuses_to_start_with_empty_secrets(engine, tmp_path):
 
 @pytest.fixture(scope="module")
 def single(engine, tmp_path_factory):
-    stack = Stack(engine, tmp_path_factory.mktemp("single"), SINGLE)
-    try:
-        stack.compose("up", "--detach", "--build", timeout=1200)
-        stack.wait_ready()
-        yield stack
-    finally:
-        stack.down()
+    yield from started(engine, tmp_path_factory.mktemp("single"), SINGLE)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ import uuid
 import pytest
 import requests
 
-from .containers import SCALED, Stack
+from config import MAX_BODY_BYTES
+
+from .containers import SCALED, started
 
 pytestmark = pytest.mark.containers
-APP_LIMIT = 8 * 1024 * 1024  # MAX_CONTENT_LENGTH
 
 
 # --- docker-compose.scale.yml: three replicas behind nginx ------------------
@@ -18,14 +19,9 @@ APP_LIMIT = 8 * 1024 * 1024  # MAX_CONTENT_LENGTH
 
 @pytest.fixture(scope="module")
 def scaled(engine, tmp_path_factory):
-    stack = Stack(engine, tmp_path_factory.mktemp("scaled"), SCALED)
-    try:
-        stack.compose("up", "--detach", "--build", timeout=1200)
-        stack.wait_ready()
-        assert len(stack.containers("app")) == 3
+    for stack in started(engine, tmp_path_factory.mktemp("scaled"), SCALED):
+        assert len(stack.containers("app")) == 3  # the file's own count
         yield stack
-    finally:
-        stack.down()
 
 
 def replica_of_each_request(stack, request_ids):
@@ -78,7 +74,7 @@ def test_bodies_up_to_the_apps_limit_pass_nginx(scaled):
     url = scaled.base + "/api/v1/posts/add-post"
     post = b'{"text": "padded"}'
     # JSON allows any amount of whitespace: the largest body the app takes.
-    largest = post + b" " * (APP_LIMIT - len(post))
+    largest = post + b" " * (MAX_BODY_BYTES - len(post))
     accepted = requests.post(url, data=largest, headers=auth, timeout=120)
     assert accepted.status_code == 200, accepted.text
 

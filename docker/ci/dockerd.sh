@@ -50,8 +50,10 @@ start() {
 
 delete_docker_chains() {  # delete_docker_chains TABLE
     local table=$1 chain
-    # Rules in the built-in chains that jump to Docker's chains go first.
-    iptables -t "$table" -S | grep -E '^-A [A-Z]+ .*-j DOCKER' | grep -vE '^-A DOCKER' |
+    # First the rules Docker added to the built-in chains: jumps to its own
+    # chains, and those for its bridges (docker0, br-<network>).
+    iptables -t "$table" -S | grep -E '^-A [A-Z]+ ' | grep -vE '^-A DOCKER' |
+        grep -E -- '-j DOCKER|docker0|br-[0-9a-f]{12}' |
         while read -r _ rule; do
             # shellcheck disable=SC2086  # the rule is a list of words
             iptables -t "$table" -D $rule || true
@@ -81,12 +83,6 @@ stop() {
         ip_forward=$(sed -n 's/^ip_forward=//p' "$STATE")
         before=$(sed -n 's/^bridges=//p' "$STATE")
     fi
-    # Masquerading rules for Docker's networks (172.16.0.0/12 by default).
-    iptables -t nat -S POSTROUTING | grep -E '^-A POSTROUTING -s 172\.' |
-        while read -r _ rule; do
-            # shellcheck disable=SC2086
-            iptables -t nat -D $rule || true
-        done
     delete_docker_chains filter
     delete_docker_chains nat
     iptables -P FORWARD "${forward_policy:-ACCEPT}"

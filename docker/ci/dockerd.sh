@@ -77,12 +77,13 @@ stop() {
         fi
         rm -f "$PIDFILE"
     fi
-    local forward_policy=ACCEPT ip_forward=0 before=""
-    if [ -f "$STATE" ]; then
-        forward_policy=$(sed -n 's/^forward_policy=//p' "$STATE")
-        ip_forward=$(sed -n 's/^ip_forward=//p' "$STATE")
-        before=$(sed -n 's/^bridges=//p' "$STATE")
+    if [ ! -f "$STATE" ]; then
+        return  # never started here: nothing to put back
     fi
+    local forward_policy ip_forward before
+    forward_policy=$(sed -n 's/^forward_policy=//p' "$STATE")
+    ip_forward=$(sed -n 's/^ip_forward=//p' "$STATE")
+    before=$(sed -n 's/^bridges=//p' "$STATE")
     delete_docker_chains filter
     delete_docker_chains nat
     iptables -P FORWARD "${forward_policy:-ACCEPT}"

@@ -3,6 +3,7 @@ Docker engine; see tests/containers.py for how, and README, "Container tests".
 """
 
 import json
+import socket
 import time
 import uuid
 
@@ -163,6 +164,30 @@ def test_the_api_through_the_published_port(single, single_account):
     after = requests.get(base + "/api/v1/posts/get-posts", headers=other, timeout=30)
     assert after.status_code == 401
     assert after.json() == {"detail": "Token has been revoked"}
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: slow\r\n",  # headers never finished
+        b"POST /api/v1/users/login HTTP/1.1\r\nHost: slow\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    ],
+    ids=["headers", "body"],
+)
+def test_nginx_ends_a_client_that_stalls(single, partial):
+    with socket.create_connection(("127.0.0.1", single.port), timeout=40) as sock:
+        sock.sendall(partial)
+        # nginx gives up after client_header_timeout / client_body_timeout
+        # (10 s) and closes, answering nothing or a 408; the 40 s socket
+        # timeout, below nginx's default of 60 s, catches one left open.
+        try:
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            received = b""
+    assert received == b"" or received.startswith(b"HTTP/1.1 408"), received
 
 
 def test_the_database_schema_is_current(single):

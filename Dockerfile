@@ -1,6 +1,9 @@
 # postservice: the JSON API served by waitress. Build with `docker compose build`
 # or `docker build -t postservice .`; see README.md, "Deployment".
-FROM python:3.12-slim
+# PYTHON_IMAGE swaps the base for one built locally (docker/ci/build-bases.sh)
+# where no image registry is reachable.
+ARG PYTHON_IMAGE=python:3.12-slim
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -13,20 +16,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies first, in their own layer, so a code change does not
-# reinstall them.
-COPY setup.cfg pyproject.toml MANIFEST.in README.md ./
-RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(c['options']['install_requires'])" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# reinstall them; exactly the locked versions, checked against their hashes.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 
-COPY config.py wsgi.py ./
+COPY setup.cfg pyproject.toml MANIFEST.in README.md config.py wsgi.py ./
 COPY postservice ./postservice
 COPY migrations ./migrations
 COPY docker/entrypoint.sh ./docker/entrypoint.sh
 # Editable, so the package imported from anywhere is the one in /app, with
-# its migrations beside it and its instance folder in /app/instance.
-RUN pip install --no-deps --editable . \
+# its migrations beside it and its instance folder in /app/instance. The
+# build backend comes from the lock too: nothing unpinned is fetched.
+RUN pip install --no-deps --no-build-isolation --editable . \
     && useradd --system --no-create-home --home-dir /app --shell /usr/sbin/nologin postservice \
     && mkdir -p /app/instance \
     && chown postservice /app/instance

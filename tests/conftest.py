@@ -266,3 +266,11 @@ def start_server(database_url, redis_url):
     for process in processes:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The environment for docker and docker-compose (tests/containers.py)."""
+    from .containers import engine_env
+
+    return engine_env()

@@ -19,9 +19,22 @@ ENTRYPOINT = str(ROOT / "docker" / "entrypoint.sh")
 BIN = str(Path(sys.executable).parent)
 
 
-def compose(*files):
+def settings_with_secrets(folder):
+    """.env.example with a generated value for each secret it leaves empty."""
+    lines = []
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not value and not name.startswith("#"):
+            line = f"{name}={secrets.token_urlsafe(32)}"
+        lines.append(line)
+    path = folder / "generated.env"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def compose(folder, *files):
     program = require_program("docker-compose")
-    args = [program, "--env-file", str(ROOT / ".env.example")]
+    args = [program, "--env-file", str(settings_with_secrets(folder))]
     for name in files:
         args += ["-f", str(ROOT / name)]
     return args
@@ -32,17 +45,17 @@ def compose(*files):
     [
         (
             ["docker-compose.yml", "docker-compose.override.yml"],
-            {"mysql", "redis", "app"},
+            {"mysql", "redis", "redis-state", "app", "nginx"},
         ),
         (
             ["docker-compose.yml", "docker-compose.scale.yml"],
-            {"mysql", "redis", "app", "nginx"},
+            {"mysql", "redis", "redis-state", "app", "nginx"},
         ),
     ],
 )
-def test_compose_files_are_valid(files, services):
+def test_compose_files_are_valid(files, services, tmp_path):
     check = subprocess.run(
-        [*compose(*files), "config", "--services"],
+        [*compose(tmp_path, *files), "config", "--services"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -63,7 +76,7 @@ def test_compose_refuses_to_run_without_the_secrets(tmp_path):
     assert "in .env" in check.stderr
 
 
-def test_example_settings_hold_no_real_secret():
+def test_example_settings_hold_no_secret():
     example = (ROOT / ".env.example").read_text()
     values = dict(
         line.split("=", 1)
@@ -71,7 +84,18 @@ def test_example_settings_hold_no_real_secret():
         if line and not line.startswith("#")
     )
     for name in ("JWT_SECRET_KEY", "MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD"):
-        assert values[name].startswith("replace-with-"), name
+        assert values[name] == "", name
+    assert "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'" in example
+
+
+def test_compose_refuses_the_example_settings_as_they_are():
+    """Every secret empty: compose stops before starting anything."""
+    program = require_program("docker-compose")
+    check = run_in_repo(
+        [program, "--env-file", ".env.example", "-f", "docker-compose.yml", "config"]
+    )
+    assert check.returncode != 0
+    assert "in .env" in check.stderr
 
 
 def entrypoint_instance(tmp_path, database_url, redis_url):

@@ -1,0 +1,222 @@
+"""The image and docker-compose.yml with its override, run for real on a
+Docker engine; see tests/containers.py for how, and README, "Container tests".
+"""
+
+import json
+import socket
+import time
+import uuid
+
+import pytest
+import requests
+
+from .conftest import ROOT
+from .containers import (
+    DOCKER,
+    SINGLE,
+    Stack,
+    published,
+    run,
+    secret,
+    started,
+)
+
+pytestmark = pytest.mark.containers
+
+
+# --- the image ------------------------------------------------------------
+
+
+def test_image_builds_runs_unprivileged_and_becomes_healthy(engine, tmp_path):
+    images = dict(
+        line.split("=", 1) for line in engine["POSTSERVICE_TEST_IMAGES"].split()
+    )
+    tag = "postservice:latest"
+    began = time.monotonic()
+    run(
+        [
+            DOCKER,
+            "build",
+            "--build-arg",
+            f"PYTHON_IMAGE={images['PYTHON_IMAGE']}",
+            "--tag",
+            tag,
+            ".",
+        ],
+        engine,
+        timeout=1200,
+    )
+    built = time.monotonic() - began
+    size = int(
+        run([DOCKER, "image", "inspect", "--format", "{{.Size}}", tag], engine).stdout
+    )
+    name = "pstest-image-" + uuid.uuid4().hex[:10]
+    run(
+        [
+            DOCKER,
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--env",
+            f"JWT_SECRET_KEY={secret()}",
+            "--env",
+            "DATABASE_URL=sqlite:////app/instance/postservice.sqlite",
+            tag,
+        ],
+        engine,
+    )
+    try:
+        began = time.monotonic()
+        status = ""
+        while time.monotonic() - began < 180 and status not in (
+            "healthy",
+            "unhealthy",
+        ):
+            time.sleep(0.5)
+            status = run(
+                [DOCKER, "inspect", "--format", "{{.State.Health.Status}}", name],
+                engine,
+            ).stdout.strip()
+        healthy_after = time.monotonic() - began
+        logs = run([DOCKER, "logs", name], engine, check=False)
+        assert status == "healthy", logs.stdout + logs.stderr
+        uid = run([DOCKER, "exec", name, "id", "-u"], engine).stdout.strip()
+        assert uid != "0"
+        user = run([DOCKER, "inspect", "--format", "{{.Config.User}}", tag], engine)
+        assert user.stdout.strip() == "postservice"
+        print(
+            f"\nimage: {size / 2**20:.0f} MiB, built in {built:.0f} s, "
+            f"healthy {healthy_after:.1f} s after start, uid {uid}"
+        )
+    finally:
+        run([DOCKER, "rm", "--force", "--volumes", name], engine, check=False)
+
+
+# --- docker-compose.yml with the override: one app behind nginx ------------
+
+
+def test_compose_refuses_to_start_with_empty_secrets(engine, tmp_path):
+    stack = Stack(engine, tmp_path, SINGLE)
+    example = (ROOT / ".env.example").read_text()
+    stack.env_file.write_text(example + engine["POSTSERVICE_TEST_IMAGES"])
+    try:
+        refused = stack.compose("up", "--detach", "--no-build", check=False)
+        assert refused.returncode != 0
+        assert "in .env" in refused.stderr
+        assert published(stack) == {}  # nothing was started
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="module")
+def single(engine, tmp_path_factory):
+    yield from started(engine, tmp_path_factory.mktemp("single"), SINGLE)
+
+
+@pytest.fixture(scope="module")
+def single_account(single):
+    return single.register("single@example.com")
+
+
+def test_only_nginx_is_published_and_only_on_localhost(single):
+    ports = published(single)
+    exposed = {name: found for name, found in ports.items() if found}
+    assert len(exposed) == 1, ports
+    [(name, found)] = exposed.items()
+    assert "nginx" in name
+    assert found == {("8000/tcp", "127.0.0.1")}
+    app = single.containers("app")[0]
+    # The metrics port is for scrapers on the compose network, never the host.
+    config = json.loads(
+        single.docker(
+            "inspect", "--format", "{{json .Config.ExposedPorts}}", app
+        ).stdout
+    )
+    assert "9100/tcp" in config
+
+
+def test_the_api_through_the_published_port(single, single_account):
+    base, auth = single.base, single_account
+    assert single.wait_ready() == {"status": "ok", "database": "ok", "redis": "ok"}
+    added = requests.post(
+        base + "/api/v1/posts/add-post", json={"text": "kept"}, headers=auth, timeout=30
+    )
+    assert added.status_code == 200, added.text
+    doomed = requests.post(
+        base + "/api/v1/posts/add-post",
+        json={"text": "doomed"},
+        headers=auth,
+        timeout=30,
+    ).json()["PostID"]
+    listed = requests.get(base + "/api/v1/posts/get-posts", headers=auth, timeout=30)
+    assert [post["text"] for post in listed.json()] == ["kept", "doomed"]
+    deleted = requests.delete(
+        base + f"/api/v1/posts/delete-post/{doomed}", headers=auth, timeout=30
+    )
+    assert deleted.status_code == 204
+    listed = requests.get(base + "/api/v1/posts/get-posts", headers=auth, timeout=30)
+    assert [post["text"] for post in listed.json()] == ["kept"]
+
+    other = single.register("leaving@example.com")
+    out = requests.post(base + "/api/v1/users/logout", headers=other, timeout=30)
+    assert out.status_code == 204
+    after = requests.get(base + "/api/v1/posts/get-posts", headers=other, timeout=30)
+    assert after.status_code == 401
+    assert after.json() == {"detail": "Token has been revoked"}
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: slow\r\n",  # headers never finished
+        b"POST /api/v1/users/login HTTP/1.1\r\nHost: slow\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    ],
+    ids=["headers", "body"],
+)
+def test_nginx_ends_a_client_that_stalls(single, partial):
+    with socket.create_connection(("127.0.0.1", single.port), timeout=40) as sock:
+        sock.sendall(partial)
+        # nginx gives up after client_header_timeout / client_body_timeout
+        # (10 s) and closes, answering nothing or a 408; the 40 s socket
+        # timeout, below nginx's default of 60 s, catches one left open.
+        try:
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            received = b""
+    assert received == b"" or received.startswith(b"HTTP/1.1 408"), received
+
+
+def test_the_database_schema_is_current(single):
+    current = single.compose(
+        "exec", "-T", "app", "flask", "--app", "postservice", "db", "current"
+    )
+    assert "(head)" in current.stdout, current.stdout + current.stderr
+
+
+def test_restarting_the_app_keeps_the_data(single, single_account):
+    single.compose("restart", "--timeout", "30", "app")
+    single.wait_ready()
+    listed = requests.get(
+        single.base + "/api/v1/posts/get-posts", headers=single_account, timeout=30
+    )
+    assert [post["text"] for post in listed.json()] == ["kept"]
+
+
+def test_a_stopped_database_makes_it_unready_until_it_is_back(single, single_account):
+    single.compose("stop", "--timeout", "10", "mysql")
+    try:
+        single.wait_status("/readyz", 503)
+        answer = requests.get(single.base + "/readyz", timeout=10)
+        assert answer.json()["database"] == "unavailable"
+    finally:
+        single.compose("start", "mysql")
+    # No restart of the app: it reconnects by itself.
+    single.wait_ready()
+    listed = requests.get(
+        single.base + "/api/v1/posts/get-posts", headers=single_account, timeout=30
+    )
+    assert [post["text"] for post in listed.json()] == ["kept"]

@@ -10,6 +10,7 @@ not nested under ``json`` or ``query``.
 """
 
 import json
+import re
 
 from flask import Request
 from flask.json.provider import DefaultJSONProvider
@@ -80,6 +81,14 @@ class RequestSchema(Schema):
         unknown = EXCLUDE
 
 
+# White space as JSON Schema's ``\S`` (an ECMAScript pattern) knows it, so
+# that what the document allows is what is accepted. Python's own idea is
+# wider: str.strip() also drops the control characters U+001C to U+001F.
+BLANK = re.compile(
+    "[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]*"
+)
+
+
 class UnicodeString(fields.String):
     """A string that can be stored: JSON allows lone surrogates, UTF-8 does not.
 
@@ -93,7 +102,7 @@ class UnicodeString(fields.String):
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
         self.utf8_size(text)
-        if not self.blank_ok and not text.strip():
+        if not self.blank_ok and BLANK.fullmatch(text):
             raise ValidationError("Must not be empty.")
         return text
 

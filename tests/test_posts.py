@@ -123,6 +123,7 @@ INVALID_BODIES = {
     "missing text": "{}",
     "empty": '{"text": ""}',
     "white space only": '{"text": "  \\t\\n "}',
+    "unicode space only": '{"text": "\\u00a0\\u3000\\ufeff\\u2028"}',
     "number": '{"text": 123}',
     "null": '{"text": null}',
     "list": '{"text": ["a"]}',
@@ -142,6 +143,13 @@ def test_invalid_text_is_422_naming_text(app, client, auth, body):
     assert list(response.json["errors"]) == ["text"]
     assert response.json["errors"]["text"]
     assert_stored_nothing(app, auth, headers)
+
+
+def test_control_characters_are_text_as_the_document_says(auth):
+    """The document's pattern ``\\S`` counts U+001C..U+001F as text, so do we."""
+    headers = auth.register()
+    post_id = auth.add_post(headers, "\x1d")
+    assert auth.posts(headers) == [{"id": post_id, "text": "\x1d"}]
 
 
 def test_text_is_stored_exactly_as_sent(auth):

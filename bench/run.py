@@ -102,7 +102,7 @@ def ids_file(directory, name, ids):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke test")
-    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--seconds", type=int, default=None)
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument(
         "--ratios-only",

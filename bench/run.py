@@ -176,7 +176,7 @@ def main(argv=None):
         if args.ratios_only:
             # The tails at the most connections: each pair's members only.
             connections = (CONNECTIONS[-1],)
-            wanted = {key for pair in PAIRS.items() for key in pair}
+            wanted = {key for pair in PAIRS.items() for key in pair} | {"uncached20"}
             rows = [(label, key) for label, key in ROWS if key in wanted]
         for conns in connections:
             for label, key in rows:
@@ -426,7 +426,7 @@ def paired_ratios(bench, seconds, rounds):
     bench.drain()
     out = {}
     for ours, theirs in PAIRS.items():
-        values = []
+        values, pairs = [], []
         for n in range(rounds):
             order = (ours, theirs) if n % 2 == 0 else (theirs, ours)
             rps = {}
@@ -434,11 +434,14 @@ def paired_ratios(bench, seconds, rounds):
                 rps[key] = bench.cell(key, 8, seconds)["rps"]
                 bench.drain()
             values.append(rps[ours] / rps[theirs])
+            pairs.append((rps[ours], rps[theirs]))
         out[f"{ours}/{theirs}"] = {
             "median": statistics.median(values),
             "rounds": values,
+            "rps": pairs,
         }
-        print(f"{ours}/{theirs}: " + ", ".join(f"{v:.2f}" for v in values), flush=True)
+        shown = [f"{a / b:.2f} ({a:.0f}/{b:.0f} req/s)" for a, b in pairs]
+        print(f"{ours}/{theirs}: " + ", ".join(shown), flush=True)
     return out
 
 

@@ -82,3 +82,38 @@ def test_token_of_a_deleted_account_cannot_add_posts(app, auth, client):
     assert response.headers["WWW-Authenticate"] == "Bearer"
     with app.app_context():
         assert db.session.execute(text("SELECT COUNT(*) FROM posts")).scalar() == 0
+
+
+def test_only_the_connection_the_server_closed_is_replaced(app):
+    """Checkout finds a dead connection by itself and keeps the healthy ones."""
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        pytest.skip("SQLite connections have no server that could close them")
+
+    def checked_out_ids():
+        conns = [engine.connect() for _ in range(3)]
+        try:
+            return [c.execute(text("SELECT CONNECTION_ID()")).scalar() for c in conns]
+        finally:
+            for c in conns:
+                c.close()
+
+    first = checked_out_ids()
+    victim, *survivors = first
+    url = engine.url
+    killer = pymysql.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+    )
+    try:
+        with killer.cursor() as cursor:
+            cursor.execute(f"KILL {int(victim)}")
+    finally:
+        killer.close()
+    second = checked_out_ids()
+    assert set(survivors) <= set(second)
+    (replacement,) = set(second) - set(survivors)
+    assert replacement not in first

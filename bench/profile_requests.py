@@ -44,35 +44,34 @@ TEXT = "x" * 200
 # time it is; the pairs of one stage never call each other. Stages may nest:
 # the get-posts token check holds its Redis round trip, add_post holds the
 # pool checkout, the INSERT and the COMMIT.
+LOG_STAGE = (
+    "request log line and id",
+    [
+        ("postservice/requestlog.py", "_start"),
+        ("postservice/requestlog.py", "_finish"),
+    ],
+)
+TOKEN_STAGE = (
+    "token: Flask-JWT-Extended, PyJWT",
+    [("flask_jwt_extended/view_decorators.py", "verify_jwt_in_request")],
+)
+REDIS_STAGE = ("Redis round trips", [("redis/client.py", "execute_command")])
+TEARDOWN_STAGE = ("session teardown", [("postservice/errors.py", "release_session")])
+HEADERS_STAGE = (
+    "security headers",
+    [("postservice/errors.py", "add_security_headers")],
+)
 GET_STAGES = [
-    (
-        "request log line and id",
-        [
-            ("postservice/requestlog.py", "_start"),
-            ("postservice/requestlog.py", "_finish"),
-        ],
-    ),
-    (
-        "token: Flask-JWT-Extended, PyJWT",
-        [("flask_jwt_extended/view_decorators.py", "verify_jwt_in_request")],
-    ),
-    ("Redis round trips", [("redis/client.py", "execute_command")]),
+    LOG_STAGE,
+    TOKEN_STAGE,
+    REDIS_STAGE,
     ("view: listing body, Response", [("postservice/posts/routes.py", "get_posts")]),
-    ("security headers", [("postservice/errors.py", "add_security_headers")]),
-    ("session teardown", [("postservice/errors.py", "release_session")]),
+    HEADERS_STAGE,
+    TEARDOWN_STAGE,
 ]
 ADD_STAGES = [
-    (
-        "request log line and id",
-        [
-            ("postservice/requestlog.py", "_start"),
-            ("postservice/requestlog.py", "_finish"),
-        ],
-    ),
-    (
-        "token: Flask-JWT-Extended, PyJWT",
-        [("flask_jwt_extended/view_decorators.py", "verify_jwt_in_request")],
-    ),
+    LOG_STAGE,
+    TOKEN_STAGE,
     (
         "body: JSON and schema",
         [
@@ -83,10 +82,10 @@ ADD_STAGES = [
     ("pool checkout (and ping)", [("sqlalchemy/pool/base.py", "_checkout")]),
     ("INSERT round trip", [("pymysql/cursors.py", "execute")]),
     ("COMMIT round trip", [("pymysql/connections.py", "commit")]),
-    ("Redis round trips", [("redis/client.py", "execute_command")]),
+    REDIS_STAGE,
     ("add_post: ORM and Core rest", [("postservice/posts/service.py", "add_post")]),
-    ("session teardown", [("postservice/errors.py", "release_session")]),
-    ("security headers", [("postservice/errors.py", "add_security_headers")]),
+    TEARDOWN_STAGE,
+    HEADERS_STAGE,
 ]
 # py-spy frames look like "Class.name (path/file.py:line)". A sample belongs
 # to the first stage found anywhere on its stack, so the order matters: the
@@ -321,7 +320,10 @@ def spy(config, token, seconds):
         )
         for name, spec, server_env, path, script in cases:
             with common.waitress(spec, server_env) as (base, pid):
-                common.request("GET", base + "/api/v1/posts/get-posts", token=token)
+                wrk_env = {"BENCH_TOKEN": token, "BENCH_BODY_FILE": body}
+                # Warm: every thread's database connection, the token memo.
+                common.wrk(base, path, script, 8, 1, wrk_env)
+                common.request("GET", base + "/", timeout=60)  # drained
                 raw = Path(tmp) / f"{name}.txt"
                 recorder = subprocess.Popen(
                     [
@@ -343,17 +345,10 @@ def spy(config, token, seconds):
                     stderr=subprocess.DEVNULL,
                 )
                 time.sleep(0.5)  # py-spy attaches
-                figures = common.wrk(
-                    base,
-                    path,
-                    script,
-                    8,
-                    seconds - 1,
-                    {"BENCH_TOKEN": token, "BENCH_BODY_FILE": body},
-                )
+                figures = common.wrk(base, path, script, 8, seconds - 1, wrk_env)
                 recorder.wait(timeout=seconds + 30)
                 common.request("GET", base + "/", timeout=60)  # drained
-            requests = figures["rps"] * seconds  # over the recording, not wrk's run
+            requests = figures["requests"]  # all served while py-spy recorded
             out[name] = {"rps": figures["rps"], "stages": attribute(raw, requests)}
     common.mysql_query(config, "DELETE FROM posts WHERE user_id = %s", (user_id,))
     return out

@@ -310,7 +310,14 @@ def _derived(settings):
     # them into an exception message that could reach a log.
     engine = {"pool_pre_ping": True, "hide_parameters": True}
     if url.startswith(("mysql", "mariadb")):
+        # Imported here: the package imports this module before its own.
+        from postservice.db_pool import SocketCheckedPool
+
         engine.update(
+            # A dead pooled connection is found by polling its socket, not
+            # by a ping round trip before every request (see db_pool.py).
+            pool_pre_ping=False,
+            poolclass=SocketCheckedPool,
             # Below MySQL's default wait_timeout, so idle connections are
             # replaced before the server drops them.
             pool_recycle=1800,

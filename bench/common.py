@@ -83,7 +83,7 @@ def reset_database(config):
         redis.Redis.from_url(url).flushdb()  # the bench's own databases only
 
 
-def _connect(config):
+def connect(config):
     """A PyMySQL connection to the benchmark's database."""
     import pymysql
     from sqlalchemy.engine import make_url
@@ -100,7 +100,7 @@ def _connect(config):
 
 
 def mysql_query(config, sql, params=None):
-    conn = _connect(config)
+    conn = connect(config)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, params)
@@ -223,7 +223,7 @@ def user_id_of(token):
 
 def insert_posts(config, user_id, texts, batch=200):
     """Insert posts directly (faster than the API for thousands); returns their ids."""
-    conn = _connect(config)
+    conn = connect(config)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT COALESCE(MAX(id), 0) FROM posts")

@@ -9,9 +9,9 @@ it); otherwise one is generated. Either way it is echoed in the response.
 """
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from flask import g, request
 
@@ -41,10 +41,16 @@ def request_id():
     return g.request_id
 
 
+def _new_id():
+    # 128 random bits as 32 hex digits, as uuid4().hex gives, without
+    # building a UUID object on every request.
+    return os.urandom(16).hex()
+
+
 def _start():
     g.request_started = time.perf_counter()
     incoming = request.headers.get(HEADER, "")
-    g.request_id = incoming if VALID_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if VALID_ID.fullmatch(incoming) else _new_id()
 
 
 def _printable(path):
@@ -56,27 +62,36 @@ def _printable(path):
 def _finish(response, record):
     # Each read of ``request`` goes through a context lookup: read once.
     method, endpoint = request.method, request.endpoint or metrics.NO_ENDPOINT
-    path = _printable(request.path)
-    rid = g.get("request_id") or uuid.uuid4().hex
+    rid = g.get("request_id") or _new_id()
     started = g.get("request_started")
     seconds = time.perf_counter() - started if started else 0.0
     duration_ms = seconds * 1000
     response.headers[HEADER] = rid
-    record(endpoint, method, response.status_code, seconds)
-    log.info(
-        "%s %s %s %.1fms request_id=%s",
-        method,
-        path,
-        response.status_code,
-        duration_ms,
-        rid,
-        extra={
-            "method": method,
-            "path": path,
-            "endpoint": endpoint,
-            "status": response.status_code,
-            "duration_ms": round(duration_ms, 1),
-            "request_id": rid,
-        },
+    status = response.status_code
+    record(endpoint, method, status, seconds)
+    if not log.isEnabledFor(logging.INFO):
+        return response
+    path = _printable(request.path)
+    # Built and handled directly: ``log.info`` would also walk the stack
+    # to find this line's caller, which every record here shares.
+    log.handle(
+        log.makeRecord(
+            log.name,
+            logging.INFO,
+            __file__,
+            0,
+            "%s %s %s %.1fms request_id=%s",
+            (method, path, status, duration_ms, rid),
+            None,
+            func="_finish",
+            extra={
+                "method": method,
+                "path": path,
+                "endpoint": endpoint,
+                "status": status,
+                "duration_ms": round(duration_ms, 1),
+                "request_id": rid,
+            },
+        )
     )
     return response

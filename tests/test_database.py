@@ -1,5 +1,7 @@
 """Recovery from database connections that died while idle in the pool."""
 
+import contextlib
+
 import pymysql
 import pytest
 from sqlalchemy import text
@@ -23,26 +25,32 @@ def kill_idle_connections(app):
         for record in idle:
             record.dbapi_connection.close()
         return len(idle)
-    url = engine.url
-    killer = pymysql.connect(
+    with server_cursor(engine.url) as cursor:
+        cursor.execute(
+            "SELECT id FROM information_schema.processlist"
+            " WHERE db = %s AND id <> CONNECTION_ID()",
+            (engine.url.database,),
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        for thread_id in ids:
+            cursor.execute(f"KILL {int(thread_id)}")
+    return len(ids)
+
+
+@contextlib.contextmanager
+def server_cursor(url):
+    """A cursor on a connection of its own to the server behind ``url``."""
+    conn = pymysql.connect(
         host=url.host,
         port=url.port or 3306,
         user=url.username,
         password=url.password or "",
     )
     try:
-        with killer.cursor() as cursor:
-            cursor.execute(
-                "SELECT id FROM information_schema.processlist"
-                " WHERE db = %s AND id <> CONNECTION_ID()",
-                (url.database,),
-            )
-            ids = [row[0] for row in cursor.fetchall()]
-            for thread_id in ids:
-                cursor.execute(f"KILL {int(thread_id)}")
+        with conn.cursor() as cursor:
+            yield cursor
     finally:
-        killer.close()
-    return len(ids)
+        conn.close()
 
 
 def test_requests_succeed_after_idle_connections_died(app):
@@ -82,3 +90,28 @@ def test_token_of_a_deleted_account_cannot_add_posts(app, auth, client):
     assert response.headers["WWW-Authenticate"] == "Bearer"
     with app.app_context():
         assert db.session.execute(text("SELECT COUNT(*) FROM posts")).scalar() == 0
+
+
+def test_only_the_connection_the_server_closed_is_replaced(app):
+    """Checkout finds a dead connection by itself and keeps the healthy ones."""
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        pytest.skip("SQLite connections have no server that could close them")
+
+    def checked_out_ids():
+        conns = [engine.connect() for _ in range(3)]
+        try:
+            return [c.execute(text("SELECT CONNECTION_ID()")).scalar() for c in conns]
+        finally:
+            for c in conns:
+                c.close()
+
+    first = checked_out_ids()
+    victim, *survivors = first
+    with server_cursor(engine.url) as cursor:
+        cursor.execute(f"KILL {int(victim)}")
+    second = checked_out_ids()
+    assert set(survivors) <= set(second)
+    (replacement,) = set(second) - set(survivors)
+    assert replacement not in first

@@ -20,11 +20,11 @@ stays one ``MGET``.
 import time
 
 from flask import current_app, request
-from redis.exceptions import RedisError
 
 from . import cache_health
 from .errors import APIError
 from .extensions import cache
+from .redis_client import REDIS_ERRORS
 
 REVOKED = b"1"
 
@@ -46,7 +46,7 @@ def read_along(app, endpoint, reader):
     """Let ``endpoint`` read the revocation key itself.
 
     ``reader(jwt_payload, key)`` returns the key's value; it may raise
-    ``RedisError`` or ``cache_health.CacheUnavailable``.
+    one of ``REDIS_ERRORS`` or ``cache_health.CacheUnavailable``.
     """
     app.extensions["revocation_readers"][endpoint] = reader
 
@@ -61,7 +61,7 @@ def revoke(jwt_payload):
     timeout = max(1, int(expires - time.time()) + 1) if expires else 0
     try:
         stored = cache.set(_key(jwt_payload["jti"]), REVOKED, timeout=timeout)
-    except RedisError as e:
+    except REDIS_ERRORS as e:
         cache_health.current().failed(e)
         raise RevocationUnavailable() from None
     if stored is False:
@@ -75,7 +75,7 @@ def is_revoked(jwt_header, jwt_payload):
     reader = readers.get(request.endpoint, read_alone)
     try:
         return reader(jwt_payload, key) is not None
-    except (RedisError, cache_health.CacheUnavailable):
+    except (*REDIS_ERRORS, cache_health.CacheUnavailable):
         return False
 
 
@@ -86,6 +86,6 @@ def read_alone(jwt_payload, key):
         raise cache_health.CacheUnavailable()
     try:
         return cache.get(key)
-    except RedisError as e:
+    except REDIS_ERRORS as e:
         health.failed(e)
         raise

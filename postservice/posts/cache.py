@@ -23,10 +23,10 @@ The token revocation check of a get-posts request reads its key in the same
 import secrets
 
 from flask import current_app, g
-from redis.exceptions import RedisError
 
 from .. import cache_health, revocation
 from ..extensions import cache
+from ..redis_client import REDIS_ERRORS
 
 GENERATION_TTL = 7 * 24 * 3600
 SEPARATOR = b"\n"
@@ -63,7 +63,7 @@ def _flush_pending(health):
     try:
         for user_id in owed:
             cache.set(_gen_key(user_id), _new_generation(), timeout=GENERATION_TTL)
-    except RedisError:
+    except REDIS_ERRORS:
         with health.lock:
             health.pending.update(owed)
         raise
@@ -75,7 +75,7 @@ def _usable(health):
     if health.pending:
         try:
             _flush_pending(health)
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             health.failed(e)
             return False
     return True
@@ -85,7 +85,7 @@ def read_with_listing(user_id, *keys):
     """The values of ``keys``, read in the same round trip as the user's listing.
 
     The listing's keys are kept on ``flask.g`` for ``lookup()`` later in
-    the request. Raises ``RedisError`` (after recording the failure), or
+    the request. Raises one of ``REDIS_ERRORS`` (after recording the failure), or
     ``CacheUnavailable`` while the cache is being left alone.
     """
     health = cache_health.current()
@@ -95,7 +95,7 @@ def read_with_listing(user_id, *keys):
         *values, generation, entry = cache.get_many(
             *keys, _gen_key(user_id), _list_key(user_id)
         )
-    except RedisError as e:
+    except REDIS_ERRORS as e:
         health.failed(e)
         raise
     g.posts_listing_read = (user_id, generation, entry)
@@ -130,7 +130,7 @@ def lookup(user_id):
         if generation is None:
             cache.add(_gen_key(user_id), _new_generation(), timeout=GENERATION_TTL)
             generation = cache.get(_gen_key(user_id))
-    except RedisError as e:
+    except REDIS_ERRORS as e:
         health.failed(e)
         return None, None
     return None, generation
@@ -147,7 +147,7 @@ def store(user_id, generation, body):
             generation + SEPARATOR + body,
             timeout=current_app.config["POSTS_CACHE_TTL"],
         )
-    except RedisError as e:
+    except REDIS_ERRORS as e:
         health.failed(e)
 
 
@@ -167,7 +167,7 @@ def invalidate(user_id):
     health = cache_health.current()
     try:
         cache.set(_gen_key(user_id), _new_generation(), timeout=GENERATION_TTL)
-    except RedisError as e:
+    except REDIS_ERRORS as e:
         with health.lock:
             health.pending.add(user_id)
         health.failed(e)
@@ -175,5 +175,5 @@ def invalidate(user_id):
     if health.pending:
         try:
             _flush_pending(health)
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             health.failed(e)

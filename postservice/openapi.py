@@ -69,6 +69,15 @@ ERRORS = {
     ),
 }
 BODY_ERRORS = {400: None, 413: None, 415: None, 422: None}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Any 1 to 255 visible ASCII characters, new for each post. "
+    "Sent again (within 24 hours, with the same text), the request answers "
+    "the post stored the first time and stores nothing.",
+    "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+}
 
 
 @dataclass
@@ -87,6 +96,7 @@ class Operation:
     protected: bool = False
     description: str = ""
     errors: dict = field(default_factory=dict)
+    headers: list = field(default_factory=list)
 
 
 OPERATIONS = {
@@ -142,12 +152,16 @@ OPERATIONS = {
         tag="posts",
         protected=True,
         body=AddPostSchema,
+        headers=[IDEMPOTENCY_KEY],
         responses={200: ("Created", PostCreatedSchema)},
         errors={
             **BODY_ERRORS,
             401: None,
             413: "The text is over 1 MiB of UTF-8, or the body over 8 MiB",
-            503: "The database is unavailable",
+            422: "Invalid input, or an `Idempotency-Key` already used with "
+            "another text",
+            503: "The database is unavailable, or busy (the request was not "
+            "stored, unless it was under an `Idempotency-Key`); retry",
         },
     ),
     "posts.get_posts": Operation(
@@ -250,6 +264,8 @@ def _operation(endpoint, operation):
     if operation.query is not None:
         # The marshmallow plugin turns the schema into one parameter a field.
         result["parameters"] = [{"in": "query", "schema": operation.query}]
+    if operation.headers:
+        result.setdefault("parameters", []).extend(operation.headers)
     if operation.body is not None:
         result["requestBody"] = {
             "required": True,

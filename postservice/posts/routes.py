@@ -6,7 +6,7 @@ from flask_jwt_extended import jwt_required
 from ..auth import current_user_id
 from ..models import ID_MAX
 from ..validation import load_body, load_query
-from . import service
+from . import idempotency, service
 from .schemas import AddPostSchema, PageQuerySchema, PostCreatedSchema
 
 bp = Blueprint("posts", __name__, url_prefix="/api/v1/posts")
@@ -19,7 +19,11 @@ page_query_schema = PageQuerySchema()
 @bp.post("/add-post")
 @jwt_required()
 def add_post():
-    post_id = service.add_post(user_id=current_user_id(), **load_body(add_post_schema))
+    post_id = service.add_post(
+        user_id=current_user_id(),
+        idempotency_key=request.headers.get(idempotency.HEADER),
+        **load_body(add_post_schema),
+    )
     return post_created_schema.dump({"post_id": post_id})
 
 

@@ -4,17 +4,36 @@ from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from .. import transactions
 from ..errors import NotFound, Unauthorized
 from ..extensions import db
 from ..models import Post
-from . import cache, listing
+from . import cache, idempotency, listing
 
 
-def add_post(*, user_id, text):
+def add_post(*, user_id, text, idempotency_key=None):
     """Store the post and return its id; the user's cached listing is invalidated.
 
-    Raises ``Unauthorized`` when the token's user no longer exists.
+    With an ``idempotency_key`` (see ``idempotency``) a repeated request gets
+    the id of the post stored the first time, and nothing new is stored.
+
+    Raises ``Unauthorized`` when the token's user no longer exists,
+    ``idempotency.KeyReused`` or ``idempotency.InvalidKey`` (422), and
+    ``transactions.DatabaseBusy`` when the database keeps rolling it back.
     """
+    if idempotency_key is None:
+        post_id = transactions.run(lambda: _insert(user_id, text))
+    else:
+        post_id, created = idempotency.run_once(
+            user_id, idempotency_key, text, lambda: _insert(user_id, text, commit=False)
+        )
+        if not created:
+            return post_id
+    cache.invalidate(user_id)
+    return post_id
+
+
+def _insert(user_id, text, *, commit=True):
     post = Post(user_id=user_id, text=text)
     db.session.add(post)
     try:
@@ -22,11 +41,11 @@ def add_post(*, user_id, text):
         # Read the id before the commit expires it: afterwards reading it
         # would cost a SELECT, and fail if the post had been deleted meanwhile.
         post_id = post.id
-        db.session.commit()
+        if commit:
+            db.session.commit()
     except IntegrityError:  # the foreign key: the account was deleted
         db.session.rollback()
         raise Unauthorized("Could not validate credentials") from None
-    cache.invalidate(user_id)
     return post_id
 
 

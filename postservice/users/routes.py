@@ -20,8 +20,8 @@ user_schema = UserSchema()
 @bp.post("/register")
 @throttling.limit("REGISTER_RATE_LIMIT")
 def register():
-    user = service.register(**load_body(register_schema))
-    return token_response(user.id, status=201)
+    user_id = service.register(**load_body(register_schema))
+    return token_response(user_id, status=201)
 
 
 @bp.post("/login")

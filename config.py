@@ -135,6 +135,7 @@ class Config:
             "DATABASE_READ_TIMEOUT": _int(env, "DATABASE_READ_TIMEOUT", 5, 1),
             "DATABASE_WRITE_TIMEOUT": _int(env, "DATABASE_WRITE_TIMEOUT", 5, 1),
             "DATABASE_RETRIES": _int(env, "DATABASE_RETRIES", 3, 0),
+            "DATABASE_WSREP_SYNC_WAIT": _int(env, "DATABASE_WSREP_SYNC_WAIT", None, 0),
             "LOGIN_RATE_LIMIT": _rate_limit(
                 env, "LOGIN_RATE_LIMIT", cls.LOGIN_RATE_LIMIT
             ),
@@ -237,6 +238,13 @@ def _derived(settings):
                 "charset": "utf8mb4",
             },
         )
+        if settings["DATABASE_WSREP_SYNC_WAIT"] is not None:
+            # Galera applies other nodes' commits after acknowledging them:
+            # 1 makes each read wait until this node has applied every
+            # commit the cluster acknowledged before the read began.
+            engine["connect_args"]["init_command"] = (
+                f"SET SESSION wsrep_sync_wait={settings['DATABASE_WSREP_SYNC_WAIT']}"
+            )
     derived = {
         "SQLALCHEMY_ENGINE_OPTIONS": engine,
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,

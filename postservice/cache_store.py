@@ -11,6 +11,8 @@ server, a Cluster or behind Sentinel, and connects on first use.
 from cachelib.serializers import BaseRedisSerializer
 from flask_caching.backends.rediscache import RedisCache
 
+from config import ConfigError
+
 from . import redis_client
 
 
@@ -39,15 +41,18 @@ class RedisBytesCache(RedisCache):
         ``ssl_ca_certs``, ``ssl_certfile`` and ``ssl_keyfile``.
         """
         options = config.get("CACHE_OPTIONS") or {}
-        topology = redis_client.connect(
-            config["CACHE_REDIS_URL"],
-            timeout=options["timeout"],
-            tls=redis_client.TLS(
-                ca_certs=options.get("ssl_ca_certs"),
-                certfile=options.get("ssl_certfile"),
-                keyfile=options.get("ssl_keyfile"),
-            ),
-        )
+        try:
+            topology = redis_client.connect(
+                config["CACHE_REDIS_URL"],
+                timeout=options["timeout"],
+                tls=redis_client.TLS(
+                    ca_certs=options.get("ssl_ca_certs"),
+                    certfile=options.get("ssl_certfile"),
+                    keyfile=options.get("ssl_keyfile"),
+                ),
+            )
+        except redis_client.RedisURLError as e:
+            raise ConfigError(f"REDIS_URL: {e}") from None
         return cls(
             topology,
             key_prefix=config.get("CACHE_KEY_PREFIX"),

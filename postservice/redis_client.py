@@ -114,6 +114,9 @@ def parse_url(url):
 class LazyCluster:
     """A ``RedisCluster`` built on first use, and again after a failed build.
 
+    Everything but ``instance()`` is the cluster client's own attribute
+    (``get`` is the Redis command).
+
     ``RedisCluster(...)`` reads the slot map while it is constructed, so
     building it in the factory would stop the app from starting while the
     cluster is down.
@@ -124,7 +127,7 @@ class LazyCluster:
         self.lock = threading.Lock()
         self.client = None
 
-    def get(self):
+    def instance(self):
         client = self.client
         if client is None:
             with self.lock:
@@ -134,7 +137,7 @@ class LazyCluster:
         return client
 
     def __getattr__(self, name):
-        return getattr(self.get(), name)
+        return getattr(self.instance(), name)
 
 
 class Topology:
@@ -153,7 +156,7 @@ class ClusterTopology(Topology):
     def status(self):
         # CLUSTER INFO goes to one node; a node answers "fail" while any slot
         # has no reachable master, which is when some keys cannot be served.
-        info = self.client.get().cluster_info(target_nodes=RedisCluster.RANDOM)
+        info = self.client.instance().cluster_info(target_nodes=RedisCluster.RANDOM)
         return {"redis_cluster_state": info.get("cluster_state", "unknown")}
 
 

@@ -481,31 +481,10 @@ class GaleraCluster:
         return "\n".join(_tail(node.log, 15) for node in self.nodes)
 
 
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory):
-    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+def running(topology):
+    """Start ``topology``, yield it, and stop it whatever happened: for fixtures."""
     try:
-        cluster.start()
-        yield cluster
+        topology.start()
+        yield topology
     finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_sentinel(tmp_path_factory):
-    sentinel = RedisSentinel(tmp_path_factory.mktemp("redis-sentinel"))
-    try:
-        sentinel.start()
-        yield sentinel
-    finally:
-        sentinel.stop()
-
-
-@pytest.fixture(scope="module")
-def galera():
-    cluster = GaleraCluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+        topology.stop()

@@ -53,12 +53,12 @@ def delete_post(*, user_id, post_id):
     """Delete the post.
 
     Raises ``NotFound`` when it does not exist or belongs to someone else:
-    the two are indistinguishable so ids of other users' posts do not leak.
+    the two are indistinguishable so ids of other users' posts do not leak;
+    ``transactions.DatabaseBusy`` when the database keeps rolling it back.
+    A lost commit is not tried again: the retry would find nothing and
+    answer 404 for a post it had deleted.
     """
-    deleted = db.session.execute(
-        delete(Post).where(Post.id == post_id, Post.user_id == user_id)
-    ).rowcount
-    db.session.commit()
+    deleted = transactions.run(lambda: _delete(user_id, post_id))
     if not deleted:
         raise NotFound("Post not found")
     cache.invalidate(user_id)
@@ -79,6 +79,14 @@ def listing_body(*, user_id):
     if generation is not None:
         chunks = _cached_when_complete(chunks, user_id, generation)
     return listing.started(chunks)
+
+
+def _delete(user_id, post_id):
+    deleted = db.session.execute(
+        delete(Post).where(Post.id == post_id, Post.user_id == user_id)
+    ).rowcount
+    db.session.commit()
+    return deleted
 
 
 def page_body(*, user_id, limit, after_id):

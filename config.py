@@ -5,16 +5,44 @@
 when an app is created, so tests can build differently-configured apps.
 """
 
+import collections
+import hashlib
+import itertools
+import math
 import os
+import re
 import secrets
 from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 from limits import parse_many
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 MODES = ("development", "testing", "production")
-MIN_SECRET_BYTES = 32
+# What secrets.token_urlsafe(32) gives: 32 random bytes, 43 characters.
+MIN_SECRET_CHARS = 43
+# The character-frequency entropy of token_urlsafe(32) output is above 180
+# bits in 100,000 samples out of 100,000; a repeated, sequential or wordy
+# string scores far lower.
+MIN_SECRET_ESTIMATED_BITS = 170
+# A random key of 32 bytes has a run like "abcdefgh" or "44444444" once in
+# millions; a typed one often does.
+MAX_SECRET_RUN = 8
+# Bits a word of a passphrase is worth (a Diceware word is 12.9).
+BITS_PER_WORD = 13
+# Values published as examples: anyone who read the repository knows them.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "replace-with-the-output-of-the-command-above",
+        "change-me",
+        "changeme",
+        "changethis",
+        "secret",
+        "secret-key",
+        "your-secret-key",
+        "you-will-never-guess",
+        "...",
+    }
+)
 MIN_PRODUCTION_BCRYPT_ROUNDS = 12
 POST_TEXT_MAX_BYTES = 1024 * 1024
 # A 1 MiB text can be 6 MiB of JSON when every byte is sent as a \uXXXX
@@ -94,7 +122,14 @@ class Config:
     BCRYPT_ROUNDS = 12
     JWT_ACCESS_TOKEN_EXPIRES = 3600
     POSTS_CACHE_TTL = 300
+    # Every login attempt from one address, whatever its outcome or body.
     LOGIN_RATE_LIMIT = "10/minute"
+    # Failed logins for one account from one address: slows a guesser without
+    # locking the owner out, who logs in from elsewhere.
+    LOGIN_FAILURE_RATE_LIMIT = "5 per 15 minutes"
+    # Failed logins for one account from anywhere: the ceiling against guessing
+    # spread over many addresses. Only failures count.
+    ACCOUNT_FAILURE_RATE_LIMIT = "100 per hour"
     REGISTER_RATE_LIMIT = "5/minute"
     DEBUG = False
     TESTING = False
@@ -126,6 +161,8 @@ class Config:
                 env, "POSTS_CACHE_MAX_BYTES", POSTS_CACHE_MAX_BYTES, 0
             ),
             "REDIS_URL": env.get("REDIS_URL") or None,
+            "REDIS_KEY_PREFIX": env.get("REDIS_KEY_PREFIX") or None,
+            "RATELIMIT_STORAGE_URL": env.get("RATELIMIT_STORAGE_URL") or None,
             "REDIS_TIMEOUT": _float(env, "REDIS_TIMEOUT", 0.25),
             "REDIS_SSL_CA_CERTS": env.get("REDIS_SSL_CA_CERTS") or None,
             "REDIS_SSL_CERTFILE": env.get("REDIS_SSL_CERTFILE") or None,
@@ -138,6 +175,12 @@ class Config:
             "DATABASE_WSREP_SYNC_WAIT": _int(env, "DATABASE_WSREP_SYNC_WAIT", None, 0),
             "LOGIN_RATE_LIMIT": _rate_limit(
                 env, "LOGIN_RATE_LIMIT", cls.LOGIN_RATE_LIMIT
+            ),
+            "LOGIN_FAILURE_RATE_LIMIT": _rate_limit(
+                env, "LOGIN_FAILURE_RATE_LIMIT", cls.LOGIN_FAILURE_RATE_LIMIT
+            ),
+            "ACCOUNT_FAILURE_RATE_LIMIT": _rate_limit(
+                env, "ACCOUNT_FAILURE_RATE_LIMIT", cls.ACCOUNT_FAILURE_RATE_LIMIT
             ),
             "REGISTER_RATE_LIMIT": _rate_limit(
                 env, "REGISTER_RATE_LIMIT", cls.REGISTER_RATE_LIMIT
@@ -165,6 +208,8 @@ class TestingConfig(Config):
     # Suites register and log in hundreds of times from one address; the
     # throttling tests set low limits of their own.
     LOGIN_RATE_LIMIT = "100000/minute"
+    LOGIN_FAILURE_RATE_LIMIT = "100000/minute"
+    ACCOUNT_FAILURE_RATE_LIMIT = "100000/minute"
     REGISTER_RATE_LIMIT = "100000/minute"
 
 
@@ -195,20 +240,68 @@ def settings_for(env, instance_path, overrides=None):
     settings.update(overrides)
     _check_production(settings)
     for key, value in _derived(settings).items():
-        settings.setdefault(key, value)  # an override of a library setting wins
+        if settings.get(key) is None:  # an override of a library setting wins
+            settings[key] = value
     return settings
 
 
+def secret_weakness(secret):
+    """Why ``secret`` is not fit to sign tokens, or None when it is.
+
+    Anyone who can guess the key can sign a token for any user, so it must
+    be as strong as ``secrets.token_urlsafe(32)``: 256 random bits. Randomness
+    cannot be proven from one string; these rules refuse what is known
+    (published placeholders) and what is plainly not random (short,
+    repeated, sequential, or made of words).
+    """
+    if secret.strip().lower() in PLACEHOLDER_SECRETS:
+        return "is a published placeholder"
+    if len(secret) < MIN_SECRET_CHARS:
+        return f"is shorter than {MIN_SECRET_CHARS} characters"
+    words = re.split(r"[\s-]+", secret.strip())
+    if len(words) >= 3 and all(word.isalpha() for word in words):
+        if len(words) * BITS_PER_WORD < 256:
+            return f"is a passphrase of {len(words)} words, too few to guess"
+        return None
+    if _longest_run(secret) >= MAX_SECRET_RUN:
+        return "has a run of repeated or consecutive characters"
+    if _estimated_bits(secret) < MIN_SECRET_ESTIMATED_BITS:
+        return "repeats too few characters too often to be random"
+    return None
+
+
+def _estimated_bits(text):
+    counts = collections.Counter(text)
+    size = len(text)
+    return -size * sum(n / size * math.log2(n / size) for n in counts.values())
+
+
+def _longest_run(text):
+    """The longest stretch like ``aaaa``, ``abcd`` or ``4321``."""
+    longest = run = 1
+    step = None
+    for before, after in itertools.pairwise(text):
+        difference = ord(after) - ord(before)
+        if difference in (-1, 0, 1) and difference == step:
+            run += 1
+        else:
+            run = 2 if difference in (-1, 0, 1) else 1
+        step = difference
+        longest = max(longest, run)
+    return longest
+
+
 def _check_production(settings):
-    """Production refuses a missing or short signing key and a cheap bcrypt cost."""
+    """Production refuses a missing or weak signing key and a cheap bcrypt cost."""
     secret = settings["JWT_SECRET_KEY"]
     if settings["MODE"] == "production":
         if not secret:
             raise ConfigError("JWT_SECRET_KEY is required in production")
-        if len(secret.encode()) < MIN_SECRET_BYTES:
+        weakness = secret_weakness(secret)
+        if weakness:
             raise ConfigError(
-                f"JWT_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes "
-                "in production"
+                f"JWT_SECRET_KEY {weakness}; generate one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
         if settings["BCRYPT_ROUNDS"] < MIN_PRODUCTION_BCRYPT_ROUNDS:
             raise ConfigError(
@@ -220,7 +313,9 @@ def _check_production(settings):
 def _derived(settings):
     """Library settings that follow from ours."""
     url = settings["SQLALCHEMY_DATABASE_URI"]
-    engine = {"pool_pre_ping": True}
+    # SQL parameters hold post text, emails and password hashes: never let
+    # them into an exception message that could reach a log.
+    engine = {"pool_pre_ping": True, "hide_parameters": True}
     if url.startswith(("mysql", "mariadb")):
         engine.update(
             # Below MySQL's default wait_timeout, so idle connections are
@@ -245,32 +340,25 @@ def _derived(settings):
             engine["connect_args"]["init_command"] = (
                 f"SET SESSION wsrep_sync_wait={settings['DATABASE_WSREP_SYNC_WAIT']}"
             )
+    prefix = settings["REDIS_KEY_PREFIX"] or default_key_prefix(url)
     derived = {
+        "REDIS_KEY_PREFIX": prefix,
         "SQLALCHEMY_ENGINE_OPTIONS": engine,
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_ALGORITHM": "HS256",
         "JWT_DECODE_ALGORITHMS": ["HS256"],
         "JWT_ERROR_MESSAGE_KEY": "detail",
-        "CACHE_KEY_PREFIX": "postservice:",
+        # Tokens travel in headers only; a csrf claim would be dead weight.
+        "JWT_COOKIE_CSRF_PROTECT": False,
+        "CACHE_KEY_PREFIX": prefix + ":",
         "CACHE_DEFAULT_TIMEOUT": settings["POSTS_CACHE_TTL"],
-        "RATELIMIT_KEY_PREFIX": "postservice",
-        "RATELIMIT_HEADERS_ENABLED": False,  # only 429 carries Retry-After
-        # A throttle that cannot reach Redis must not turn logins into 500s:
-        # errors are logged and counting goes on in the process's memory.
-        "RATELIMIT_SWALLOW_ERRORS": True,
-        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_STORAGE_URL": settings["RATELIMIT_STORAGE_URL"]
+        or settings["REDIS_URL"]
+        or "memory://",
     }
     if settings["REDIS_URL"]:
         timeout = settings["REDIS_TIMEOUT"]
-        derived.update(
-            RATELIMIT_STORAGE_URI=settings["REDIS_URL"],
-            RATELIMIT_STORAGE_OPTIONS={
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
-                "retry": Retry(NoBackoff(), 0),
-            },
-        )
         derived.update(
             CACHE_TYPE="postservice.cache_store.RedisBytesCache",
             CACHE_REDIS_URL=settings["REDIS_URL"],
@@ -285,12 +373,23 @@ def _derived(settings):
             },
         )
     else:
-        derived.update(
-            CACHE_TYPE="SimpleCache",
-            CACHE_THRESHOLD=10000,
-            RATELIMIT_STORAGE_URI="memory://",
-        )
+        derived.update(CACHE_TYPE="SimpleCache", CACHE_THRESHOLD=10000)
     return derived
+
+
+def default_key_prefix(database_url):
+    """A Redis key prefix of this deployment's own: a digest of its database.
+
+    Two deployments that share a Redis database but not a database then
+    never read each other's keys. The password is left out, so rotating it
+    keeps the cache.
+    """
+    parts = urlsplit(database_url)
+    if parts.password is not None:
+        netloc = parts.netloc.replace(":" + parts.password + "@", "@", 1)
+        parts = parts._replace(netloc=netloc)
+    digest = hashlib.sha256(urlunsplit(parts).encode()).hexdigest()
+    return "ps-" + digest[:12]
 
 
 def development_secret(instance_path):

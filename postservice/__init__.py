@@ -79,6 +79,7 @@ def register_extensions(app):
     revocation.init_app(app)
     posts_cache.init_app(app)
     passwords.init_app(app)
+    throttling.init_app(app)
 
 
 def _enforce_foreign_keys(dbapi_connection, connection_record):
@@ -97,4 +98,4 @@ def register_blueprints(app):
     app.register_blueprint(docs.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(commands.bp)
-    throttling.init_app(app)  # needs the registered views
+    commands.init_app(app)

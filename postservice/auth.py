@@ -5,8 +5,9 @@ algorithms with 422 and ``{"msg": ...}`` by default. The API promises 401
 with ``WWW-Authenticate: Bearer`` and ``{"detail": ...}`` for all of them.
 """
 
-from flask import jsonify
+from flask import current_app, jsonify
 from flask_jwt_extended import create_access_token, get_jwt_identity
+from jwt.exceptions import MissingRequiredClaimError
 
 from . import revocation
 from .errors import BEARER, Unauthorized, error_response
@@ -15,12 +16,23 @@ from .users.schemas import TokenSchema
 
 token_schema = TokenSchema()
 
+# Every token this service issues has them; one without them was not made
+# here, whatever key signed it.
+REQUIRED_CLAIMS = ("exp", "iat", "jti", "sub", "type")
 
-def token_response(user_id, status=200):
-    """The response of register and login: a new token, never stored by caches."""
+
+def token_response(user_id, version, status=200):
+    """The response of register and login: a new token, never stored by caches.
+
+    ``version`` is the account's ``token_version``: the token is void once
+    it moves on.
+    """
     # PyJWT requires "sub" to be a string; an int would make every later
     # request with the token fail verification.
-    token = create_access_token(identity=str(user_id))
+    token = create_access_token(
+        identity=str(user_id),
+        additional_claims={revocation.VERSION_CLAIM: version},
+    )
     response = jsonify(token_schema.dump({"access_token": token}))
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
@@ -40,7 +52,20 @@ def _unauthorized(detail):
     return error_response(401, detail, BEARER)
 
 
+def _signing_key(jwt_header, unverified_claims):
+    """The key to check a token with; refuses tokens that lack a required claim.
+
+    Flask-JWT-Extended fills in a missing ``type`` and ``jti`` after
+    decoding, so this, which sees the claims as sent, is where to tell.
+    """
+    for claim in REQUIRED_CLAIMS:
+        if claim not in unverified_claims:
+            raise MissingRequiredClaimError(claim)
+    return current_app.config["JWT_SECRET_KEY"]
+
+
 def register_jwt_callbacks():
+    jwt.decode_key_loader(_signing_key)
     jwt.token_in_blocklist_loader(revocation.is_revoked)
     jwt.unauthorized_loader(lambda reason: _unauthorized("Not authenticated"))
     jwt.invalid_token_loader(

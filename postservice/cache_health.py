@@ -11,9 +11,14 @@ import time
 
 from flask import current_app
 
+from .redis_client import REDIS_ERRORS
+
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 1.0
+# What a failing cache raises, on any topology; callers treat all of it as
+# "cache unavailable".
+ERRORS = REDIS_ERRORS
 
 
 class CacheUnavailable(Exception):
@@ -37,8 +42,8 @@ class CacheHealth:
             self.down_until = time.monotonic() + RETRY_AFTER
         if was_up:
             log.warning(
-                "cache unavailable, serving from the database and not checking "
-                "token revocations: %s",
+                "cache unavailable, serving from the database, which also "
+                "decides on every token meanwhile: %s",
                 error,
             )
 

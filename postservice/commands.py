@@ -1,13 +1,16 @@
-"""Operational ``flask`` commands: ``flask --app postservice wait-for-db``."""
+"""Operational ``flask`` commands: ``wait-for-db``, ``users ...``, ``tokens ...``."""
 
 import time
 
 import click
 from flask import Blueprint
+from flask.cli import AppGroup
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import cache_health, revocation
 from .extensions import db
+from .users import service as users_service
 
 bp = Blueprint("commands", __name__, cli_group=None)
 
@@ -38,3 +41,62 @@ def wait_for_db(timeout):
             click.echo("database is answering")
             db.engine.dispose()
             return
+
+
+users_cli = AppGroup("users", help="Support tasks on accounts.")
+tokens_cli = AppGroup("tokens", help="Maintenance of token revocations.")
+
+
+def _account(email):
+    user_id = users_service.find_id(email.strip().lower())
+    if user_id is None:
+        raise click.ClickException(f"no account with email {email!r}")
+    return user_id
+
+
+def _cache_told():
+    """Exit 1 when an invalidation is still owed: Redis did not hear of it."""
+    if cache_health.current().pending:
+        raise click.ClickException(
+            "done in the database, but the cache could not be told: cached "
+            "answers about this account may be served for up to "
+            "POSTS_CACHE_TTL seconds; run the command again once Redis answers"
+        )
+
+
+@users_cli.command("delete")
+@click.argument("email")
+def delete_user(email):
+    """Delete the account EMAIL, its posts and its tokens."""
+    users_service.remove_account(_account(email))
+    _cache_told()
+    click.echo(f"deleted {email}")
+
+
+@users_cli.command("revoke")
+@click.argument("email")
+def revoke_user(email):
+    """Log the account EMAIL out everywhere: every token it has stops working."""
+    users_service.log_out_everywhere(user_id=_account(email))
+    _cache_told()
+    click.echo(f"every token of {email} is revoked")
+
+
+@tokens_cli.command("purge")
+def purge_tokens():
+    """Forget revocations of tokens that have expired anyway."""
+    click.echo(f"purged {revocation.purge_expired()} expired revocation(s)")
+
+
+@tokens_cli.command("import-legacy")
+def import_legacy():
+    """Copy revocations kept only in Redis (1.x layout) into the database.
+
+    Safe to run again; does nothing without Redis.
+    """
+    click.echo(f"imported {revocation.import_legacy()} revocation(s)")
+
+
+def init_app(app):
+    app.cli.add_command(users_cli)
+    app.cli.add_command(tokens_cli)

@@ -1,6 +1,6 @@
 """The database tables: users and their posts."""
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -42,6 +42,9 @@ class User(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(EMAIL_TYPE, unique=True)
     password_hash: Mapped[str] = mapped_column(String(60))
+    # Every token carries the version it was issued under (claim ``ver``);
+    # raising it voids them all at once: change of password, log out everywhere.
+    token_version: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Post(db.Model):
@@ -53,6 +56,28 @@ class Post(db.Model):
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     text: Mapped[str] = mapped_column(POST_TEXT_TYPE)
+
+
+class RevokedToken(db.Model):
+    """A token logged out before it expired: the source of truth for revocation.
+
+    Redis only caches the verdicts read from here, so a revocation outlives
+    eviction, a flush or a restart of Redis. ``user_id`` is empty for
+    revocations carried over from the Redis-only layout, which did not record
+    whose token it was.
+    """
+
+    __tablename__ = "revoked_tokens"
+    __table_args__ = {
+        key: value for key, value in TABLE_ARGS.items() if key != "sqlite_autoincrement"
+    }
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # When the token expires on its own (Unix seconds); the row can go then.
+    expires_at: Mapped[int] = mapped_column(Integer, index=True)
 
 
 class IdempotencyKey(db.Model):

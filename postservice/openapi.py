@@ -22,7 +22,14 @@ from .posts.schemas import (
     PostCreatedSchema,
     PostSchema,
 )
-from .users.schemas import LoginSchema, RegisterSchema, TokenSchema, UserSchema
+from .users.schemas import (
+    ChangePasswordSchema,
+    DeleteAccountSchema,
+    LoginSchema,
+    RegisterSchema,
+    TokenSchema,
+    UserSchema,
+)
 
 OPENAPI_VERSION = "3.0.3"  # what the bundled Swagger UI renders
 BEARER_SCHEME = "bearerAuth"
@@ -144,8 +151,45 @@ OPERATIONS = {
         tag="users",
         protected=True,
         responses={204: ("Revoked: the token is refused from now on", None)},
-        errors={401: None, 503: "The revocation could not be recorded; retry"},
+        errors={401: None, 503: "The database is unavailable; retry"},
         description="Other tokens of the same account keep working.",
+    ),
+    "users.logout_all": Operation(
+        summary="Revoke every token of the account",
+        tag="users",
+        protected=True,
+        responses={204: ("Revoked: every token issued so far is refused", None)},
+        errors={401: None, 503: "The database is unavailable; retry"},
+        description="Log in again for a new token.",
+    ),
+    "users.change_password": Operation(
+        summary="Change the password; every older token is revoked",
+        tag="users",
+        protected=True,
+        body=ChangePasswordSchema,
+        responses={200: ("Changed: a new token", TokenSchema)},
+        errors={
+            **BODY_ERRORS,
+            401: "Wrong current password, or no valid token",
+            429: None,
+            503: "The database is unavailable, or too many password checks "
+            "are running at once",
+        },
+        description="The new password follows the rules of registration.",
+    ),
+    "users.delete_me": Operation(
+        summary="Delete the account, its posts and every token",
+        tag="users",
+        protected=True,
+        body=DeleteAccountSchema,
+        responses={204: ("Deleted", None)},
+        errors={
+            **BODY_ERRORS,
+            401: "Wrong password, or no valid token",
+            429: None,
+            503: "The database is unavailable, or too many password checks "
+            "are running at once",
+        },
     ),
     "posts.add_post": Operation(
         summary="Add a post",

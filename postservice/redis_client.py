@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
+from limits.storage import storage_from_string
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
@@ -212,3 +213,43 @@ def connect(url, *, timeout, tls=None, retries=0):
     )
     master = sentinel.master_for(parsed.service, db=parsed.db, **auth, **security)
     return SentinelTopology(master, sentinel, parsed.service)
+
+
+def limits_storage(url, *, timeout, key_prefix):
+    """A ``limits`` storage for ``url`` (any scheme above, or ``memory://``).
+
+    Built on first use by the caller: limits' cluster storage reads the slot
+    map, and its sentinel storage asks for the master, when constructed.
+    Sentinel reads go to the master here too (limits reads replicas by
+    default), and ``db`` and ``sentinel_password`` come from the query.
+    Raises ``RedisURLError``, ``limits.errors.ConfigurationError`` or one
+    of ``REDIS_ERRORS``.
+    """
+    options = {"key_prefix": key_prefix, "wrap_exceptions": True}
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "memory":
+        return storage_from_string(url, **options)
+    options.update(
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+    if scheme in SENTINEL_SCHEMES:
+        parsed = parse_url(url)
+        hosts = ",".join(f"{host}:{port}" for host, port in parsed.hosts)
+        url = f"{scheme}://{hosts}/{parsed.service}"
+        options.update(
+            db=parsed.db,
+            use_replicas=False,
+            sentinel_kwargs={
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "password": parsed.sentinel_password,
+            },
+        )
+        if parsed.password:
+            options["password"] = parsed.password
+    elif scheme in CLUSTER_SCHEMES:
+        parse_url(url)  # refuses what the cluster client would misread
+        url = url.replace("rediss+cluster", "redis+cluster")
+    return storage_from_string(url, **options)

@@ -1,91 +1,214 @@
-"""Logged-out tokens: each one's ``jti`` kept in the cache until it would expire.
+"""Whether a token still opens the door: revocations owned by the database.
 
-Redis is shared by every instance, so a logout holds everywhere; under the
-embedded default the in-process cache holds it for this process only.
+A token is refused when its ``jti`` was logged out (table
+``revoked_tokens``), when its account's ``token_version`` moved past the
+token's ``ver`` claim (a new password, log out everywhere), or when its
+account is gone. The database is the source of truth; Redis only caches the
+verdict per token, stored under the user's generation (``user_state``), so a
+verdict is never served after a change it did not see.
 
-When the cache cannot be asked:
+- A cached verdict is one ``MGET`` (with the generation; get-posts reads its
+  listing in the same round trip through ``read_along``) and no SQL.
+- A miss, an evicted key, a flushed or restarted Redis: one SELECT decides,
+  and the verdict is cached again.
+- Redis down: the database decides on every request. A revocation is never
+  "allowed by default".
 
-- logout answers 503 (``RevocationUnavailable``): a revocation that was not
-  recorded must not look done, and the client can retry;
-- every other request fails open and is served, with one warning logged per
-  outage (``cache_health``). Redis is an optimisation here as for the
-  listings: an outage must not lock every user out, and a logged-out token
-  still expires on its own after ``JWT_ACCESS_TOKEN_EXPIRES``.
-
-An endpoint that reads the cache anyway can fold the revocation lookup into
-its own round trip with ``read_along``; get-posts does, so a cache hit
-stays one ``MGET``.
+Every change writes the database first and replaces the user's generation
+after the commit, so a reader that raced it stores its verdict under the old
+generation, never to be served.
 """
 
+import logging
 import time
 
+import redis
 from flask import current_app, request
+from sqlalchemy import delete, exists, select, update
+from sqlalchemy.exc import IntegrityError
 
-from . import cache_health
-from .errors import APIError
-from .extensions import cache
-from .redis_client import REDIS_ERRORS
+from . import cache_health, user_state
+from .errors import Unauthorized
+from .extensions import db
+from .models import RevokedToken, User
 
-REVOKED = b"1"
+log = logging.getLogger(__name__)
 
-
-class RevocationUnavailable(APIError):
-    def __init__(self):
-        super().__init__(503, "Cannot log out right now", headers={"Retry-After": "1"})
-
-
-def _key(jti):
-    return f"revoked:{jti}"
+VERSION_CLAIM = "ver"
+ALLOWED = b"ok"
+REVOKED = b"revoked"
+NO_ACCOUNT = b"no-account"
 
 
 def init_app(app):
-    app.extensions["revocation_readers"] = {}
+    app.extensions["token_read_along"] = {}
 
 
-def read_along(app, endpoint, reader):
-    """Let ``endpoint`` read the revocation key itself.
+def read_along(app, endpoint, keys, keep):
+    """Let ``endpoint`` read its own cache keys in the token check's ``MGET``.
 
-    ``reader(jwt_payload, key)`` returns the key's value; it may raise
-    one of ``REDIS_ERRORS`` or ``cache_health.CacheUnavailable``.
+    ``keys(user_id)`` names them; ``keep(user_id, generation, values)`` is
+    handed what was read, before the view runs.
     """
-    app.extensions["revocation_readers"][endpoint] = reader
+    app.extensions["token_read_along"][endpoint] = (keys, keep)
 
 
-def revoke(jwt_payload):
-    """Record the token as revoked for the rest of its lifetime.
-
-    Raises ``RevocationUnavailable`` when the cache cannot record it.
-    """
-    expires = jwt_payload.get("exp")
-    # Flask-Caching treats 0 as "never expires": only for tokens without exp.
-    timeout = max(1, int(expires - time.time()) + 1) if expires else 0
-    try:
-        stored = cache.set(_key(jwt_payload["jti"]), REVOKED, timeout=timeout)
-    except REDIS_ERRORS as e:
-        cache_health.current().failed(e)
-        raise RevocationUnavailable() from None
-    if stored is False:
-        raise RevocationUnavailable()
+def token_key(user_id, jti):
+    return f"tok:{{{user_id}}}:{jti}"
 
 
 def is_revoked(jwt_header, jwt_payload):
-    """Flask-JWT-Extended's blocklist check; fails open when the cache cannot answer."""
-    key = _key(jwt_payload.get("jti"))
-    readers = current_app.extensions["revocation_readers"]
-    reader = readers.get(request.endpoint, read_alone)
-    try:
-        return reader(jwt_payload, key) is not None
-    except (*REDIS_ERRORS, cache_health.CacheUnavailable):
-        return False
+    """Flask-JWT-Extended's blocklist check.
+
+    Raises ``Unauthorized`` when the token names no account; True when it
+    was revoked.
+    """
+    user_id = _user_id(jwt_payload)
+    verdict = _cached_verdict(user_id, jwt_payload)
+    if verdict == NO_ACCOUNT:
+        raise Unauthorized("Could not validate credentials")
+    return verdict != ALLOWED
 
 
-def read_alone(jwt_payload, key):
-    """The revocation key on its own: one cache read."""
-    health = cache_health.current()
-    if not health.available():
-        raise cache_health.CacheUnavailable()
+def _user_id(jwt_payload):
     try:
-        return cache.get(key)
-    except REDIS_ERRORS as e:
-        health.failed(e)
-        raise
+        return int(jwt_payload["sub"])
+    except (KeyError, TypeError, ValueError):
+        raise Unauthorized("Could not validate credentials") from None
+
+
+def _cached_verdict(user_id, payload):
+    keys = [token_key(user_id, payload["jti"])]
+    along = current_app.extensions["token_read_along"].get(request.endpoint)
+    if along is not None:
+        keys += along[0](user_id)
+    try:
+        generation, values = user_state.read(user_id, keys)
+    except (cache_health.CacheUnavailable, *cache_health.ERRORS):
+        return verdict_from_database(user_id, payload)
+    if along is not None:
+        along[1](user_id, generation, values[1:])
+    verdict = user_state.unwrap(values[0], generation)
+    if verdict is not None:
+        return verdict
+    try:
+        if generation is None:
+            generation = user_state.ensure_generation(user_id)
+    except cache_health.ERRORS as e:
+        cache_health.current().failed(e)
+        generation = None
+    verdict = verdict_from_database(user_id, payload)
+    if generation is not None:
+        expires_in = int(payload["exp"] - time.time()) + 1
+        timeout = max(1, min(current_app.config["POSTS_CACHE_TTL"], expires_in))
+        user_state.store(keys[0], generation, verdict, timeout)
+    return verdict
+
+
+def verdict_from_database(user_id, payload):
+    """One SELECT: does the account exist, and is this token still good?"""
+    row = db.session.execute(
+        select(
+            User.token_version,
+            exists().where(RevokedToken.jti == payload["jti"]),
+        ).where(User.id == user_id)
+    ).first()
+    # End the read snapshot: a view's later reads must see later commits.
+    db.session.rollback()
+    if row is None:
+        return NO_ACCOUNT
+    version, logged_out = row
+    if logged_out or payload.get(VERSION_CLAIM, 0) != version:
+        return REVOKED
+    return ALLOWED
+
+
+def revoke(jwt_payload):
+    """Log out one token for the rest of its lifetime (and forget expired ones)."""
+    user_id = _user_id(jwt_payload)
+    now = int(time.time())
+    db.session.execute(
+        delete(RevokedToken).where(
+            RevokedToken.user_id == user_id, RevokedToken.expires_at < now
+        )
+    )
+    db.session.add(
+        RevokedToken(
+            jti=jwt_payload["jti"], user_id=user_id, expires_at=int(jwt_payload["exp"])
+        )
+    )
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Logged out already (a retried request), or the account is gone.
+        db.session.rollback()
+    announce(user_id)
+
+
+def revoke_all(user_id, *, expected_version=None):
+    """Void every token of the user; returns the version new tokens carry.
+
+    With ``expected_version``, only if no other change moved it meanwhile:
+    returns None then. Does not commit; call ``announce`` after committing.
+    """
+    statement = update(User).where(User.id == user_id)
+    if expected_version is not None:
+        statement = statement.where(User.token_version == expected_version)
+    changed = db.session.execute(
+        statement.values(token_version=User.token_version + 1)
+    ).rowcount
+    if not changed:
+        return None
+    return db.session.scalar(select(User.token_version).where(User.id == user_id))
+
+
+def announce(user_id):
+    """After a commit: make every instance drop what it cached about the user."""
+    if not user_state.invalidate(user_id):
+        log.warning(
+            "cache not told of a token change for user %s; it is sent when the "
+            "cache answers again",
+            user_id,
+        )
+
+
+def purge_expired(now=None):
+    """Delete revocations of tokens that have expired anyway; returns how many."""
+    now = int(time.time()) if now is None else now
+    deleted = db.session.execute(
+        delete(RevokedToken).where(RevokedToken.expires_at < now)
+    ).rowcount
+    db.session.commit()
+    return deleted
+
+
+# Where 1.x kept logged-out tokens: Redis alone, under a fixed prefix.
+LEGACY_PATTERN = "postservice:revoked:*"
+
+
+def import_legacy():
+    """Copy 1.x revocations (``postservice:revoked:<jti>`` in Redis) to the database.
+
+    Those tokens carry no ``ver`` claim and name their user, but 1.x did not
+    record whose jti it was, so the rows have no ``user_id``. Returns how
+    many were new; running it again adds nothing.
+    """
+    url = current_app.config["REDIS_URL"]
+    if not url:
+        return 0
+    client = redis.Redis.from_url(url)
+    now = int(time.time())
+    known = set(db.session.scalars(select(RevokedToken.jti)))
+    added = 0
+    for key in client.scan_iter(match=LEGACY_PATTERN, count=1000):
+        jti = key.decode("utf-8", "replace").rpartition(":")[2]
+        ttl = client.ttl(key)
+        if jti in known or ttl == -2:  # already imported, or expired meanwhile
+            continue
+        # -1: stored without an expiry, for a token without one; keep a year.
+        expires_at = now + (ttl if ttl > 0 else 365 * 24 * 3600)
+        db.session.add(RevokedToken(jti=jti, user_id=None, expires_at=expires_at))
+        known.add(jti)
+        added += 1
+    db.session.commit()
+    return added

@@ -58,10 +58,14 @@ def _wait(check, process, log, what, timeout):
 
 
 class RedisServer:
-    """A redis-server without persistence: a restart starts it empty."""
+    """A redis-server without persistence: a restart starts it empty.
 
-    def __init__(self, workdir):
+    ``options`` are more command-line settings, e.g. ``"--maxmemory", "2mb"``.
+    """
+
+    def __init__(self, workdir, *options):
         self.program = require_program("redis-server")
+        self.options = list(options)
         self.workdir = workdir
         self.port = free_port()
         self.log = workdir / "redis.log"
@@ -92,6 +96,7 @@ class RedisServer:
                     "no",
                     "--dir",
                     str(self.workdir),
+                    *self.options,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -9,9 +9,8 @@ import redis
 from flask_jwt_extended import decode_token
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from postservice import cache_health
+from postservice import cache_health, user_state
 from postservice.extensions import cache
-from postservice.posts import cache as posts_cache
 from postservice.posts import service
 
 from .conftest import AuthActions, executed_sql
@@ -121,12 +120,13 @@ def test_redis_entry_is_plain_json_with_configured_ttl(make_app, real_redis_url)
     body = client.get(GET_POSTS, headers=headers).data
     uid = user_id(app, headers)
     server = redis.Redis.from_url(real_redis_url)
-    generation = server.get(f"postservice:posts:gen:{uid}")
-    entry = server.get(f"postservice:posts:list:{uid}")
+    prefix = app.config["REDIS_KEY_PREFIX"]
+    generation = server.get(f"{prefix}:gen:{{{uid}}}")
+    entry = server.get(f"{prefix}:posts:{{{uid}}}")
     assert entry == generation + b"\n" + body
     post_id = actions.posts(headers)[0]["id"]
     assert body.decode("utf-8") == f'[{{"id":{post_id},"text":"zürich ☃"}}]'
-    assert 0 < server.ttl(f"postservice:posts:list:{uid}") <= 77
+    assert 0 < server.ttl(f"{prefix}:posts:{{{uid}}}") <= 77
 
 
 def test_hit_is_one_redis_round_trip(redis_app, monkeypatch):
@@ -146,13 +146,15 @@ def test_hit_is_one_redis_round_trip(redis_app, monkeypatch):
 
     monkeypatch.setattr(backend._read_client, "execute_command", counting)
     assert texts(actions, headers) == ["x"]
-    # One MGET in all: the token's revocation key rides along with the entry.
+    # One MGET in all: the token's verdict rides along with the entry.
     assert [command[0] for command in commands] == ["MGET"]
     uid = user_id(redis_app, headers)
     keys = [key.decode() if isinstance(key, bytes) else key for key in commands[0][1:]]
-    assert f"postservice:posts:gen:{uid}" in keys
-    assert f"postservice:posts:list:{uid}" in keys
-    assert any(key.startswith("postservice:revoked:") for key in keys)
+    prefix = redis_app.config["REDIS_KEY_PREFIX"]
+    assert keys[0] == f"{prefix}:gen:{{{uid}}}"
+    assert keys[1].startswith(f"{prefix}:tok:{{{uid}}}:")
+    assert keys[2] == f"{prefix}:posts:{{{uid}}}"
+    assert len(keys) == 3
 
 
 def test_writes_through_one_app_are_seen_by_another(make_app, real_redis_url):
@@ -257,12 +259,13 @@ def test_write_is_invalidated_before_it_is_acknowledged(redis_app, monkeypatch):
     uid = user_id(redis_app, headers)
     assert texts(actions, headers) == []  # cached, under the current token
     server = redis.Redis.from_url(redis_app.config["REDIS_URL"])
-    before = server.get(f"postservice:posts:gen:{uid}")
+    key = f"{redis_app.config['REDIS_KEY_PREFIX']}:gen:{{{uid}}}"
+    before = server.get(key)
 
     def flushed_by_someone_else(health):
         with health.lock:
             health.pending = set()
 
-    monkeypatch.setattr(posts_cache, "_flush_pending", flushed_by_someone_else)
+    monkeypatch.setattr(user_state, "_flush_pending", flushed_by_someone_else)
     actions.add_post(headers, "acknowledged")
-    assert server.get(f"postservice:posts:gen:{uid}") != before
+    assert server.get(key) != before

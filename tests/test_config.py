@@ -1,14 +1,17 @@
 """Settings: read from the environment per mode, refused when unsafe."""
 
 import os
+import re
+import secrets
 import sys
 from datetime import timedelta
 
 import pytest
 
+import config as settings
 from postservice import create_app
 
-from .conftest import run_in_repo
+from .conftest import ROOT, run_in_repo
 
 SETTINGS_FROM_ENV = (
     "POSTSERVICE_ENV",
@@ -22,7 +25,8 @@ SETTINGS_FROM_ENV = (
     "DATABASE_POOL_SIZE",
     "DATABASE_CONNECT_TIMEOUT",
 )
-SECRET_32 = "s" * 32
+# As the README says to make one.
+STRONG_SECRET = secrets.token_urlsafe(32)
 
 
 @pytest.fixture(autouse=True)
@@ -47,15 +51,55 @@ def test_production_refuses_a_31_byte_secret():
     assert "JWT_SECRET_KEY" in message
 
 
-def test_production_counts_secret_length_in_utf8_bytes():
-    sixteen_chars = "é" * 16  # 32 bytes
-    config = {"MODE": "production", "JWT_SECRET_KEY": sixteen_chars}
-    assert create_app(config).config["JWT_SECRET_KEY"] == sixteen_chars
-    assert "JWT_SECRET_KEY" in refused({**config, "JWT_SECRET_KEY": "é" * 15 + "s"})
+def test_production_accepts_every_generated_secret():
+    for _ in range(2000):
+        for secret in (secrets.token_urlsafe(32), secrets.token_hex(32)):
+            assert settings.secret_weakness(secret) is None, secret
+
+
+def published_placeholders():
+    """Every value given for JWT_SECRET_KEY in the files a reader can see."""
+    found = set()
+    for name in (".env.example", "README.md", "docker-compose.yml"):
+        path = ROOT / name
+        if path.exists():
+            text = path.read_text(encoding="utf-8")
+            found.update(re.findall(r"JWT_SECRET_KEY[=:]\s*([^\s`'\"]+)", text))
+    return found - {"", "${JWT_SECRET_KEY"}
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "replace-with-the-output-of-the-command-above",
+        "s" * 64,
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        "0123456789" * 6,
+        "correct-horse-battery-staple-correct-horse-battery-staple",
+        "the quick brown fox jumps over the lazy dog and runs away again",
+        "abcabcabcabcabcabcabcabcabcabcabcabcabcabcabcabcabc",
+        "Passw0rd!" * 6,
+        "é" * 16,  # 32 bytes, but 16 of the same character
+        secrets.token_urlsafe(24),  # random, but only 192 bits
+    ],
+)
+def test_production_refuses_weak_or_published_secrets(secret):
+    message = refused({"MODE": "production", "JWT_SECRET_KEY": secret})
+    assert "JWT_SECRET_KEY" in message
+    assert "token_urlsafe(32)" in message  # says how to make a good one
+
+
+def test_production_refuses_every_placeholder_the_repository_shows():
+    for placeholder in published_placeholders():
+        assert settings.secret_weakness(placeholder), placeholder
 
 
 def test_production_refuses_fewer_than_12_bcrypt_rounds():
-    config = {"MODE": "production", "JWT_SECRET_KEY": SECRET_32, "BCRYPT_ROUNDS": 11}
+    config = {
+        "MODE": "production",
+        "JWT_SECRET_KEY": STRONG_SECRET,
+        "BCRYPT_ROUNDS": 11,
+    }
     assert "BCRYPT_ROUNDS" in refused(config)
 
 
@@ -63,13 +107,13 @@ def test_production_builds_with_safe_settings(database_url):
     app = create_app(
         {
             "MODE": "production",
-            "JWT_SECRET_KEY": SECRET_32,
+            "JWT_SECRET_KEY": STRONG_SECRET,
             "BCRYPT_ROUNDS": 12,
             "SQLALCHEMY_DATABASE_URI": database_url,
         }
     )
     assert app.config["MODE"] == "production"
-    assert app.config["JWT_SECRET_KEY"] == SECRET_32
+    assert app.config["JWT_SECRET_KEY"] == STRONG_SECRET
     assert app.config["TESTING"] is False
     assert app.config["DEBUG"] is False
 

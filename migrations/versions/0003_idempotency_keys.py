@@ -1,7 +1,7 @@
 """idempotency keys of add-post
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-27 11:20:00.000000
 
 """
@@ -11,7 +11,7 @@ from sqlalchemy.dialects import mysql
 
 # revision identifiers, used by Alembic.
 revision = '0003'
-down_revision = '0001'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 

@@ -28,9 +28,9 @@ class NormalizedEmail(fields.Email):
         return email
 
 
-class RegisterSchema(RequestSchema):
-    email = NormalizedEmail(required=True)
-    password = UnicodeString(
+def new_password():
+    """A password as registration accepts it."""
+    return UnicodeString(
         required=True,
         validate=[
             validate.Length(min=PASSWORD_MIN_CHARS),
@@ -44,11 +44,29 @@ class RegisterSchema(RequestSchema):
     )
 
 
+def given_password():
+    """A password to check: any non-empty string, since one that could never
+    have been registered is simply wrong (401), not invalid input."""
+    return UnicodeString(required=True, validate=validate.Length(min=1))
+
+
+class RegisterSchema(RequestSchema):
+    email = NormalizedEmail(required=True)
+    password = new_password()
+
+
 class LoginSchema(RequestSchema):
     email = NormalizedEmail(required=True)
-    # Any non-empty string: a password that could never have been registered
-    # is simply wrong (401), not invalid input.
-    password = UnicodeString(required=True, validate=validate.Length(min=1))
+    password = given_password()
+
+
+class ChangePasswordSchema(RequestSchema):
+    current_password = given_password()
+    new_password = new_password()
+
+
+class DeleteAccountSchema(RequestSchema):
+    password = given_password()
 
 
 class TokenSchema(Schema):

@@ -1,10 +1,10 @@
-"""Account rules: registration and login."""
+"""Account rules: registration, login, and managing one's account."""
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import transactions
+from .. import revocation, transactions
 from ..errors import APIError, NotFound, Unauthorized
 from ..extensions import db
 from ..models import User
@@ -30,7 +30,7 @@ def password_matches(password, password_hash):
 
 
 def register(*, email, password):
-    """Create the account and return its id.
+    """Create the account and return it.
 
     Raises ``EmailTaken`` when the email is registered, also when another
     request registers it at the same moment (the unique index decides, or
@@ -54,28 +54,28 @@ def _create_user(email, password_hash):
         # bcrypt salts every hash: an equal one is this request's own row,
         # committed by a try whose answer the lost connection swallowed.
         if existing.password_hash == password_hash:
-            return existing.id
+            return db.session.get(User, existing.id)
         raise EmailTaken()
-    user = User(email=email, password_hash=password_hash)
+    user = User(email=email, password_hash=password_hash, token_version=0)
     db.session.add(user)
     try:
-        db.session.flush()
-        user_id = user.id
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
         raise EmailTaken() from None
-    return user_id
+    return user
 
 
 def authenticate(*, email, password):
-    """The id of the user with these credentials.
+    """``(id, token_version)`` of the user with these credentials.
 
     Raises ``NotFound`` for an unknown email and ``Unauthorized`` for a
     wrong password, as the API has always answered.
     """
     row = db.session.execute(
-        select(User.id, User.password_hash).where(User.email == email)
+        select(User.id, User.password_hash, User.token_version).where(
+            User.email == email
+        )
     ).first()
     # Give the connection back before the slow hash: a burst of logins must
     # not hold the pool's connections while they wait for the CPU.
@@ -84,7 +84,81 @@ def authenticate(*, email, password):
         raise NotFound("User not found")
     if not password_matches(password, row.password_hash):
         raise Unauthorized("Incorrect password")
-    return row.id
+    return row.id, row.token_version
+
+
+def _verified_account(user_id, password):
+    """``(password_hash, token_version)`` once ``password`` is the user's.
+
+    Raises ``Unauthorized``: "Incorrect password", or when the account is gone.
+    """
+    row = db.session.execute(
+        select(User.password_hash, User.token_version).where(User.id == user_id)
+    ).first()
+    db.session.rollback()  # the connection goes back to the pool for the hash
+    if row is None:
+        raise Unauthorized("Could not validate credentials")
+    if not password_matches(password, row.password_hash):
+        raise Unauthorized("Incorrect password")
+    return row
+
+
+def change_password(*, user_id, current_password, new_password):
+    """Set a new password and void every token issued before; returns the new version.
+
+    Raises ``Unauthorized`` for a wrong current password, and when another
+    change to the account's tokens won the race (the caller's token is void).
+    """
+    row = _verified_account(user_id, current_password)
+    new_hash = hash_password(new_password)
+    version = revocation.revoke_all(user_id, expected_version=row.token_version)
+    if version is None:
+        db.session.rollback()
+        raise Unauthorized("Token has been revoked")
+    db.session.execute(
+        update(User).where(User.id == user_id).values(password_hash=new_hash)
+    )
+    db.session.commit()
+    revocation.announce(user_id)
+    return version
+
+
+def log_out_everywhere(*, user_id):
+    """Void every token of the user.
+
+    Raises ``Unauthorized`` when the account is gone.
+    """
+    if revocation.revoke_all(user_id) is None:
+        db.session.rollback()
+        raise Unauthorized("Could not validate credentials")
+    db.session.commit()
+    revocation.announce(user_id)
+
+
+def delete_account(*, user_id, password):
+    """Delete the account, its posts and its revocations; every token is void.
+
+    Raises ``Unauthorized`` for a wrong password.
+    """
+    _verified_account(user_id, password)
+    remove_account(user_id)
+
+
+def remove_account(user_id):
+    """Delete the account and everything of it (posts go by the foreign key).
+
+    Returns False when there was no such account.
+    """
+    deleted = db.session.execute(delete(User).where(User.id == user_id)).rowcount
+    db.session.commit()
+    if deleted:
+        revocation.announce(user_id)
+    return bool(deleted)
+
+
+def find_id(email):
+    """The id of the account with ``email`` (normalised), or None."""
+    return db.session.scalar(select(User.id).where(User.email == email))
 
 
 def get_user(user_id):

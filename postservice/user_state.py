@@ -1,0 +1,146 @@
+"""Per-user cache generations: what makes every cached answer about a user safe.
+
+Each user has one key, ``gen:{<id>}``, holding a random token that is
+replaced after every committed change to anything cached about the user:
+their posts, their tokens (a logout, a new password, log out everywhere) or
+the account itself. Every cached value about the user (the listing, the
+verdict on one of their tokens) is stored prefixed with the token it was
+built under, and is used only while the tokens agree.
+
+Why a token and not a plain delete: a reader that misses, reads the
+database, and stores its answer after a writer has committed and
+invalidated would put the old answer back. The reader stores under the
+token it read *before* querying, so such an entry never matches again.
+Tokens are random, not counters, so a generation lost to eviction or a
+Redis restart can never line up with an old entry.
+
+Every key of one user carries ``{<id>}``, a Redis Cluster hash tag, so all
+the keys one request reads sit in one slot and go in one ``MGET``.
+
+Redis is an optimisation: when it fails, callers fall back to the database,
+Redis is left alone for a while (``cache_health``), and the generations
+this process could not replace are replaced as soon as it answers again.
+"""
+
+import secrets
+
+from . import cache_health
+from .extensions import cache
+from .redis_client import REDIS_ERRORS
+
+GENERATION_TTL = 7 * 24 * 3600
+SEPARATOR = b"\n"
+
+
+def gen_key(user_id):
+    return f"gen:{{{user_id}}}"
+
+
+def new_generation():
+    return secrets.token_hex(8).encode("ascii")
+
+
+def read(user_id, keys):
+    """``(generation, values)``: the user's generation and ``keys``, one ``MGET``.
+
+    Raises one of ``REDIS_ERRORS`` (after recording the failure), or
+    ``CacheUnavailable`` while the cache is being left alone.
+    """
+    health = cache_health.current()
+    if not usable(health):
+        raise cache_health.CacheUnavailable()
+    try:
+        generation, *values = cache.get_many(gen_key(user_id), *keys)
+    except REDIS_ERRORS as e:
+        health.failed(e)
+        raise
+    return generation, values
+
+
+def ensure_generation(user_id):
+    """The user's generation, creating one when there is none (new or evicted).
+
+    Raises one of ``REDIS_ERRORS``; the caller records the failure.
+    """
+    cache.add(gen_key(user_id), new_generation(), timeout=GENERATION_TTL)
+    return cache.get(gen_key(user_id))
+
+
+def unwrap(entry, generation):
+    """The value stored in ``entry`` if it was built under ``generation``."""
+    if generation is None or entry is None:
+        return None
+    head, sep, value = entry.partition(SEPARATOR)
+    return value if sep and head == generation else None
+
+
+def wrap(generation, value):
+    return generation + SEPARATOR + value
+
+
+def store(key, generation, value, timeout):
+    """Cache ``value`` under ``key``, built after ``generation`` was read."""
+    health = cache_health.current()
+    if not health.available():
+        return
+    try:
+        cache.set(key, wrap(generation, value), timeout=timeout)
+    except REDIS_ERRORS as e:
+        health.failed(e)
+
+
+def invalidate(user_id):
+    """Call after a committed change to anything cached about the user.
+
+    Tried even while reads are leaving Redis alone after a failure: another
+    instance may already be filling the cache again, and an invalidation
+    held back here would let it serve an answer without this change. It
+    costs a write at most one ``REDIS_TIMEOUT``. What cannot be sent now is
+    owed, and sent with the next use of the cache.
+
+    Returns False when the generation could not be replaced now.
+
+    The user's own token is replaced here, not left to the owed set: another
+    thread flushing that set could still be sending it when this write is
+    acknowledged, and the client's next read would miss the change.
+    """
+    health = cache_health.current()
+    try:
+        cache.set(gen_key(user_id), new_generation(), timeout=GENERATION_TTL)
+    except REDIS_ERRORS as e:
+        with health.lock:
+            health.pending.add(user_id)
+        health.failed(e)
+        return False
+    if health.pending:
+        try:
+            _flush_pending(health)
+        except REDIS_ERRORS as e:
+            health.failed(e)
+    return True
+
+
+def _flush_pending(health):
+    """Replace the generations that could not be replaced while the cache was down."""
+    with health.lock:
+        owed, health.pending = health.pending, set()
+    try:
+        for user_id in owed:
+            cache.set(gen_key(user_id), new_generation(), timeout=GENERATION_TTL)
+    except REDIS_ERRORS:
+        with health.lock:
+            health.pending.update(owed)
+        raise
+
+
+def usable(health):
+    """Whether the cache may be read now; first delivers what is owed."""
+    if not health.available():
+        return False
+    if health.pending:
+        try:
+            _flush_pending(health)
+        except REDIS_ERRORS as e:
+            health.failed(e)
+            return False
+    return True

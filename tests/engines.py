@@ -22,8 +22,8 @@ import pymysql
 import pytest
 import redis
 
-from .conftest import IN_CI
-from .servers import _tail, _wait, require_program
+from .conftest import IN_CI, run_in_repo
+from .servers import _tail, _wait, create_database, install_datadir, require_program
 
 HIGHEST_CLUSTER_PORT = 55535  # its bus port, +10000, must be a valid port too
 GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"
@@ -167,7 +167,7 @@ class RedisCluster:
     def start(self):
         for node in self.nodes:
             node.start()
-        created = subprocess.run(
+        created = run_in_repo(
             [
                 self.redis_cli,
                 "--cluster",
@@ -177,10 +177,6 @@ class RedisCluster:
                 "1",
                 "--cluster-yes",
             ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
         )
         assert created.returncode == 0, created.stdout + created.stderr
         self.wait_until_healthy()
@@ -430,21 +426,7 @@ class GaleraCluster:
     def start(self):
         first = self.nodes[0]
         first.directory.mkdir(parents=True)
-        result = subprocess.run(
-            [
-                self.install,
-                "--no-defaults",
-                f"--datadir={first.datadir}",
-                f"--user={self.user}",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        install_datadir(self.install, first.datadir, self.user)
         first.start(new_cluster=True)
         for node in self.nodes[1:]:
             node.start()  # joins, and copies the first node's data (rsync)
@@ -457,15 +439,7 @@ class GaleraCluster:
         )
 
     def create_database(self, name):
-        connection = self.nodes[0].connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"CREATE DATABASE IF NOT EXISTS `{name}` "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-                )
-        finally:
-            connection.close()
+        create_database(self.nodes[0].connect(), name)
 
     def stop(self):
         for node in self.nodes:

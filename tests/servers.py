@@ -18,7 +18,7 @@ import pymysql
 import pytest
 import redis
 
-from .conftest import IN_CI, ROOT, free_port, server_env, wait_for_http
+from .conftest import IN_CI, ROOT, free_port, run_in_repo, server_env, wait_for_http
 
 SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"]
@@ -112,6 +112,34 @@ class RedisServer:
             self.kill()
 
 
+def install_datadir(install, datadir, user):
+    """A fresh MariaDB data directory, root without a password."""
+    result = run_in_repo(
+        [
+            install,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            f"--user={user}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ],
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def create_database(connection, name):
+    """``name`` in utf8mb4 through ``connection``, which is then closed."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE DATABASE IF NOT EXISTS `{name}` "
+                "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            )
+    finally:
+        connection.close()
+
+
 class MariaDBServer:
     """A mariadbd with its own data directory; root without a password."""
 
@@ -129,21 +157,7 @@ class MariaDBServer:
         return f"mysql+pymysql://root@127.0.0.1:{self.port}/{database}"
 
     def initialise(self):
-        result = subprocess.run(
-            [
-                self.install,
-                "--no-defaults",
-                f"--datadir={self.datadir}",
-                f"--user={self.user}",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        install_datadir(self.install, self.datadir, self.user)
 
     def connect(self, database=None):
         return pymysql.connect(
@@ -188,15 +202,7 @@ class MariaDBServer:
         _wait(self._answers, self.process, self.log, "mariadbd", 90)
 
     def create_database(self, name):
-        connection = self.connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"CREATE DATABASE IF NOT EXISTS `{name}` "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-                )
-        finally:
-            connection.close()
+        create_database(self.connect(), name)
 
     def kill(self):
         self.process.kill()  # SIGKILL: no shutdown, InnoDB recovers on start

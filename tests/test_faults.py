@@ -8,7 +8,6 @@ until the instances have recovered. The numbers are printed in the test
 output.
 """
 
-import threading
 import time
 
 import pytest
@@ -20,7 +19,7 @@ from postservice import create_app
 from postservice.extensions import db
 from postservice.models import Post
 
-from .load import Stats, register_users, report, run_load
+from .load import Stats, load_in_background, register_users, report
 from .servers import AppInstance, MariaDBServer, RedisServer
 
 USERS = 6
@@ -60,25 +59,6 @@ def start_instances(tmp_path):
     yield start
     for instance in started:
         instance.stop()
-
-
-def load_in_background(bases, headers, stats):
-    stop = threading.Event()
-    result = {}
-
-    def run():
-        result["writers"] = run_load(bases, headers, stats, stop=stop)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-
-    def finish():
-        stop.set()
-        thread.join(timeout=120)
-        assert not thread.is_alive(), "clients hung"
-        return result["writers"]
-
-    return finish
 
 
 def test_redis_killed_under_load(redis_server, fault_database, start_instances, capsys):

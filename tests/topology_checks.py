@@ -2,7 +2,6 @@
 per-node command counts."""
 
 import contextlib
-import threading
 import time
 
 import requests
@@ -11,7 +10,7 @@ from flask_migrate import upgrade
 from postservice import create_app
 from postservice.extensions import db
 
-from .load import HANG, Stats, register_users, run_load
+from .load import HANG, Stats, load_in_background, register_users
 from .servers import AppInstance, MariaDBServer
 
 
@@ -70,14 +69,7 @@ def load_through_faults(
     """
     warm, outage, after = timing
     stats = Stats()
-    stop = threading.Event()
-    result = {}
-
-    def load():
-        result["writers"] = run_load(bases, headers, stats, stop=stop)
-
-    thread = threading.Thread(target=load)
-    thread.start()
+    finish = load_in_background(bases, headers, stats)
     try:
         time.sleep(warm)
         fault()
@@ -88,10 +80,7 @@ def load_through_faults(
         recover()
         time.sleep(after)
     finally:
-        stop.set()
-        thread.join(timeout=4 * HANG)
-    assert not thread.is_alive(), "clients hung"
-    writers = result["writers"]
+        writers = finish()
     for writer in writers:  # every acknowledged write, through every instance
         for base in bases:
             writer.read_base = base

@@ -6,6 +6,7 @@ routing 404/405 or the 413 raised while the body is read.
 
 import contextlib
 import logging
+import traceback
 
 from flask import Request, jsonify
 from marshmallow import Schema, ValidationError, fields
@@ -96,8 +97,28 @@ def handle_http_exception(e):
     return error_response(e.code, e.name, headers)
 
 
+def database_error_summary(e):
+    """What a log may say of a database error: its kinds and the driver's code.
+
+    Never its message: SQLAlchemy's holds the statement, and the driver's can
+    quote the data (a duplicate email, say). Parameters are hidden from
+    messages anyway (``hide_parameters``), but no message is logged at all.
+    """
+    orig = getattr(e, "orig", None)
+    if orig is None:
+        return type(e).__name__
+    code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
+    detail = type(orig).__name__ + (f" {code}" if code is not None else "")
+    return f"{type(e).__name__} ({detail})"
+
+
+def _where(e):
+    """The traceback's frames, without the exception's message."""
+    return "".join(traceback.format_tb(e.__traceback__)).rstrip()
+
+
 def handle_database_unavailable(e):
-    log.warning("database unavailable: %s", e.__class__.__name__, exc_info=e)
+    log.warning("database unavailable: %s", database_error_summary(e))
     # The connection may already be gone; the pool replaces it either way.
     with contextlib.suppress(Exception):
         db.session.rollback()
@@ -115,12 +136,20 @@ def release_session(exc):
     try:
         db.session.remove()
     except sa_exc.SQLAlchemyError as e:
-        log.warning("database connection lost while ending a request: %s", e)
+        log.warning(
+            "database connection lost while ending a request: %s",
+            database_error_summary(e),
+        )
         db.session.registry.clear()
 
 
 def handle_unexpected(e):
-    log.exception("unhandled error", exc_info=e)
+    if isinstance(e, sa_exc.SQLAlchemyError):
+        log.error(
+            "unhandled database error: %s\n%s", database_error_summary(e), _where(e)
+        )
+    else:
+        log.exception("unhandled error", exc_info=e)
     return error_response(500, "Internal Server Error")
 
 

@@ -4,8 +4,8 @@ A token is refused when its ``jti`` was logged out (table
 ``revoked_tokens``), when its account's ``token_version`` moved past the
 token's ``ver`` claim (a new password, log out everywhere), or when its
 account is gone. The database is the source of truth; Redis only caches the
-verdict per token, stored under the user's generation (``user_state``), so a
-verdict is never served after a change it did not see.
+verdict per token, stored under the user's tokens generation
+(``user_state``), so a verdict is never served after a change it did not see.
 
 - A cached verdict is one ``MGET`` (with the generation; get-posts reads its
   listing in the same round trip through ``read_along``) and no SQL.
@@ -47,14 +47,14 @@ def init_app(app):
 def read_along(app, endpoint, keys, keep):
     """Let ``endpoint`` read its own cache keys in the token check's ``MGET``.
 
-    ``keys(user_id)`` names them; ``keep(user_id, generation, values)`` is
-    handed what was read, before the view runs.
+    ``keys(user_id)`` names them (keys of the same user, so of one slot);
+    ``keep(user_id, values)`` is handed what was read, before the view runs.
     """
     app.extensions["token_read_along"][endpoint] = (keys, keep)
 
 
 def token_key(user_id, jti):
-    return f"tok:{{{user_id}}}:{jti}"
+    return user_state.key(user_state.TOKENS, user_id, jti)
 
 
 def is_revoked(jwt_header, jwt_payload):
@@ -78,22 +78,23 @@ def _user_id(jwt_payload):
 
 
 def _cached_verdict(user_id, payload):
-    keys = [token_key(user_id, payload["jti"])]
+    key = token_key(user_id, payload["jti"])
+    keys = [user_state.gen_key(user_state.TOKENS, user_id), key]
     along = current_app.extensions["token_read_along"].get(request.endpoint)
     if along is not None:
         keys += along[0](user_id)
     try:
-        generation, values = user_state.read(user_id, keys)
+        generation, entry, *extra = user_state.read(keys)
     except (cache_health.CacheUnavailable, *cache_health.ERRORS):
         return verdict_from_database(user_id, payload)
     if along is not None:
-        along[1](user_id, generation, values[1:])
-    verdict = user_state.unwrap(values[0], generation)
+        along[1](user_id, extra)
+    verdict = user_state.unwrap(entry, generation)
     if verdict is not None:
         return verdict
     try:
         if generation is None:
-            generation = user_state.ensure_generation(user_id)
+            generation = user_state.ensure_generation(user_state.TOKENS, user_id)
     except cache_health.ERRORS as e:
         cache_health.current().failed(e)
         generation = None
@@ -101,7 +102,7 @@ def _cached_verdict(user_id, payload):
     if generation is not None:
         expires_in = int(payload["exp"] - time.time()) + 1
         timeout = max(1, min(current_app.config["POSTS_CACHE_TTL"], expires_in))
-        user_state.store(keys[0], generation, verdict, timeout)
+        user_state.store(key, generation, verdict, timeout)
     return verdict
 
 
@@ -162,9 +163,13 @@ def revoke_all(user_id, *, expected_version=None):
     return db.session.scalar(select(User.token_version).where(User.id == user_id))
 
 
-def announce(user_id):
-    """After a commit: make every instance drop what it cached about the user."""
-    if not user_state.invalidate(user_id):
+def announce(user_id, *, posts_too=False):
+    """After a commit: make every instance drop its verdicts on the user's tokens.
+
+    ``posts_too`` when the listing changed as well (the account is gone).
+    """
+    kinds = (user_state.TOKENS, user_state.POSTS) if posts_too else (user_state.TOKENS,)
+    if not user_state.invalidate(user_id, *kinds):
         log.warning(
             "cache not told of a token change for user %s; it is sent when the "
             "cache answers again",

@@ -1,11 +1,13 @@
 """Per-user cache generations: what makes every cached answer about a user safe.
 
-Each user has one key, ``gen:{<id>}``, holding a random token that is
-replaced after every committed change to anything cached about the user:
-their posts, their tokens (a logout, a new password, log out everywhere) or
-the account itself. Every cached value about the user (the listing, the
-verdict on one of their tokens) is stored prefixed with the token it was
-built under, and is used only while the tokens agree.
+Each user has a generation per kind of cached answer, ``<kind>:{<id>}:gen``,
+a random token replaced after every committed change to what that kind
+depends on: ``posts`` (the listing) after a post is added or deleted,
+``tokens`` (the verdicts on the user's tokens) after a logout, a new
+password or a log-out-everywhere, both when the account goes. Every cached
+value is stored prefixed with the token it was built under, and is used
+only while the tokens agree. Kinds are apart so that a new post does not
+make the next request check its token in the database again.
 
 Why a token and not a plain delete: a reader that misses, reads the
 database, and stores its answer after a writer has committed and
@@ -32,16 +34,25 @@ GENERATION_TTL = 7 * 24 * 3600
 SEPARATOR = b"\n"
 
 
-def gen_key(user_id):
-    return f"gen:{{{user_id}}}"
+POSTS = "posts"
+TOKENS = "tokens"
+
+
+def key(kind, user_id, name):
+    """``<kind>:{<id>}:<name>``: the braces put all of a user's keys in one slot."""
+    return f"{kind}:{{{user_id}}}:{name}"
+
+
+def gen_key(kind, user_id):
+    return key(kind, user_id, "gen")
 
 
 def new_generation():
     return secrets.token_hex(8).encode("ascii")
 
 
-def read(user_id, keys):
-    """``(generation, values)``: the user's generation and ``keys``, one ``MGET``.
+def read(keys):
+    """The values of ``keys`` (one user's: one slot), in one ``MGET``.
 
     Raises one of ``REDIS_ERRORS`` (after recording the failure), or
     ``CacheUnavailable`` while the cache is being left alone.
@@ -50,20 +61,19 @@ def read(user_id, keys):
     if not usable(health):
         raise cache_health.CacheUnavailable()
     try:
-        generation, *values = cache.get_many(gen_key(user_id), *keys)
+        return cache.get_many(*keys)
     except REDIS_ERRORS as e:
         health.failed(e)
         raise
-    return generation, values
 
 
-def ensure_generation(user_id):
+def ensure_generation(kind, user_id):
     """The user's generation, creating one when there is none (new or evicted).
 
     Raises one of ``REDIS_ERRORS``; the caller records the failure.
     """
-    cache.add(gen_key(user_id), new_generation(), timeout=GENERATION_TTL)
-    return cache.get(gen_key(user_id))
+    cache.add(gen_key(kind, user_id), new_generation(), timeout=GENERATION_TTL)
+    return cache.get(gen_key(kind, user_id))
 
 
 def unwrap(entry, generation):
@@ -78,19 +88,19 @@ def wrap(generation, value):
     return generation + SEPARATOR + value
 
 
-def store(key, generation, value, timeout):
-    """Cache ``value`` under ``key``, built after ``generation`` was read."""
+def store(name, generation, value, timeout):
+    """Cache ``value`` under the key ``name``, built after ``generation`` was read."""
     health = cache_health.current()
     if not health.available():
         return
     try:
-        cache.set(key, wrap(generation, value), timeout=timeout)
+        cache.set(name, wrap(generation, value), timeout=timeout)
     except REDIS_ERRORS as e:
         health.failed(e)
 
 
-def invalidate(user_id):
-    """Call after a committed change to anything cached about the user.
+def invalidate(user_id, *kinds):
+    """Call after a committed change to what ``kinds`` of answers depend on.
 
     Tried even while reads are leaving Redis alone after a failure: another
     instance may already be filling the cache again, and an invalidation
@@ -105,11 +115,12 @@ def invalidate(user_id):
     acknowledged, and the client's next read would miss the change.
     """
     health = cache_health.current()
+    owed = {(kind, user_id) for kind in kinds}
     try:
-        cache.set(gen_key(user_id), new_generation(), timeout=GENERATION_TTL)
+        _replace(owed)
     except REDIS_ERRORS as e:
         with health.lock:
-            health.pending.add(user_id)
+            health.pending.update(owed)
         health.failed(e)
         return False
     if health.pending:
@@ -125,12 +136,19 @@ def _flush_pending(health):
     with health.lock:
         owed, health.pending = health.pending, set()
     try:
-        for user_id in owed:
-            cache.set(gen_key(user_id), new_generation(), timeout=GENERATION_TTL)
+        _replace(owed)
     except REDIS_ERRORS:
         with health.lock:
             health.pending.update(owed)
         raise
+
+
+def _replace(generations):
+    """New tokens for ``(kind, user_id)`` pairs, in one round trip."""
+    cache.set_many(
+        {gen_key(kind, user_id): new_generation() for kind, user_id in generations},
+        timeout=GENERATION_TTL,
+    )
 
 
 def usable(health):

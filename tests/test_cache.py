@@ -121,12 +121,12 @@ def test_redis_entry_is_plain_json_with_configured_ttl(make_app, real_redis_url)
     uid = user_id(app, headers)
     server = redis.Redis.from_url(real_redis_url)
     prefix = app.config["REDIS_KEY_PREFIX"]
-    generation = server.get(f"{prefix}:gen:{{{uid}}}")
-    entry = server.get(f"{prefix}:posts:{{{uid}}}")
+    generation = server.get(f"{prefix}:posts:{{{uid}}}:gen")
+    entry = server.get(f"{prefix}:posts:{{{uid}}}:list")
     assert entry == generation + b"\n" + body
     post_id = actions.posts(headers)[0]["id"]
     assert body.decode("utf-8") == f'[{{"id":{post_id},"text":"zürich ☃"}}]'
-    assert 0 < server.ttl(f"{prefix}:posts:{{{uid}}}") <= 77
+    assert 0 < server.ttl(f"{prefix}:posts:{{{uid}}}:list") <= 77
 
 
 def test_hit_is_one_redis_round_trip(redis_app, monkeypatch):
@@ -151,10 +151,11 @@ def test_hit_is_one_redis_round_trip(redis_app, monkeypatch):
     uid = user_id(redis_app, headers)
     keys = [key.decode() if isinstance(key, bytes) else key for key in commands[0][1:]]
     prefix = redis_app.config["REDIS_KEY_PREFIX"]
-    assert keys[0] == f"{prefix}:gen:{{{uid}}}"
-    assert keys[1].startswith(f"{prefix}:tok:{{{uid}}}:")
-    assert keys[2] == f"{prefix}:posts:{{{uid}}}"
-    assert len(keys) == 3
+    assert keys[0] == f"{prefix}:tokens:{{{uid}}}:gen"
+    assert keys[1].startswith(f"{prefix}:tokens:{{{uid}}}:")
+    assert keys[2] == f"{prefix}:posts:{{{uid}}}:gen"
+    assert keys[3] == f"{prefix}:posts:{{{uid}}}:list"
+    assert len(keys) == 4
 
 
 def test_writes_through_one_app_are_seen_by_another(make_app, real_redis_url):
@@ -259,7 +260,7 @@ def test_write_is_invalidated_before_it_is_acknowledged(redis_app, monkeypatch):
     uid = user_id(redis_app, headers)
     assert texts(actions, headers) == []  # cached, under the current token
     server = redis.Redis.from_url(redis_app.config["REDIS_URL"])
-    key = f"{redis_app.config['REDIS_KEY_PREFIX']}:gen:{{{uid}}}"
+    key = f"{redis_app.config['REDIS_KEY_PREFIX']}:posts:{{{uid}}}:gen"
     before = server.get(key)
 
     def flushed_by_someone_else(health):

@@ -342,3 +342,61 @@ def test_revocations_of_the_old_layout_are_imported(make_app, real_redis_url):
         assert 0 < row.expires_at - time.time() <= 601
         assert row.user_id is None  # the old layout did not say whose it was
     assert_refused(client, headers)
+
+
+def deployment(make_app, tmp_path, name, redis_url):
+    """An app on a database of its own, as another deployment would be."""
+    from flask_migrate import upgrade
+
+    from postservice import create_app
+
+    url = f"sqlite:///{tmp_path / (name + '.sqlite')}"
+    with create_app({"MODE": "testing", "SQLALCHEMY_DATABASE_URI": url}).app_context():
+        upgrade()
+    return make_app(SQLALCHEMY_DATABASE_URI=url, REDIS_URL=redis_url)
+
+
+def test_two_deployments_on_one_redis_database_never_meet(
+    make_app, real_redis_url, tmp_path
+):
+    """Their user ids overlap; their keys must not."""
+    one = deployment(make_app, tmp_path, "one", real_redis_url)
+    two = deployment(make_app, tmp_path, "two", real_redis_url)
+    assert one.config["REDIS_KEY_PREFIX"] != two.config["REDIS_KEY_PREFIX"]
+    alice = AuthActions(one.test_client())
+    mallory = AuthActions(two.test_client())
+    alice_headers = alice.register(email="alice@example.com")
+    mallory_headers = mallory.register(email="mallory@example.com")
+    ids = {
+        int(decode_token_in(app, headers)["sub"])
+        for app, headers in ((one, alice_headers), (two, mallory_headers))
+    }
+    assert len(ids) == 1  # the same id in both
+    alice.add_post(alice_headers, "alice's diary")
+    assert alice.posts(alice_headers)[0]["text"] == "alice's diary"  # cached
+    assert mallory.posts(mallory_headers) == []
+    assert mallory.posts(mallory_headers) == []  # cached too, apart
+    assert alice.posts(alice_headers)[0]["text"] == "alice's diary"
+    # A logout in one deployment does not reach the other's token.
+    assert one.test_client().post(LOGOUT, headers=alice_headers).status_code == 204
+    assert two.test_client().get(ME, headers=mallory_headers).status_code == 200
+
+
+def decode_token_in(app, headers):
+    with app.app_context():
+        return decode_token(headers["Authorization"].split()[1])
+
+
+def test_a_new_post_does_not_send_the_next_token_check_to_the_database(
+    make_app, real_redis_url
+):
+    app = make_app(REDIS_URL=real_redis_url)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    warm(client, headers)
+    actions.add_post(headers, "one")
+    with executed_sql(app) as statements:
+        actions.add_post(headers, "two")
+    # The INSERT and its COMMIT's work; no SELECT to decide on the token.
+    assert not [s for _, s in statements if s.lstrip().upper().startswith("SELECT")]

@@ -133,7 +133,22 @@ BAD_AUTHORIZATIONS = {
     "integer sub": lambda o: "Bearer " + o.sign(claims(int(o.sub))),
     "non-numeric sub": lambda o: "Bearer " + o.sign(claims("abc")),
     "refresh token": lambda o: "Bearer " + o.sign({**claims(o.sub), "type": "refresh"}),
+    "older token version": lambda o: "Bearer " + o.sign({**claims(o.sub), "ver": -1}),
 }
+
+
+def without(claim):
+    def build(owner):
+        payload = claims(owner.sub)
+        del payload[claim]
+        return "Bearer " + owner.sign(payload)
+
+    return build
+
+
+# Signed with the real key, but not as this service issues them.
+for _claim in ("exp", "iat", "jti", "sub", "type"):
+    BAD_AUTHORIZATIONS[f"no {_claim} claim"] = without(_claim)
 
 
 @pytest.mark.parametrize(
@@ -158,6 +173,19 @@ def test_forged_token_with_right_key_and_claims_is_accepted(client, owner):
     """Guards the tests above: the hand-made claims are what the app accepts."""
     headers = {"Authorization": "Bearer " + owner.sign(claims(owner.sub))}
     assert client.get("/api/v1/posts/get-posts", headers=headers).status_code == 200
+
+
+def test_issued_tokens_carry_exactly_the_claims_needed(owner):
+    assert set(unverified(owner.issued)) == {
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "sub",
+        "type",
+        "fresh",
+        "ver",
+    }
 
 
 def test_token_identity_is_the_user_id_as_a_string(app, owner):

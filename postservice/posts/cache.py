@@ -1,8 +1,9 @@
 """The per-user cache of get-posts responses.
 
-One key per user, ``posts:{<id>}``: the JSON listing, stored under the
-user's generation (``user_state``) read before the database was queried, so
-a listing read across a concurrent write is never served.
+One key per user, ``posts:{<id>}:list``: the JSON listing, stored under
+the user's posts generation (``posts:{<id>}:gen``, see ``user_state``) read
+before the database was queried, so a listing read across a concurrent
+write is never served.
 
 The token check of a get-posts request reads the listing in the same
 ``MGET`` as the token's verdict and the generation (``revocation.read_along``),
@@ -16,19 +17,19 @@ from ..redis_client import REDIS_ERRORS
 
 
 def init_app(app):
-    revocation.read_along(app, "posts.get_posts", _keys_with_token, _keep)
+    revocation.read_along(app, "posts.get_posts", _keys, _keep)
 
 
 def listing_key(user_id):
-    return f"posts:{{{user_id}}}"
+    return user_state.key(user_state.POSTS, user_id, "list")
 
 
-def _keys_with_token(user_id):
-    return [listing_key(user_id)]
+def _keys(user_id):
+    return [user_state.gen_key(user_state.POSTS, user_id), listing_key(user_id)]
 
 
-def _keep(user_id, generation, values):
-    g.posts_listing_read = (user_id, generation, values[0])
+def _keep(user_id, values):
+    g.posts_listing_read = (user_id, *values)
 
 
 def lookup(user_id):
@@ -46,12 +47,12 @@ def lookup(user_id):
         if read is not None and read[0] == user_id:
             generation, entry = read[1:]
         else:
-            generation, (entry,) = user_state.read(user_id, [listing_key(user_id)])
+            generation, entry = user_state.read(_keys(user_id))
         body = user_state.unwrap(entry, generation)
         if body is not None:
             return body, generation
         if generation is None:
-            generation = user_state.ensure_generation(user_id)
+            generation = user_state.ensure_generation(user_state.POSTS, user_id)
     except cache_health.CacheUnavailable:
         return None, None
     except REDIS_ERRORS as e:
@@ -72,4 +73,4 @@ def store(user_id, generation, body):
 
 def invalidate(user_id):
     """Call after a committed change to the user's posts."""
-    user_state.invalidate(user_id)
+    user_state.invalidate(user_id, user_state.POSTS)

@@ -152,7 +152,7 @@ def remove_account(user_id):
     deleted = db.session.execute(delete(User).where(User.id == user_id)).rowcount
     db.session.commit()
     if deleted:
-        revocation.announce(user_id)
+        revocation.announce(user_id, posts_too=True)
     return bool(deleted)
 
 

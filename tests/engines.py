@@ -23,7 +23,15 @@ import pytest
 import redis
 
 from .conftest import IN_CI, run_in_repo
-from .servers import _tail, _wait, create_database, install_datadir, require_program
+from .servers import (
+    RedisServer,
+    _tail,
+    _wait,
+    connect_root,
+    create_database,
+    install_datadir,
+    require_program,
+)
 
 HIGHEST_CLUSTER_PORT = 55535  # its bus port, +10000, must be a valid port too
 GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"
@@ -91,47 +99,35 @@ class Process:
         self.process.send_signal(signal.SIGCONT)
 
 
-class RedisNode(Process):
-    def __init__(self, directory, port, *extra):
-        self.program = require_program("redis-server")
-        self.port = port
-        self.directory = directory
+class RedisNode(RedisServer):
+    """A redis-server on a chosen port that can also be frozen and thawed."""
+
+    def __init__(self, directory, port, *options):
         directory.mkdir(parents=True, exist_ok=True)
-        super().__init__(
-            f"redis:{port}",
-            [
-                self.program,
-                *extra,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(directory),
-            ],
-            directory / "redis.log",
-        )
+        super().__init__(directory, *options)
+        self.port = port
 
     @property
     def address(self):
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
     def client(self, **kwargs):
         return redis.Redis(port=self.port, socket_timeout=1, **kwargs)
 
-    def answers(self):
-        try:
-            return self.client().ping()
-        except redis.RedisError:
-            return False
+    def kill(self):
+        if self.running:
+            self.process.send_signal(signal.SIGCONT)  # a frozen one dies too
+            super().kill()
 
-    def start(self):
-        super().start()
-        _wait(self.answers, self.process, self.log, self.name, 20)
+    def freeze(self):
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self):
+        self.process.send_signal(signal.SIGCONT)
 
 
 class RedisCluster:
@@ -324,15 +320,7 @@ class GaleraNode(Process):
         return f"mysql+pymysql://root@127.0.0.1:{self.port}/{database}"
 
     def connect(self, database=None):
-        return pymysql.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user="root",
-            database=database,
-            connect_timeout=2,
-            read_timeout=5,
-            autocommit=True,
-        )
+        return connect_root(self.port, database, read_timeout=5)
 
     def status(self, name):
         connection = self.connect()
@@ -437,6 +425,9 @@ class GaleraCluster:
             60,
             "a three-node Galera cluster",
         )
+
+    def url(self, database):
+        return self.nodes[0].url(database)
 
     def create_database(self, name):
         create_database(self.nodes[0].connect(), name)

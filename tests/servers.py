@@ -17,6 +17,10 @@ import time
 import pymysql
 import pytest
 import redis
+from flask_migrate import upgrade
+
+from postservice import create_app
+from postservice.extensions import db
 
 from .conftest import IN_CI, ROOT, free_port, run_in_repo, server_env, wait_for_http
 
@@ -140,6 +144,30 @@ def create_database(connection, name):
         connection.close()
 
 
+def connect_root(port, database=None, **options):
+    """An autocommit connection as root to the MariaDB on ``port``."""
+    return pymysql.connect(
+        host="127.0.0.1",
+        port=port,
+        user="root",
+        database=database,
+        connect_timeout=2,
+        autocommit=True,
+        **options,
+    )
+
+
+def migrated_database(server, name):
+    """The URL of database ``name`` on ``server``, created and migrated."""
+    server.create_database(name)
+    url = server.url(name)
+    app = create_app({"MODE": "testing", "SQLALCHEMY_DATABASE_URI": url})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    return url
+
+
 class MariaDBServer:
     """A mariadbd with its own data directory; root without a password."""
 
@@ -160,14 +188,7 @@ class MariaDBServer:
         install_datadir(self.install, self.datadir, self.user)
 
     def connect(self, database=None):
-        return pymysql.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user="root",
-            database=database,
-            connect_timeout=2,
-            autocommit=True,
-        )
+        return connect_root(self.port, database)
 
     def _answers(self):
         try:

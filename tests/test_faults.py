@@ -12,7 +12,6 @@ import time
 
 import pytest
 import redis
-from flask_migrate import upgrade
 from sqlalchemy import select
 
 from postservice import create_app
@@ -20,7 +19,7 @@ from postservice.extensions import db
 from postservice.models import Post
 
 from .load import Stats, load_in_background, register_users, report
-from .servers import AppInstance, MariaDBServer, RedisServer
+from .servers import AppInstance, MariaDBServer, RedisServer, migrated_database
 
 USERS = 6
 # Generous bound for "never hangs": a failing dependency must cost a request
@@ -89,13 +88,7 @@ def test_redis_killed_under_load(redis_server, fault_database, start_instances, 
 
 @pytest.fixture
 def fault_database(mariadb_server):
-    mariadb_server.create_database("faults")
-    url = mariadb_server.url("faults")
-    app = create_app({"MODE": "testing", "SQLALCHEMY_DATABASE_URI": url})
-    with app.app_context():
-        upgrade()
-        db.engine.dispose()
-    return url
+    return migrated_database(mariadb_server, "faults")
 
 
 def stored_posts(url):

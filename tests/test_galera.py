@@ -13,16 +13,12 @@ from collections import Counter
 
 import pytest
 import requests
-from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
-
-from postservice import create_app
-from postservice.extensions import db
 
 from .conftest import PASSWORD
 from .engines import GaleraCluster, running
 from .load import HANG, Stats, register_users, report, run_load
-from .servers import RedisServer
+from .servers import RedisServer, migrated_database
 from .topology_checks import app_instances, load_through_faults, revoke_tokens
 
 USERS = 6
@@ -41,13 +37,8 @@ def galera():
 @pytest.fixture(scope="module")
 def galera_urls(galera):
     """The database's URL on each node, migrated through the first."""
-    galera.create_database("galera")
-    urls = [node.url("galera") for node in galera.nodes]
-    app = create_app({"MODE": "testing", "SQLALCHEMY_DATABASE_URI": urls[0]})
-    with app.app_context():
-        upgrade()
-        db.engine.dispose()
-    return urls
+    migrated_database(galera, "galera")
+    return [node.url("galera") for node in galera.nodes]
 
 
 @pytest.fixture(scope="module")

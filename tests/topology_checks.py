@@ -5,13 +5,9 @@ import contextlib
 import time
 
 import requests
-from flask_migrate import upgrade
-
-from postservice import create_app
-from postservice.extensions import db
 
 from .load import HANG, Stats, load_in_background, register_users
-from .servers import AppInstance, MariaDBServer
+from .servers import AppInstance, MariaDBServer, migrated_database
 
 
 def migrated_mariadb(workdir):
@@ -19,13 +15,7 @@ def migrated_mariadb(workdir):
     server = MariaDBServer(workdir)
     server.start()
     try:
-        server.create_database("topology")
-        url = server.url("topology")
-        app = create_app({"MODE": "testing", "SQLALCHEMY_DATABASE_URI": url})
-        with app.app_context():
-            upgrade()
-            db.engine.dispose()
-        yield url
+        yield migrated_database(server, "topology")
     finally:
         server.stop()
 

@@ -15,6 +15,7 @@ timeout and tell it nothing.
 
 import contextlib
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -59,11 +60,11 @@ def _run_checks(app):
             "readiness_pool",
             ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="readyz"),
         )
+    deadline = time.monotonic() + READY_DEADLINE
     database = pool.submit(_in_context, app, database_status)
     redis = pool.submit(_in_context, app, redis_status)
-    checks = {"database": _result(database, "unavailable")}
-    redis_state = _result(redis, {"redis": "unavailable"})
-    checks.update(redis_state)
+    checks = {"database": _result(database, deadline, "unavailable")}
+    checks.update(_result(redis, deadline, {"redis": "unavailable"}))
     return checks
 
 
@@ -72,9 +73,10 @@ def _in_context(app, check):
         return check()
 
 
-def _result(future, late):
+def _result(future, deadline, late):
+    """The check's answer, or ``late`` if it has none by ``deadline``."""
     try:
-        return future.result(timeout=READY_DEADLINE)
+        return future.result(timeout=max(0.0, deadline - time.monotonic()))
     except FutureTimeout:
         log.warning("readiness: a check took over %.1f s", READY_DEADLINE)
         return late

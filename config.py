@@ -16,8 +16,6 @@ from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 from limits import parse_many
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 MODES = ("development", "testing", "production")
 # What secrets.token_urlsafe(32) gives: 32 random bytes, 43 characters.
@@ -163,8 +161,15 @@ class Config:
             "REDIS_KEY_PREFIX": env.get("REDIS_KEY_PREFIX") or None,
             "RATELIMIT_STORAGE_URL": env.get("RATELIMIT_STORAGE_URL") or None,
             "REDIS_TIMEOUT": _float(env, "REDIS_TIMEOUT", 0.25),
+            "REDIS_SSL_CA_CERTS": env.get("REDIS_SSL_CA_CERTS") or None,
+            "REDIS_SSL_CERTFILE": env.get("REDIS_SSL_CERTFILE") or None,
+            "REDIS_SSL_KEYFILE": env.get("REDIS_SSL_KEYFILE") or None,
             "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 10, 1),
             "DATABASE_CONNECT_TIMEOUT": _int(env, "DATABASE_CONNECT_TIMEOUT", 3, 1),
+            "DATABASE_READ_TIMEOUT": _int(env, "DATABASE_READ_TIMEOUT", 5, 1),
+            "DATABASE_WRITE_TIMEOUT": _int(env, "DATABASE_WRITE_TIMEOUT", 5, 1),
+            "DATABASE_RETRIES": _int(env, "DATABASE_RETRIES", 3, 0),
+            "DATABASE_WSREP_SYNC_WAIT": _int(env, "DATABASE_WSREP_SYNC_WAIT", None, 0),
             "LOGIN_RATE_LIMIT": _rate_limit(
                 env, "LOGIN_RATE_LIMIT", cls.LOGIN_RATE_LIMIT
             ),
@@ -326,9 +331,20 @@ def _derived(settings):
             pool_timeout=5,
             connect_args={
                 "connect_timeout": settings["DATABASE_CONNECT_TIMEOUT"],
+                # A hung server (or a Galera node cut off from the others)
+                # costs a request this long, then a 503, not a stuck thread.
+                "read_timeout": settings["DATABASE_READ_TIMEOUT"],
+                "write_timeout": settings["DATABASE_WRITE_TIMEOUT"],
                 "charset": "utf8mb4",
             },
         )
+        if settings["DATABASE_WSREP_SYNC_WAIT"] is not None:
+            # Galera applies other nodes' commits after acknowledging them:
+            # 1 makes each read wait until this node has applied every
+            # commit the cluster acknowledged before the read began.
+            engine["connect_args"]["init_command"] = (
+                f"SET SESSION wsrep_sync_wait={settings['DATABASE_WSREP_SYNC_WAIT']}"
+            )
     prefix = settings["REDIS_KEY_PREFIX"] or default_key_prefix(url)
     derived = {
         "REDIS_KEY_PREFIX": prefix,
@@ -352,11 +368,13 @@ def _derived(settings):
             CACHE_TYPE="postservice.cache_store.RedisBytesCache",
             CACHE_REDIS_URL=settings["REDIS_URL"],
             # redis-py retries and waits seconds by default; the cache is an
-            # optimisation, so fail fast and let the caller use the database.
+            # optimisation, so it fails fast (redis_client, no retries) and
+            # the caller uses the database.
             CACHE_OPTIONS={
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
-                "retry": Retry(NoBackoff(), 0),
+                "timeout": timeout,
+                "ssl_ca_certs": settings["REDIS_SSL_CA_CERTS"],
+                "ssl_certfile": settings["REDIS_SSL_CERTFILE"],
+                "ssl_keyfile": settings["REDIS_SSL_KEYFILE"],
             },
         )
     else:

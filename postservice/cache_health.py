@@ -10,13 +10,15 @@ import threading
 import time
 
 from flask import current_app
-from redis.exceptions import RedisError
+
+from .redis_client import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 1.0
-# What a failing cache raises; callers treat all of it as "cache unavailable".
-ERRORS = (RedisError,)
+# What a failing cache raises, on any topology; callers treat all of it as
+# "cache unavailable".
+ERRORS = REDIS_ERRORS
 
 
 class CacheUnavailable(Exception):

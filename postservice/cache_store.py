@@ -3,10 +3,17 @@
 cachelib pickles every value by default. The post listings are already
 JSON bytes, so they are stored verbatim: nothing read back from Redis is
 ever unpickled, and other tools can read the entries.
+
+The client comes from ``redis_client``, so the cache works the same on one
+server, a Cluster or behind Sentinel, and connects on first use.
 """
 
 from cachelib.serializers import BaseRedisSerializer
 from flask_caching.backends.rediscache import RedisCache
+
+from config import ConfigError
+
+from . import redis_client
 
 
 class RawBytesSerializer(BaseRedisSerializer):
@@ -22,6 +29,40 @@ class RawBytesSerializer(BaseRedisSerializer):
 class RedisBytesCache(RedisCache):
     serializer = RawBytesSerializer()
 
+    def __init__(self, topology, **kwargs):
+        super().__init__(host=topology.client, **kwargs)
+        self.topology = topology
+
+    @classmethod
+    def factory(cls, app, config, args, kwargs):
+        """Built by Flask-Caching from ``CACHE_REDIS_URL`` and ``CACHE_OPTIONS``.
+
+        ``CACHE_OPTIONS`` holds ``timeout`` (seconds) and the TLS file paths
+        ``ssl_ca_certs``, ``ssl_certfile`` and ``ssl_keyfile``.
+        """
+        options = config.get("CACHE_OPTIONS") or {}
+        try:
+            topology = redis_client.connect(
+                config["CACHE_REDIS_URL"],
+                timeout=options["timeout"],
+                tls=redis_client.TLS(
+                    ca_certs=options.get("ssl_ca_certs"),
+                    certfile=options.get("ssl_certfile"),
+                    keyfile=options.get("ssl_keyfile"),
+                ),
+            )
+        except redis_client.RedisURLError as e:
+            raise ConfigError(f"REDIS_URL: {e}") from None
+        return cls(
+            topology,
+            key_prefix=config.get("CACHE_KEY_PREFIX"),
+            default_timeout=config.get("CACHE_DEFAULT_TIMEOUT", 300),
+        )
+
     def ping(self):
-        """Raises ``redis.exceptions.RedisError`` when Redis does not answer."""
-        return self._write_client.ping()
+        """Raises one of ``redis_client.REDIS_ERRORS`` when Redis does not answer."""
+        return self.topology.client.ping()
+
+    def status(self):
+        """Fields for ``/readyz`` (``redis_client.Topology.status``); may raise."""
+        return self.topology.status()

@@ -4,22 +4,34 @@
 job, which needs the database. Redis is only an optimisation (requests are
 served from the database without it), so a Redis outage is reported but does
 not take the instance out of rotation. Both are cheap: one ``SELECT 1`` and
-one ``PING`` with the cache's short timeout.
+one ``PING`` with the cache's short timeout, plus on a Redis Cluster the
+``cluster_state`` one node reports and behind Sentinel the master it names.
+
+The two checks run side by side on a small pool and ``/readyz`` answers
+after ``READY_DEADLINE`` seconds whatever they are doing: a probe that hangs
+on a stopped server would otherwise be killed by the orchestrator's own
+timeout and tell it nothing.
 """
 
 import contextlib
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
-from flask import Blueprint, jsonify
-from redis.exceptions import RedisError
+from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .extensions import cache, db
+from .redis_client import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
+
+READY_DEADLINE = 1.5
+CHECK_THREADS = 4
 
 
 @bp.get("/healthz")
@@ -29,7 +41,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    checks = {"database": database_status(), "redis": redis_status()}
+    checks = _run_checks(current_app._get_current_object())
     if checks["database"] != "ok":
         response = jsonify(
             detail="Database unavailable", status="unavailable", **checks
@@ -39,6 +51,35 @@ def readyz():
         return response
     status = "ok" if checks["redis"] in ("ok", "not configured") else "degraded"
     return {"status": status, **checks}
+
+
+def _run_checks(app):
+    pool = app.extensions.get("readiness_pool")
+    if pool is None:
+        pool = app.extensions.setdefault(
+            "readiness_pool",
+            ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="readyz"),
+        )
+    deadline = time.monotonic() + READY_DEADLINE
+    database = pool.submit(_in_context, app, database_status)
+    redis = pool.submit(_in_context, app, redis_status)
+    checks = {"database": _result(database, deadline, "unavailable")}
+    checks.update(_result(redis, deadline, {"redis": "unavailable"}))
+    return checks
+
+
+def _in_context(app, check):
+    with app.app_context():
+        return check()
+
+
+def _result(future, deadline, late):
+    """The check's answer, or ``late`` if it has none by ``deadline``."""
+    try:
+        return future.result(timeout=max(0.0, deadline - time.monotonic()))
+    except FutureTimeout:
+        log.warning("readiness: a check took over %.1f s", READY_DEADLINE)
+        return late
 
 
 def database_status():
@@ -55,12 +96,15 @@ def database_status():
 
 
 def redis_status():
-    ping = getattr(cache.cache, "ping", None)
-    if ping is None:
-        return "not configured"  # the in-process cache of a single instance
+    """``{"redis": ...}`` plus the cluster state or sentinel master, if any."""
+    status = getattr(cache.cache, "status", None)
+    if status is None:
+        return {"redis": "not configured"}  # the in-process cache of one instance
     try:
-        ping()
-        return "ok"
-    except RedisError as e:
+        details = status()
+    except REDIS_ERRORS as e:
         log.warning("readiness: redis unavailable: %s", e.__class__.__name__)
-        return "unavailable"
+        return {"redis": "unavailable"}
+    # A cluster some of whose slots have no master cannot serve every user.
+    state = details.get("redis_cluster_state", "ok")
+    return {"redis": "ok" if state == "ok" else "unavailable", **details}

@@ -14,6 +14,15 @@ POST_TEXT_TYPE = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 EMAIL_TYPE = String(254).with_variant(
     mysql.VARCHAR(254, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
 )
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+# Keys are compared byte for byte, like emails.
+IDEMPOTENCY_KEY_TYPE = String(IDEMPOTENCY_KEY_MAX_CHARS).with_variant(
+    mysql.VARCHAR(
+        IDEMPOTENCY_KEY_MAX_CHARS, charset="utf8mb4", collation="utf8mb4_bin"
+    ),
+    "mysql",
+    "mariadb",
+)
 TABLE_ARGS = {
     # Emoji are four bytes; MySQL's legacy utf8 and latin1 cannot store them.
     "mysql_charset": "utf8mb4",
@@ -69,3 +78,28 @@ class RevokedToken(db.Model):
     )
     # When the token expires on its own (Unix seconds); the row can go then.
     expires_at: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class IdempotencyKey(db.Model):
+    """An add-post answered under a client's ``Idempotency-Key``.
+
+    Written in the transaction that stores the post, so a key is never
+    recorded for a post that was not, nor a post stored twice for one key.
+    """
+
+    __tablename__ = "idempotency_keys"
+    # No ids are generated here: the key is the client's.
+    __table_args__ = {
+        k: v for k, v in TABLE_ARGS.items() if k != "sqlite_autoincrement"
+    }
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    )
+    idempotency_key: Mapped[str] = mapped_column(IDEMPOTENCY_KEY_TYPE, primary_key=True)
+    # SHA-256 of the text: a key reused for another text is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    post_id: Mapped[int]
+    created_at: Mapped[int]  # Unix time; the key holds for IDEMPOTENCY_KEY_TTL

@@ -27,17 +27,18 @@ import contextlib
 import functools
 import logging
 import math
+import threading
 import time
 
 from flask import current_app, request
 from limits import parse_many
-from limits.errors import StorageError
-from limits.storage import MemoryStorage, storage_from_string
+from limits.errors import ConfigurationError, StorageError
+from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from . import cache_health, metrics
+from config import ConfigError
+
+from . import cache_health, metrics, redis_client
 from .errors import APIError
 
 log = logging.getLogger(__name__)
@@ -59,33 +60,36 @@ class Throttle:
     """One app's counters: the shared store, and memory for when it fails."""
 
     def __init__(self, app):
-        url = app.config["RATELIMIT_STORAGE_URL"]
-        prefix = app.config["REDIS_KEY_PREFIX"] + ":throttle"
-        options = {"key_prefix": prefix, "wrap_exceptions": True}
-        if not url.startswith("memory"):
-            timeout = app.config["REDIS_TIMEOUT"]
-            options.update(
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
-        self.shared = FixedWindowRateLimiter(storage_from_string(url, **options))
+        self.url = app.config["RATELIMIT_STORAGE_URL"]
+        if self.url.lower().startswith(("redis+", "rediss+")):
+            try:
+                redis_client.parse_url(self.url)
+            except redis_client.RedisURLError as e:
+                raise ConfigError(f"RATELIMIT_STORAGE_URL: {e}") from None
+        self.prefix = app.config["REDIS_KEY_PREFIX"] + ":throttle"
+        self.timeout = app.config["REDIS_TIMEOUT"]
+        self.build_lock = threading.Lock()
+        self.shared = None  # built on first use: the app starts without Redis
         self.local = FixedWindowRateLimiter(MemoryStorage())
         self.shared_down_until = 0.0
 
-    def _limiter(self):
-        if time.monotonic() < self.shared_down_until:
-            return self.local
+    def _shared(self):
+        if self.shared is None:
+            with self.build_lock:
+                if self.shared is None:
+                    storage = redis_client.limits_storage(
+                        self.url, timeout=self.timeout, key_prefix=self.prefix
+                    )
+                    self.shared = FixedWindowRateLimiter(storage)
         return self.shared
 
     def _run(self, action):
         """``action(limiter)`` on the shared store, or in memory when it fails."""
-        limiter = self._limiter()
-        if limiter is self.local:
-            return action(limiter)
+        if time.monotonic() < self.shared_down_until:
+            return action(self.local)
         try:
-            return action(limiter)
-        except (StorageError, *cache_health.ERRORS) as e:
+            return action(self._shared())
+        except (StorageError, ConfigurationError, *cache_health.ERRORS) as e:
             self.shared_down_until = time.monotonic() + RETRY_AFTER
             log.warning("throttle store unavailable, counting in memory: %s", e)
             return action(self.local)

@@ -26,10 +26,9 @@ this process could not replace are replaced as soon as it answers again.
 
 import secrets
 
-from redis.exceptions import RedisError
-
 from . import cache_health
 from .extensions import cache
+from .redis_client import REDIS_ERRORS
 
 GENERATION_TTL = 7 * 24 * 3600
 SEPARATOR = b"\n"
@@ -55,7 +54,7 @@ def new_generation():
 def read(keys):
     """The values of ``keys`` (one user's: one slot), in one ``MGET``.
 
-    Raises ``RedisError`` (after recording the failure), or
+    Raises one of ``REDIS_ERRORS`` (after recording the failure), or
     ``CacheUnavailable`` while the cache is being left alone.
     """
     health = cache_health.current()
@@ -63,7 +62,7 @@ def read(keys):
         raise cache_health.CacheUnavailable()
     try:
         return cache.get_many(*keys)
-    except RedisError as e:
+    except REDIS_ERRORS as e:
         health.failed(e)
         raise
 
@@ -71,7 +70,7 @@ def read(keys):
 def ensure_generation(kind, user_id):
     """The user's generation, creating one when there is none (new or evicted).
 
-    Raises ``RedisError``; the caller records the failure.
+    Raises one of ``REDIS_ERRORS``; the caller records the failure.
     """
     cache.add(gen_key(kind, user_id), new_generation(), timeout=GENERATION_TTL)
     return cache.get(gen_key(kind, user_id))
@@ -96,7 +95,7 @@ def store(name, generation, value, timeout):
         return
     try:
         cache.set(name, wrap(generation, value), timeout=timeout)
-    except RedisError as e:
+    except REDIS_ERRORS as e:
         health.failed(e)
 
 
@@ -119,7 +118,7 @@ def invalidate(user_id, *kinds):
     owed = {(kind, user_id) for kind in kinds}
     try:
         _replace(owed)
-    except RedisError as e:
+    except REDIS_ERRORS as e:
         with health.lock:
             health.pending.update(owed)
         health.failed(e)
@@ -127,7 +126,7 @@ def invalidate(user_id, *kinds):
     if health.pending:
         try:
             _flush_pending(health)
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             health.failed(e)
     return True
 
@@ -138,7 +137,7 @@ def _flush_pending(health):
         owed, health.pending = health.pending, set()
     try:
         _replace(owed)
-    except RedisError:
+    except REDIS_ERRORS:
         with health.lock:
             health.pending.update(owed)
         raise
@@ -159,7 +158,7 @@ def usable(health):
     if health.pending:
         try:
             _flush_pending(health)
-        except RedisError as e:
+        except REDIS_ERRORS as e:
             health.failed(e)
             return False
     return True

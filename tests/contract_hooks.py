@@ -1,26 +1,45 @@
 """Schemathesis hooks for the contract check (loaded via SCHEMATHESIS_HOOKS).
 
-bcrypt reads at most 72 bytes, so registration refuses longer passwords.
+bcrypt reads at most 72 bytes, so registration and change-password refuse
+longer passwords.
 JSON Schema counts characters, not bytes: the document says ``maxLength: 72``
 and describes the byte limit, and schema-valid passwords over 72 bytes of
 UTF-8 are left out here rather than relaxing the positive-data check.
+
+An ``Idempotency-Key`` is one client's name for one post: the same key
+with another text is refused (422). Generated keys repeat across cases
+with different texts, so each valid one is made unique before it is sent;
+malformed ones are sent as generated.
 """
+
+import uuid
 
 import schemathesis
 
+from postservice.posts import idempotency
 from postservice.users.schemas import PASSWORD_MAX_BYTES
 
-REGISTER = "/api/v1/users/register"
+# The password each operation stores, by path.
+NEW_PASSWORD = {
+    "/api/v1/users/register": "password",
+    "/api/v1/users/change-password": "new_password",
+}
 
 
 @schemathesis.hook
 def filter_body(ctx, body):
-    if ctx.operation is None or ctx.operation.path != REGISTER:
-        return True
-    password = body.get("password") if isinstance(body, dict) else None
+    field = NEW_PASSWORD.get(ctx.operation.path) if ctx.operation else None
+    password = body.get(field) if field and isinstance(body, dict) else None
     if not isinstance(password, str):
         return True
     try:
         return len(password.encode("utf-8")) <= PASSWORD_MAX_BYTES
     except UnicodeEncodeError:  # a lone surrogate: refused as invalid anyway
         return True
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    key = (case.headers or {}).get(idempotency.HEADER)
+    if isinstance(key, str) and idempotency.VALID_KEY.fullmatch(key):
+        case.headers[idempotency.HEADER] = uuid.uuid4().hex

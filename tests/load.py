@@ -230,3 +230,23 @@ def run_load(bases, headers, stats, *, rounds=None, stop=None, readers=True):
         for future in reading:
             future.result()
     return writers
+
+
+def load_in_background(bases, headers, stats):
+    """``run_load`` until the returned ``finish()``, which returns the writers."""
+    stop = threading.Event()
+    result = {}
+
+    def run():
+        result["writers"] = run_load(bases, headers, stats, stop=stop)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+
+    def finish():
+        stop.set()
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "clients hung"
+        return result["writers"]
+
+    return finish

@@ -17,8 +17,12 @@ import time
 import pymysql
 import pytest
 import redis
+from flask_migrate import upgrade
 
-from .conftest import IN_CI, ROOT, free_port, server_env, wait_for_http
+from postservice import create_app
+from postservice.extensions import db
+
+from .conftest import IN_CI, ROOT, free_port, run_in_repo, server_env, wait_for_http
 
 SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"]
@@ -112,6 +116,58 @@ class RedisServer:
             self.kill()
 
 
+def install_datadir(install, datadir, user):
+    """A fresh MariaDB data directory, root without a password."""
+    result = run_in_repo(
+        [
+            install,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            f"--user={user}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ],
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def create_database(connection, name):
+    """``name`` in utf8mb4 through ``connection``, which is then closed."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE DATABASE IF NOT EXISTS `{name}` "
+                "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            )
+    finally:
+        connection.close()
+
+
+def connect_root(port, database=None, **options):
+    """An autocommit connection as root to the MariaDB on ``port``."""
+    return pymysql.connect(
+        host="127.0.0.1",
+        port=port,
+        user="root",
+        database=database,
+        connect_timeout=2,
+        autocommit=True,
+        **options,
+    )
+
+
+def migrated_database(server, name):
+    """The URL of database ``name`` on ``server``, created and migrated."""
+    server.create_database(name)
+    url = server.url(name)
+    app = create_app({"MODE": "testing", "SQLALCHEMY_DATABASE_URI": url})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    return url
+
+
 class MariaDBServer:
     """A mariadbd with its own data directory; root without a password."""
 
@@ -129,31 +185,10 @@ class MariaDBServer:
         return f"mysql+pymysql://root@127.0.0.1:{self.port}/{database}"
 
     def initialise(self):
-        result = subprocess.run(
-            [
-                self.install,
-                "--no-defaults",
-                f"--datadir={self.datadir}",
-                f"--user={self.user}",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        install_datadir(self.install, self.datadir, self.user)
 
     def connect(self, database=None):
-        return pymysql.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user="root",
-            database=database,
-            connect_timeout=2,
-            autocommit=True,
-        )
+        return connect_root(self.port, database)
 
     def _answers(self):
         try:
@@ -188,15 +223,7 @@ class MariaDBServer:
         _wait(self._answers, self.process, self.log, "mariadbd", 90)
 
     def create_database(self, name):
-        connection = self.connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"CREATE DATABASE IF NOT EXISTS `{name}` "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-                )
-        finally:
-            connection.close()
+        create_database(self.connect(), name)
 
     def kill(self):
         self.process.kill()  # SIGKILL: no shutdown, InnoDB recovers on start

@@ -51,6 +51,15 @@ def compose(folder, *files):
             ["docker-compose.yml", "docker-compose.scale.yml"],
             {"mysql", "redis", "redis-state", "app", "nginx"},
         ),
+        (
+            ["docker-compose.yml", "docker-compose.redis-cluster.yml"],
+            {"mysql", "redis", "app", "redis-cluster-init"}
+            | {f"redis-node-{n}" for n in range(1, 7)},
+        ),
+        (
+            ["docker-compose.yml", "docker-compose.galera.yml"],
+            {"mysql", "redis", "app", "galera-1", "galera-2", "galera-3"},
+        ),
     ],
 )
 def test_compose_files_are_valid(files, services, tmp_path):

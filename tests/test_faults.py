@@ -8,20 +8,18 @@ until the instances have recovered. The numbers are printed in the test
 output.
 """
 
-import threading
 import time
 
 import pytest
 import redis
-from flask_migrate import upgrade
 from sqlalchemy import select
 
 from postservice import create_app
 from postservice.extensions import db
 from postservice.models import Post
 
-from .load import Stats, register_users, report, run_load
-from .servers import AppInstance, MariaDBServer, RedisServer
+from .load import Stats, load_in_background, register_users, report
+from .servers import AppInstance, MariaDBServer, RedisServer, migrated_database
 
 USERS = 6
 # Generous bound for "never hangs": a failing dependency must cost a request
@@ -62,25 +60,6 @@ def start_instances(tmp_path):
         instance.stop()
 
 
-def load_in_background(bases, headers, stats):
-    stop = threading.Event()
-    result = {}
-
-    def run():
-        result["writers"] = run_load(bases, headers, stats, stop=stop)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-
-    def finish():
-        stop.set()
-        thread.join(timeout=120)
-        assert not thread.is_alive(), "clients hung"
-        return result["writers"]
-
-    return finish
-
-
 def test_redis_killed_under_load(redis_server, fault_database, start_instances, capsys):
     bases = start_instances(fault_database, redis_server.url)
     headers = register_users(bases[0], USERS, "redisfault")
@@ -109,13 +88,7 @@ def test_redis_killed_under_load(redis_server, fault_database, start_instances, 
 
 @pytest.fixture
 def fault_database(mariadb_server):
-    mariadb_server.create_database("faults")
-    url = mariadb_server.url("faults")
-    app = create_app({"MODE": "testing", "SQLALCHEMY_DATABASE_URI": url})
-    with app.app_context():
-        upgrade()
-        db.engine.dispose()
-    return url
+    return migrated_database(mariadb_server, "faults")
 
 
 def stored_posts(url):

@@ -11,9 +11,9 @@ so a hit is one round trip and no SQL.
 """
 
 from flask import current_app, g
-from redis.exceptions import RedisError
 
 from .. import cache_health, metrics, revocation, user_state
+from ..redis_client import REDIS_ERRORS
 
 
 def init_app(app):
@@ -59,7 +59,7 @@ def lookup(user_id):
             generation = user_state.ensure_generation(user_state.POSTS, user_id)
     except cache_health.CacheUnavailable:
         return None, None
-    except RedisError as e:
+    except REDIS_ERRORS as e:
         metrics.cache_result("error")
         health.failed(e)
         return None, None

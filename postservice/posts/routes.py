@@ -5,7 +5,7 @@ from flask import Response, request, stream_with_context, url_for
 from ..api import Blueprint
 from ..auth import current_user_id
 from ..models import ID_MAX
-from . import service
+from . import idempotency, service
 from .schemas import AddPostSchema, PageQuerySchema, PostCreatedSchema, PostSchema
 
 bp = Blueprint(
@@ -20,13 +20,30 @@ DATABASE_DOWN = "The database is unavailable"
 @bp.protected
 @bp.arguments(AddPostSchema)
 @bp.response(200, PostCreatedSchema, description="Created")
+@bp.doc(parameters=[idempotency.HEADER_DOC])
 @bp.alt_response(
     413, description="The text is over 1 MiB of UTF-8, or the body over 8 MiB"
 )
-@bp.alt_response(503, description=DATABASE_DOWN)
+@bp.alt_response(
+    422,
+    description="Invalid input: `errors` names each field, or the "
+    "Idempotency-Key header (malformed, or used before with another text)",
+)
+@bp.alt_response(
+    503, description=DATABASE_DOWN + ", or kept rolling the write back; retry"
+)
 def add_post(body):
-    """Add a post"""
-    return {"post_id": service.add_post(user_id=current_user_id(), **body)}
+    """Add a post
+
+    Send an `Idempotency-Key` to retry safely: the same key again answers the
+    post stored the first time.
+    """
+    post_id = service.add_post(
+        user_id=current_user_id(),
+        idempotency_key=request.headers.get(idempotency.HEADER),
+        **body,
+    )
+    return {"post_id": post_id}
 
 
 # The hottest route answers ready bytes from the cache: its query and answer

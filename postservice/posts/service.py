@@ -4,30 +4,56 @@ from flask import current_app
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from .. import metrics
+from .. import metrics, transactions
 from ..errors import NotFound, Unauthorized
 from ..extensions import db
 from ..models import Post
-from . import cache, listing
+from . import cache, idempotency, listing
 
 
-def add_post(*, user_id, text):
+def add_post(*, user_id, text, idempotency_key=None):
     """Store the post and return its id; the user's cached listing is invalidated.
 
-    One Core INSERT and its COMMIT on a connection of its own: the ORM's
-    unit of work would cost more than the statement for a single new row,
-    and nothing here needs the object.
+    With an ``idempotency_key`` (see ``idempotency``) a repeated request gets
+    the id of the post stored the first time, and nothing new is stored.
 
-    Raises ``Unauthorized`` when the token's user no longer exists.
+    Raises ``Unauthorized`` when the token's user no longer exists,
+    ``idempotency.KeyReused`` or ``idempotency.InvalidKey`` (422), and
+    ``transactions.DatabaseBusy`` when the database keeps rolling it back.
     """
+    if idempotency_key is None:
+        post_id = transactions.run(lambda: _insert_alone(user_id, text))
+    else:
+        post_id, created = idempotency.run_once(
+            user_id, idempotency_key, text, lambda: _insert_in_session(user_id, text)
+        )
+        if not created:
+            return post_id
+    cache.invalidate(user_id)
+    return post_id
+
+
+def _insert_alone(user_id, text):
+    """One Core INSERT and its COMMIT on a connection of its own: the ORM's
+    unit of work would cost more than the statement for a single new row."""
     try:
         with db.engine.begin() as conn:
-            post_id = conn.execute(
+            return conn.execute(
                 insert(Post.__table__), {"user_id": user_id, "text": text}
             ).inserted_primary_key[0]
     except IntegrityError:  # the foreign key: the account was deleted
         raise Unauthorized("Could not validate credentials") from None
-    cache.invalidate(user_id)
+
+
+def _insert_in_session(user_id, text):
+    """The INSERT alone, in the session's transaction, for its caller to commit."""
+    post = Post(user_id=user_id, text=text)
+    db.session.add(post)
+    try:
+        db.session.flush()
+        post_id = post.id
+    except IntegrityError:  # the foreign key: the account was deleted
+        raise Unauthorized("Could not validate credentials") from None
     return post_id
 
 
@@ -35,13 +61,12 @@ def delete_post(*, user_id, post_id):
     """Delete the post.
 
     Raises ``NotFound`` when it does not exist or belongs to someone else:
-    the two are indistinguishable so ids of other users' posts do not leak.
+    the two are indistinguishable so ids of other users' posts do not leak;
+    ``transactions.DatabaseBusy`` when the database keeps rolling it back.
+    A lost commit is not tried again: the retry would find nothing and
+    answer 404 for a post it had deleted.
     """
-    posts = Post.__table__
-    with db.engine.begin() as conn:
-        deleted = conn.execute(
-            delete(posts).where(posts.c.id == post_id, posts.c.user_id == user_id)
-        ).rowcount
+    deleted = transactions.run(lambda: _delete(user_id, post_id))
     if not deleted:
         raise NotFound("Post not found")
     cache.invalidate(user_id)
@@ -65,6 +90,14 @@ def listing_body(*, user_id):
     else:
         metrics.cache_result("bypass")  # Redis failed or is being left alone
     return listing.started(chunks)
+
+
+def _delete(user_id, post_id):
+    posts = Post.__table__
+    with db.engine.begin() as conn:
+        return conn.execute(
+            delete(posts).where(posts.c.id == post_id, posts.c.user_id == user_id)
+        ).rowcount
 
 
 def page_body(*, user_id, limit, after_id):

@@ -4,7 +4,7 @@ from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import revocation
+from .. import revocation, transactions
 from ..errors import APIError, NotFound, Unauthorized
 from ..extensions import db
 from ..models import User
@@ -33,11 +33,30 @@ def register(*, email, password):
     """Create the account and return it.
 
     Raises ``EmailTaken`` when the email is registered, also when another
-    request registers it at the same moment (the unique index decides).
+    request registers it at the same moment (the unique index decides, or
+    on Galera the commit that loses and is tried again), and
+    ``transactions.DatabaseBusy`` when the database keeps rolling it back.
     """
     if db.session.scalar(select(User.id).where(User.email == email)) is not None:
         raise EmailTaken()
-    user = User(email=email, password_hash=hash_password(password), token_version=0)
+    db.session.rollback()  # no connection held through the slow hash
+    password_hash = hash_password(password)
+    return transactions.run(
+        lambda: _create_user(email, password_hash), after_lost_commit=True
+    )
+
+
+def _create_user(email, password_hash):
+    existing = db.session.execute(
+        select(User.id, User.password_hash).where(User.email == email)
+    ).first()
+    if existing is not None:
+        # bcrypt salts every hash: an equal one is this request's own row,
+        # committed by a try whose answer the lost connection swallowed.
+        if existing.password_hash == password_hash:
+            return db.session.get(User, existing.id)
+        raise EmailTaken()
+    user = User(email=email, password_hash=password_hash, token_version=0)
     db.session.add(user)
     try:
         db.session.commit()

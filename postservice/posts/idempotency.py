@@ -1,0 +1,135 @@
+"""``Idempotency-Key`` on add-post: a retried request stores nothing new.
+
+A client that sent add-post and got no answer cannot know whether the post
+was stored. Sent again with the same key (any string of 1 to 255 visible
+ASCII characters, one per intended post), the request answers the id of
+the post stored the first time. The key is recorded in the transaction
+that stores the post, under a primary key of (user, key): of concurrent
+requests with one key, one commits and the others find its row. Keys hold
+for ``TTL`` seconds; the same key with a different text is refused (422),
+as that is a client bug, not a retry.
+"""
+
+import hashlib
+import re
+import time
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from .. import transactions
+from ..errors import APIError, Unauthorized
+from ..extensions import db
+from ..models import IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey
+
+HEADER = "Idempotency-Key"
+TTL = 24 * 3600
+VALID_KEY = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}}")
+# The header as the OpenAPI document describes it.
+HEADER_DOC = {
+    "name": HEADER,
+    "in": "header",
+    "required": False,
+    "description": f"Any 1 to {IDEMPOTENCY_KEY_MAX_CHARS} visible ASCII characters, "
+    "new for each post. Sent again (within 24 hours, with the same text), the "
+    "request answers the post stored the first time and stores nothing.",
+    "schema": {
+        "type": "string",
+        "pattern": f"^[!-~]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}}$",
+    },
+}
+
+
+class InvalidKey(APIError):
+    def __init__(self):
+        message = f"1 to {IDEMPOTENCY_KEY_MAX_CHARS} visible ASCII characters"
+        super().__init__(422, "Invalid input", errors={HEADER: [message]})
+
+
+class KeyReused(APIError):
+    def __init__(self):
+        super().__init__(
+            422,
+            "Invalid input",
+            errors={HEADER: ["Already used for a request with another body"]},
+        )
+
+
+def fingerprint(text):
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def run_once(user_id, key, text, insert):
+    """``(post_id, created)``: ``insert()`` run and recorded under ``key``, or
+    the post recorded under it before (``created`` False).
+
+    ``insert()`` adds the post without committing and returns its id. Raises
+    ``InvalidKey``, ``KeyReused``, ``Unauthorized`` (the account is gone)
+    and ``transactions.DatabaseBusy``.
+    """
+    if not VALID_KEY.fullmatch(key):
+        raise InvalidKey()
+    digest = fingerprint(text)
+    # Tried again after a lost commit too: the retry reads the row back.
+    return transactions.run(
+        lambda: _once(user_id, key, digest, insert), after_lost_commit=True
+    )
+
+
+def _recorded(user_id, key, digest, now):
+    """The live record of ``key``, ``"expired"``, or None."""
+    row = db.session.execute(
+        select(
+            IdempotencyKey.post_id,
+            IdempotencyKey.request_hash,
+            IdempotencyKey.created_at,
+        ).where(
+            IdempotencyKey.user_id == user_id, IdempotencyKey.idempotency_key == key
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.created_at <= now - TTL:
+        return "expired"
+    if row.request_hash != digest:
+        raise KeyReused()
+    return row
+
+
+def _once(user_id, key, digest, insert):
+    now = int(time.time())
+    row = _recorded(user_id, key, digest, now)
+    if row == "expired":
+        # Deleted only when there is a row: deleting a missing one would
+        # lock the gap, and concurrent first requests would deadlock on it.
+        db.session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.user_id == user_id,
+                IdempotencyKey.idempotency_key == key,
+            )
+        )
+    elif row is not None:
+        db.session.rollback()  # nothing to write; end the read
+        return row.post_id, False
+    post_id = insert()
+    db.session.add(
+        IdempotencyKey(
+            user_id=user_id,
+            idempotency_key=key,
+            request_hash=digest,
+            post_id=post_id,
+            created_at=now,
+        )
+    )
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Another request with this key committed first (or the account is
+        # gone): its row decides, read in a new transaction.
+        db.session.rollback()
+        row = _recorded(user_id, key, digest, now)
+        db.session.rollback()
+        if row is None or row == "expired":
+            raise Unauthorized("Could not validate credentials") from None
+        return row.post_id, False
+    return post_id, True

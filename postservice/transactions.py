@@ -1,0 +1,74 @@
+"""Transactions tried again when the database rolled them back.
+
+On a Galera cluster two nodes may commit conflicting rows at the same
+moment (the same email, say); one of them is refused at commit with 1213,
+its transaction rolled back. On one InnoDB server the same code means a
+deadlock, and 1205 a lock wait that ran out. Nothing was stored in either
+case, so the transaction can run again, and the second run sees the winner's
+row and answers as if the requests had come one after the other.
+
+A connection lost during the commit is different: the commit may or may
+not have happened. Only work that can tell (it reads back what it meant
+to write) is tried again then, with ``after_lost_commit=True``.
+"""
+
+import contextlib
+import logging
+import random
+import time
+
+from flask import current_app
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from .errors import APIError
+from .extensions import db
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT_TIMEOUT = 1205
+DEADLOCK = 1213  # also Galera's "certification failed" at commit
+ROLLED_BACK = {LOCK_WAIT_TIMEOUT, DEADLOCK}
+SERVER_GONE, SERVER_LOST = 2006, 2013
+BACKOFF = 0.02  # seconds before the first retry; doubled, with jitter, each time
+
+
+class DatabaseBusy(APIError):
+    """Retries ran out: distinct from the 503 of a database that is down."""
+
+    def __init__(self):
+        super().__init__(503, "Database busy, try again", headers={"Retry-After": "1"})
+
+
+def _code(error):
+    args = getattr(error.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _retryable(error, after_lost_commit):
+    if _code(error) in ROLLED_BACK:
+        return True
+    lost = error.connection_invalidated or _code(error) in (SERVER_GONE, SERVER_LOST)
+    return after_lost_commit and lost
+
+
+def run(work, *, after_lost_commit=False):
+    """``work()``, which ends with its own commit, tried up to
+    ``DATABASE_RETRIES`` more times while the database rolls it back.
+
+    Raises ``DatabaseBusy`` when every try was rolled back; any other error
+    from ``work`` is raised as it is (after a rollback).
+    """
+    retries = current_app.config["DATABASE_RETRIES"]
+    for attempt in range(retries + 1):
+        try:
+            return work()
+        except DBAPIError as e:
+            with contextlib.suppress(SQLAlchemyError):  # the connection may be gone
+                db.session.rollback()
+            if not _retryable(e, after_lost_commit):
+                raise
+            log.info("transaction rolled back (%s), try %d", _code(e), attempt + 1)
+            if attempt < retries:
+                # Jitter, so the two sides of a conflict do not meet again.
+                time.sleep(BACKOFF * 2**attempt * (0.5 + random.random()))  # noqa: S311
+    raise DatabaseBusy()

@@ -207,7 +207,7 @@ class _StateCollector:
                 labels=("dependency",),
             )
             up.add_metric(["database"], health.database_status() == "ok")
-            redis = health.redis_status()
+            redis = health.redis_status()["redis"]
             if redis != "not configured":
                 usable = cache_health.current().available()
                 up.add_metric(["redis"], redis == "ok" and usable)

@@ -53,12 +53,13 @@ def compose(folder, *files):
         ),
         (
             ["docker-compose.yml", "docker-compose.redis-cluster.yml"],
-            {"mysql", "redis", "app", "redis-cluster-init"}
+            {"mysql", "redis", "redis-state", "app", "nginx", "redis-cluster-init"}
             | {f"redis-node-{n}" for n in range(1, 7)},
         ),
         (
             ["docker-compose.yml", "docker-compose.galera.yml"],
-            {"mysql", "redis", "app", "galera-1", "galera-2", "galera-3"},
+            {"mysql", "redis", "redis-state", "app", "nginx"}
+            | {"galera-1", "galera-2", "galera-3"},
         ),
     ],
 )

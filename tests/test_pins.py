@@ -1,0 +1,45 @@
+"""The private library internals the service relies on, checked loudly.
+
+Each is used because the library offers no public way (see the README,
+"Upgrading"), and its package is pinned to a minor range in setup.cfg. A
+release that changes one of them fails here, not silently in production.
+"""
+
+import inspect
+
+import pymysql
+from flask_jwt_extended import JWTManager
+
+from postservice import token_memo
+
+
+def test_the_token_decode_that_is_remembered_keeps_its_signature():
+    # token_memo.MemoizingJWTManager overrides this method.
+    parameters = list(inspect.signature(JWTManager._decode_jwt_from_config).parameters)
+    assert parameters == ["self", "encoded_token", "csrf_value", "allow_expired"]
+    assert (
+        token_memo.MemoizingJWTManager._decode_jwt_from_config
+        is not JWTManager._decode_jwt_from_config
+    )
+
+
+def test_pymysql_connections_keep_their_socket_where_the_pool_polls_it():
+    # db_pool polls ``connection._sock`` on checkout, and reads a missing one
+    # as a closed connection.
+    source = inspect.getsource(pymysql.connections.Connection)
+    assert "self._sock = sock" in source
+    assert "self._sock = None" in source
+
+
+def test_smorest_still_registers_its_handlers_where_api_turns_them_off():
+    # api.Api overrides both so errors keep their one shape.
+    import flask_smorest
+
+    for name in ("_register_error_handlers", "_register_pagination_header"):
+        method = getattr(flask_smorest.Api, name)
+        assert list(inspect.signature(method).parameters) == ["self"], name
+    # Called by name while the Api sets itself up, so overriding them works.
+    assert "self._register_error_handlers()" in inspect.getsource(flask_smorest.Api)
+    assert "self._register_pagination_header()" in inspect.getsource(
+        flask_smorest.spec.APISpecMixin
+    )

@@ -13,6 +13,10 @@ from sqlalchemy.engine import make_url
 
 from .conftest import PASSWORD, TEST_DATABASE_URL, require
 
+# InnoDB's row locks: these run in the MariaDB pass; the SQLite pass
+# deselects them with -m "not mysql".
+pytestmark = pytest.mark.mysql
+
 EMAIL = "held@example.com"
 
 

@@ -20,6 +20,7 @@ from .containers import (
     secret,
     started,
 )
+from .load import report
 
 pytestmark = pytest.mark.containers
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.containers
 # --- the image ------------------------------------------------------------
 
 
-def test_image_builds_runs_unprivileged_and_becomes_healthy(engine, tmp_path):
+def test_image_builds_runs_unprivileged_and_becomes_healthy(engine, tmp_path, capsys):
     images = dict(
         line.split("=", 1) for line in engine["POSTSERVICE_TEST_IMAGES"].split()
     )
@@ -85,9 +86,10 @@ def test_image_builds_runs_unprivileged_and_becomes_healthy(engine, tmp_path):
         assert uid != "0"
         user = run([DOCKER, "inspect", "--format", "{{.Config.User}}", tag], engine)
         assert user.stdout.strip() == "postservice"
-        print(
-            f"\nimage: {size / 2**20:.0f} MiB, built in {built:.0f} s, "
-            f"healthy {healthy_after:.1f} s after start, uid {uid}"
+        report(
+            capsys,
+            f"image: {size / 2**20:.0f} MiB, built in {built:.0f} s, "
+            f"healthy {healthy_after:.1f} s after start, uid {uid}",
         )
     finally:
         run([DOCKER, "rm", "--force", "--volumes", name], engine, check=False)

@@ -10,6 +10,7 @@ import requests
 from config import MAX_BODY_BYTES
 
 from .containers import SCALED, started
+from .load import report
 
 pytestmark = pytest.mark.containers
 
@@ -36,7 +37,7 @@ def replica_of_each_request(stack, request_ids):
     return seen
 
 
-def test_requests_are_spread_over_every_replica(scaled):
+def test_requests_are_spread_over_every_replica(scaled, capsys):
     ids = [uuid.uuid4().hex for _ in range(30)]
     for request_id in ids:
         answer = requests.get(
@@ -46,7 +47,7 @@ def test_requests_are_spread_over_every_replica(scaled):
     seen = replica_of_each_request(scaled, ids)
     assert set(seen) == set(ids)  # each logged by exactly the replica that served it
     counts = {c[:12]: list(seen.values()).count(c) for c in scaled.containers("app")}
-    print(f"\n30 requests per replica: {counts}")
+    report(capsys, f"30 requests per replica: {counts}")
     assert all(counts.values()), counts
 
 
@@ -143,7 +144,7 @@ class Load:
             thread.join(timeout=120)
 
 
-def test_a_replica_stopped_and_started_under_load_fails_no_request(scaled):
+def test_a_replica_stopped_and_started_under_load_fails_no_request(scaled, capsys):
     auth = scaled.register("steady@example.com")
     victim = scaled.containers("app")[1]
     with Load(scaled, auth) as load:
@@ -161,9 +162,10 @@ def test_a_replica_stopped_and_started_under_load_fails_no_request(scaled):
                 break
             time.sleep(0.5)
         time.sleep(2)
-    print(
-        f"\nunder load while a replica restarted: {load.made} requests, "
-        f"{len(load.failures)} failed"
+    report(
+        capsys,
+        f"under load while a replica restarted: {load.made} requests, "
+        f"{len(load.failures)} failed",
     )
     assert health == "healthy"
     assert load.made > 0

@@ -9,10 +9,8 @@ a topology takes seconds to form, so the tests of one module share it.
 import contextlib
 import os
 import pwd
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,29 +29,11 @@ from .servers import (
     create_database,
     install_datadir,
     require_program,
+    spare_port,
 )
 
-HIGHEST_CLUSTER_PORT = 55535  # its bus port, +10000, must be a valid port too
 GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 SENTINEL_SERVICE = "postservice"
-
-
-def _bindable(port):
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def spare_port(offset=None):
-    """A free port whose ``port + offset`` is free as well (a cluster bus)."""
-    for _ in range(1000):
-        port = random.randint(20000, HIGHEST_CLUSTER_PORT)
-        if _bindable(port) and (offset is None or _bindable(port + offset)):
-            return port
-    raise RuntimeError("no spare port")
 
 
 def _until(check, timeout, what):

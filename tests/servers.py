@@ -8,8 +8,10 @@ same data directory), as an operator's supervisor would.
 
 import getpass
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,11 +24,43 @@ from flask_migrate import upgrade
 from postservice import create_app
 from postservice.extensions import db
 
-from .conftest import IN_CI, ROOT, free_port, run_in_repo, server_env, wait_for_http
+from .conftest import IN_CI, ROOT, run_in_repo, server_env, wait_for_http
 
 SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"]
 )
+
+
+def _bindable(port):
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def spare_port(offset=None):
+    """A free port whose ``port + offset`` is free as well (a cluster bus).
+
+    Below the kernel's range of ephemeral ports: a node killed and started
+    again on its port must not find it taken meanwhile by the local end of
+    some client's connection.
+    """
+    highest = _ephemeral_low() - 1 - (offset or 0)
+    for _ in range(1000):
+        port = random.randint(min(10000, highest), highest)
+        if _bindable(port) and (offset is None or _bindable(port + offset)):
+            return port
+    raise RuntimeError("no spare port")
 
 
 def require_program(name):
@@ -71,7 +105,7 @@ class RedisServer:
         self.program = require_program("redis-server")
         self.options = list(options)
         self.workdir = workdir
-        self.port = free_port()
+        self.port = spare_port()
         self.log = workdir / "redis.log"
         self.process = None
 
@@ -177,7 +211,7 @@ class MariaDBServer:
         self.datadir = workdir / "mariadb"
         self.socket = workdir / "mariadb.sock"
         self.log = workdir / "mariadb.log"
-        self.port = free_port()
+        self.port = spare_port()
         self.process = None
         self.user = getpass.getuser()
 
@@ -242,7 +276,7 @@ class AppInstance:
     """``python -m postservice.serve`` on a spare port, its log in ``workdir``."""
 
     def __init__(self, workdir, database_url, redis_url, threads=8, **env):
-        self.port = free_port()
+        self.port = spare_port()
         self.log = workdir / f"app-{self.port}.log"
         self.env = server_env(
             database_url,

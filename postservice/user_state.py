@@ -123,11 +123,7 @@ def invalidate(user_id, *kinds):
             health.pending.update(owed)
         health.failed(e)
         return False
-    if health.pending:
-        try:
-            _flush_pending(health)
-        except REDIS_ERRORS as e:
-            health.failed(e)
+    _deliver_owed(health)
     return True
 
 
@@ -153,12 +149,16 @@ def _replace(generations):
 
 def usable(health):
     """Whether the cache may be read now; first delivers what is owed."""
-    if not health.available():
+    return health.available() and _deliver_owed(health)
+
+
+def _deliver_owed(health):
+    """Send the owed invalidations, if any; False when Redis failed doing it."""
+    if not health.pending:
+        return True
+    try:
+        _flush_pending(health)
+    except REDIS_ERRORS as e:
+        health.failed(e)
         return False
-    if health.pending:
-        try:
-            _flush_pending(health)
-        except REDIS_ERRORS as e:
-            health.failed(e)
-            return False
     return True

@@ -1,4 +1,5 @@
-"""Operational ``flask`` commands: ``wait-for-db``, ``users ...``, ``tokens ...``."""
+"""Operational ``flask`` commands: ``wait-for-db``, ``users ...``, ``tokens ...``,
+``posts ...``."""
 
 import time
 
@@ -10,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import cache_health, revocation
 from .extensions import db
+from .posts import idempotency
 from .users import service as users_service
 
 bp = Blueprint("commands", __name__, cli_group=None)
@@ -45,6 +47,7 @@ def wait_for_db(timeout):
 
 users_cli = AppGroup("users", help="Support tasks on accounts.")
 tokens_cli = AppGroup("tokens", help="Maintenance of token revocations.")
+posts_cli = AppGroup("posts", help="Maintenance of post records.")
 
 
 def _account(email):
@@ -97,6 +100,13 @@ def import_legacy():
     click.echo(f"imported {revocation.import_legacy()} revocation(s)")
 
 
+@posts_cli.command("purge-keys")
+def purge_keys():
+    """Forget Idempotency-Key records older than a day (they no longer apply)."""
+    click.echo(f"purged {idempotency.purge_expired()} expired idempotency key(s)")
+
+
 def init_app(app):
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
+    app.cli.add_command(posts_cli)

@@ -102,4 +102,5 @@ class IdempotencyKey(db.Model):
     # SHA-256 of the text: a key reused for another text is refused.
     request_hash: Mapped[str] = mapped_column(String(64))
     post_id: Mapped[int]
-    created_at: Mapped[int]  # Unix time; the key holds for IDEMPOTENCY_KEY_TTL
+    # Unix time; the key holds for a day. Indexed for ``flask posts purge-keys``.
+    created_at: Mapped[int] = mapped_column(index=True)

@@ -100,6 +100,54 @@ def test_a_key_expires_after_a_day(app, client, auth):
     assert add(client, headers, "new", "k-1").json == second.json
 
 
+def age_keys(app, seconds, key=None):
+    """Make the records (of ``key``, or all) ``seconds`` old."""
+    with app.app_context():
+        statement = update(IdempotencyKey).values(created_at=int(time.time()) - seconds)
+        if key is not None:
+            statement = statement.where(IdempotencyKey.idempotency_key == key)
+        db.session.execute(statement)
+        db.session.commit()
+
+
+def recorded_keys(app):
+    with app.app_context():
+        return set(db.session.scalars(select(IdempotencyKey.idempotency_key)))
+
+
+def test_purge_keys_forgets_only_expired_records(app, client, auth):
+    headers = auth.register()
+    for n in range(7):
+        add(client, headers, f"post {n}", f"old-{n}")
+    add(client, headers, "fresh", "fresh")
+    add(client, headers, "edge", "edge")
+    age_keys(app, idempotency.TTL + 5)
+    age_keys(app, 0, key="fresh")
+    age_keys(app, idempotency.TTL - 60, key="edge")  # a minute left to live
+    with app.app_context():
+        # Batches of 3: the loop must go on past full batches.
+        assert idempotency.purge_expired(batch=3) == 7
+    assert recorded_keys(app) == {"fresh", "edge"}
+    # The posts stay; only the records of their keys go.
+    assert stored(app) == 9
+    # A live key still answers its first post after the purge.
+    assert add(client, headers, "fresh", "fresh").status_code == 200
+    assert stored(app) == 9
+
+
+def test_purge_keys_command(app, client, auth):
+    headers = auth.register()
+    add(client, headers, "a", "k-1")
+    add(client, headers, "b", "k-2")
+    age_keys(app, idempotency.TTL + 1, key="k-1")
+    result = app.test_cli_runner().invoke(args=["posts", "purge-keys"])
+    assert result.exit_code == 0, result.output
+    assert "purged 1 expired idempotency key(s)" in result.output
+    assert recorded_keys(app) == {"k-2"}
+    again = app.test_cli_runner().invoke(args=["posts", "purge-keys"])
+    assert "purged 0 " in again.output
+
+
 def test_requests_without_a_key_are_not_recorded(app, client, auth):
     headers = auth.register()
     auth.add_post(headers, "plain")

@@ -14,7 +14,7 @@ import hashlib
 import re
 import time
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from .. import transactions
@@ -24,6 +24,9 @@ from ..models import IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey
 
 HEADER = "Idempotency-Key"
 TTL = 24 * 3600
+# Rows deleted per transaction by ``purge_expired``: short transactions keep
+# row locks brief and stay far below a Galera write set's limits.
+PURGE_BATCH = 1000
 VALID_KEY = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}}")
 # The header as the OpenAPI document describes it.
 HEADER_DOC = {
@@ -133,3 +136,33 @@ def _once(user_id, key, digest, insert):
             raise Unauthorized("Could not validate credentials") from None
         return row.post_id, False
     return post_id, True
+
+
+def purge_expired(now=None, batch=PURGE_BATCH):
+    """Delete the records of keys older than ``TTL``; returns how many.
+
+    Runs in transactions of at most ``batch`` rows. A key that a request
+    renews meanwhile (deleted as expired and recorded again) carries a new
+    ``created_at`` and is kept.
+    """
+    now = int(time.time()) if now is None else now
+    cutoff = now - TTL
+    expired = IdempotencyKey.created_at <= cutoff
+    pk = tuple_(IdempotencyKey.user_id, IdempotencyKey.idempotency_key)
+    deleted = 0
+    while True:
+        keys = db.session.execute(
+            select(IdempotencyKey.user_id, IdempotencyKey.idempotency_key)
+            .where(expired)
+            .limit(batch)
+        ).all()
+        if not keys:
+            break
+        deleted += db.session.execute(
+            delete(IdempotencyKey).where(pk.in_([tuple(k) for k in keys]), expired)
+        ).rowcount
+        db.session.commit()
+        if len(keys) < batch:
+            break
+    db.session.rollback()  # ends the last read
+    return deleted

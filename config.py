@@ -345,8 +345,19 @@ def _derived(settings):
             engine["connect_args"]["init_command"] = (
                 f"SET SESSION wsrep_sync_wait={settings['DATABASE_WSREP_SYNC_WAIT']}"
             )
+    binds = {}
+    if url.startswith(("mysql", "mariadb")):
+        binds["autocommit"] = {
+            "url": url,
+            **engine,
+            # Statements that are their own transaction (database.py): no
+            # COMMIT to send, and no ROLLBACK when the connection goes back.
+            "isolation_level": "AUTOCOMMIT",
+            "skip_autocommit_rollback": True,
+        }
     prefix = settings["REDIS_KEY_PREFIX"] or default_key_prefix(url)
     derived = {
+        "SQLALCHEMY_BINDS": binds,
         "REDIS_KEY_PREFIX": prefix,
         "SQLALCHEMY_ENGINE_OPTIONS": engine,
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,

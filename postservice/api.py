@@ -110,6 +110,9 @@ class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = RequestParser()
 
     def arguments(self, schema, *, location="json", **kwargs):
+        # webargs builds a new instance of a schema class on every request.
+        if isinstance(schema, type):
+            schema = schema()
         parse = super().arguments(schema, location=location, **kwargs)
         errors = BODY_ERRORS if location == "json" else QUERY_ERRORS
 

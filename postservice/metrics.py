@@ -187,18 +187,20 @@ class _StateCollector:
 
     def collect(self):
         with self.app.app_context():
-            # The pool first: the check below borrows a connection itself.
-            pool = db.engine.pool
+            # The pools first: the check below borrows a connection itself.
             checked_out = GaugeMetricFamily(
                 "postservice_database_pool_checked_out",
                 "Database connections lent out by the pool right now.",
+                labels=("pool",),
             )
-            checked_out.add_metric([], _pool_figure(pool, "checkedout"))
             size = GaugeMetricFamily(
                 "postservice_database_pool_size",
                 "Connections the database pool keeps (overflow not counted).",
+                labels=("pool",),
             )
-            size.add_metric([], _pool_figure(pool, "size"))
+            for name, engine in _engines():
+                checked_out.add_metric([name], _pool_figure(engine.pool, "checkedout"))
+                size.add_metric([name], _pool_figure(engine.pool, "size"))
             up = GaugeMetricFamily(
                 "postservice_dependency_up",
                 "1 when the dependency answers /readyz's check at scrape "
@@ -214,6 +216,13 @@ class _StateCollector:
         yield checked_out
         yield size
         yield up
+
+
+def _engines():
+    """``(pool label, engine)``: "transactions" for the session's engine, and
+    "autocommit" for the one-statement engine on MySQL (``database.py``)."""
+    for key, engine in db.engines.items():
+        yield (key or "transactions"), engine
 
 
 def _pool_figure(pool, name):

@@ -5,6 +5,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import metrics, transactions
+from ..database import single_statement, statement_engine
 from ..errors import NotFound, Unauthorized
 from ..extensions import db
 from ..models import Post
@@ -34,10 +35,10 @@ def add_post(*, user_id, text, idempotency_key=None):
 
 
 def _insert_alone(user_id, text):
-    """One Core INSERT and its COMMIT on a connection of its own: the ORM's
-    unit of work would cost more than the statement for a single new row."""
+    """One Core INSERT, its own transaction (``database.single_statement``):
+    the ORM's unit of work would cost more than the statement for one row."""
     try:
-        with db.engine.begin() as conn:
+        with single_statement() as conn:
             return conn.execute(
                 insert(Post.__table__), {"user_id": user_id, "text": text}
             ).inserted_primary_key[0]
@@ -94,7 +95,7 @@ def listing_body(*, user_id):
 
 def _delete(user_id, post_id):
     posts = Post.__table__
-    with db.engine.begin() as conn:
+    with single_statement() as conn:
         return conn.execute(
             delete(posts).where(posts.c.id == post_id, posts.c.user_id == user_id)
         ).rowcount
@@ -122,7 +123,7 @@ def page_body(*, user_id, limit, after_id):
         .where(Post.user_id == user_id, Post.id > after_id, Post.id <= last)
         .order_by(Post.id)
     )
-    body = listing.started(listing.json_chunks(db.engine, statement))
+    body = listing.started(listing.json_chunks(statement_engine(), statement))
     return body, (last if len(ids) > limit else None)
 
 
@@ -130,7 +131,8 @@ def _render_listing(user_id):
     statement = (
         select(Post.id, Post.text).where(Post.user_id == user_id).order_by(Post.id)
     )
-    return listing.json_chunks(db.engine, statement)
+    # One SELECT: on MySQL's autocommit engine no ROLLBACK follows it.
+    return listing.json_chunks(statement_engine(), statement)
 
 
 def _cached_when_complete(chunks, user_id, generation):

@@ -47,6 +47,15 @@ class TLS:
     certfile: str | None = None
     keyfile: str | None = None
 
+    @classmethod
+    def from_settings(cls, config):
+        """The ``REDIS_SSL_*`` settings of an app's ``config``."""
+        return cls(
+            ca_certs=config.get("REDIS_SSL_CA_CERTS"),
+            certfile=config.get("REDIS_SSL_CERTFILE"),
+            keyfile=config.get("REDIS_SSL_KEYFILE"),
+        )
+
     def options(self):
         return {
             "ssl_ca_certs": self.ca_certs,
@@ -215,13 +224,16 @@ def connect(url, *, timeout, tls=None, retries=0):
     return SentinelTopology(master, sentinel, parsed.service)
 
 
-def limits_storage(url, *, timeout, key_prefix):
+def limits_storage(url, *, timeout, key_prefix, tls=None):
     """A ``limits`` storage for ``url`` (any scheme above, or ``memory://``).
 
     Built on first use by the caller: limits' cluster storage reads the slot
     map, and its sentinel storage asks for the master, when constructed.
     Sentinel reads go to the master here too (limits reads replicas by
     default), and ``db`` and ``sentinel_password`` come from the query.
+    A ``rediss`` scheme uses ``tls`` as ``connect`` does: limits knows no
+    ``rediss+cluster`` or ``rediss+sentinel``, so those become the plain
+    scheme with TLS switched on in the options.
     Raises ``RedisURLError``, ``limits.errors.ConfigurationError`` or one
     of ``REDIS_ERRORS``.
     """
@@ -229,6 +241,7 @@ def limits_storage(url, *, timeout, key_prefix):
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
         return storage_from_string(url, **options)
+    tls = tls or TLS()
     options.update(
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -236,8 +249,9 @@ def limits_storage(url, *, timeout, key_prefix):
     )
     if scheme in SENTINEL_SCHEMES:
         parsed = parse_url(url)
+        security = tls.options() | {"ssl": True} if parsed.tls else {}
         hosts = ",".join(f"{host}:{port}" for host, port in parsed.hosts)
-        url = f"{scheme}://{hosts}/{parsed.service}"
+        url = f"redis+sentinel://{hosts}/{parsed.service}"
         options.update(
             db=parsed.db,
             use_replicas=False,
@@ -245,11 +259,17 @@ def limits_storage(url, *, timeout, key_prefix):
                 "socket_timeout": timeout,
                 "socket_connect_timeout": timeout,
                 "password": parsed.sentinel_password,
+                **security,
             },
+            **security,
         )
         if parsed.password:
             options["password"] = parsed.password
     elif scheme in CLUSTER_SCHEMES:
-        parse_url(url)  # refuses what the cluster client would misread
-        url = url.replace("rediss+cluster", "redis+cluster")
+        parsed = parse_url(url)  # refuses what the cluster client would misread
+        url = "redis+cluster" + url[len(scheme) :]
+        if parsed.tls:
+            options.update(tls.options(), ssl=True)
+    elif scheme == "rediss":
+        options.update(tls.options())
     return storage_from_string(url, **options)

@@ -22,12 +22,11 @@ generation, never to be served.
 import logging
 import time
 
-import redis
 from flask import current_app, request
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import cache_health, user_state
+from . import cache_health, redis_client, user_state
 from .errors import Unauthorized
 from .extensions import db
 from .models import RevokedToken, User
@@ -194,6 +193,7 @@ def purge_expired(now=None):
 
 # Where 1.x kept logged-out tokens: Redis alone, under a fixed prefix.
 LEGACY_PATTERN = "postservice:revoked:*"
+LEGACY_TIMEOUT = 5.0
 
 
 def import_legacy():
@@ -206,7 +206,13 @@ def import_legacy():
     url = current_app.config["REDIS_URL"]
     if not url:
         return 0
-    client = redis.Redis.from_url(url)
+    # Built as the cache's client is, so rediss:// takes the REDIS_SSL_*
+    # files. A one-off command: it waits longer than a request would.
+    client = redis_client.connect(
+        url,
+        timeout=LEGACY_TIMEOUT,
+        tls=redis_client.TLS.from_settings(current_app.config),
+    ).client
     now = int(time.time())
     known = set(db.session.scalars(select(RevokedToken.jti)))
     added = 0

@@ -18,7 +18,8 @@ attempts from elsewhere never spend the owner's. A throttled request is
 
 The counts live in ``RATELIMIT_STORAGE_URL`` (by default ``REDIS_URL``), a
 store to keep apart from the evictable cache in production; the ``limits``
-library talks to it. When it cannot be asked, one warning is logged and
+library talks to it, over TLS with the cache's ``REDIS_SSL_*`` files when
+the URL says ``rediss``. When it cannot be asked, one warning is logged and
 counting goes on in the process's memory until it answers again: an
 outage must neither turn logins into 500s nor lift the limits.
 """
@@ -68,6 +69,7 @@ class Throttle:
                 raise ConfigError(f"RATELIMIT_STORAGE_URL: {e}") from None
         self.prefix = app.config["REDIS_KEY_PREFIX"] + ":throttle"
         self.timeout = app.config["REDIS_TIMEOUT"]
+        self.tls = redis_client.TLS.from_settings(app.config)
         self.build_lock = threading.Lock()
         self.shared = None  # built on first use: the app starts without Redis
         self.local = FixedWindowRateLimiter(MemoryStorage())
@@ -78,7 +80,10 @@ class Throttle:
             with self.build_lock:
                 if self.shared is None:
                     storage = redis_client.limits_storage(
-                        self.url, timeout=self.timeout, key_prefix=self.prefix
+                        self.url,
+                        timeout=self.timeout,
+                        key_prefix=self.prefix,
+                        tls=self.tls,
                     )
                     self.shared = FixedWindowRateLimiter(storage)
         return self.shared

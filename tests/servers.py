@@ -3,7 +3,8 @@
 Each listens on its own spare port on 127.0.0.1 and keeps its files in the
 test's temporary directory, so killing one never touches the shared servers.
 A killed Redis or MariaDB is restarted on the same port (and for MariaDB the
-same data directory), as an operator's supervisor would.
+same data directory), as an operator's supervisor would. A TLS redis-server
+gets a CA and certificates made by ``openssl`` for it alone.
 """
 
 import getpass
@@ -15,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pymysql
 import pytest
@@ -113,9 +116,16 @@ class RedisServer:
     def url(self):
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def listening(self):
+        """The command-line settings that say how clients reach it."""
+        return ["--port", str(self.port)]
+
+    def client(self, **kwargs):
+        return redis.Redis(port=self.port, socket_timeout=0.5, **kwargs)
+
     def _answers(self):
         try:
-            return redis.Redis(port=self.port, socket_timeout=0.5).ping()
+            return self.client().ping()
         except redis.RedisError:
             return False
 
@@ -124,8 +134,7 @@ class RedisServer:
             self.process = subprocess.Popen(
                 [
                     self.program,
-                    "--port",
-                    str(self.port),
+                    *self.listening(),
                     "--bind",
                     "127.0.0.1",
                     "--save",
@@ -148,6 +157,114 @@ class RedisServer:
     def stop(self):
         if self.process and self.process.poll() is None:
             self.kill()
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """PEM files of a throwaway CA and of what it signed, for a TLS Redis."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _openssl(*args):
+    result = run_in_repo([require_program("openssl"), *args])
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed:\n{result.stderr}")
+
+
+def certificate_authority(directory, name):
+    """A self-signed CA: returns the paths of its certificate and key."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+        "-subj", f"/CN=postservice test {name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    return cert, key
+
+
+def _signed(directory, name, ca, extensions):
+    """A key and a certificate for ``name`` signed by ``ca`` (cert, key)."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    request, extfile = directory / f"{name}.csr", directory / f"{name}.ext"
+    extfile.write_text(
+        "\n".join(
+            [
+                "basicConstraints=critical,CA:FALSE",
+                "keyUsage=critical,digitalSignature,keyEncipherment",
+                "subjectKeyIdentifier=hash",
+                "authorityKeyIdentifier=keyid",
+                *extensions,
+            ]
+        )
+        + "\n"
+    )
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", str(key), "-out", str(request),
+        "-subj", f"/CN=postservice test {name}",
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(request), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+        "-CAcreateserial", "-out", str(cert), "-days", "2",
+        "-extfile", str(extfile),
+    )  # fmt: skip
+    return cert, key
+
+
+def issue_certificates(directory):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+    ca = certificate_authority(directory, "ca")
+    server = _signed(
+        directory,
+        "server",
+        ca,
+        ["subjectAltName=IP:127.0.0.1", "extendedKeyUsage=serverAuth"],
+    )
+    client = _signed(directory, "client", ca, ["extendedKeyUsage=clientAuth"])
+    return Certificates(ca[0], *server, *client)
+
+
+class TLSRedisServer(RedisServer):
+    """A redis-server that speaks only TLS and admits only clients with a
+    certificate its CA signed."""
+
+    def __init__(self, workdir, certificates):
+        super().__init__(workdir)
+        self.certificates = certificates
+
+    @property
+    def url(self):
+        return f"rediss://127.0.0.1:{self.port}/0"
+
+    def listening(self):
+        files = self.certificates
+        return [
+            "--port", "0", "--tls-port", str(self.port),
+            "--tls-cert-file", str(files.server_cert),
+            "--tls-key-file", str(files.server_key),
+            "--tls-ca-cert-file", str(files.ca),
+            "--tls-auth-clients", "yes",
+        ]  # fmt: skip
+
+    def client(self, **kwargs):
+        files = self.certificates
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=0.5,
+            ssl=True,
+            ssl_ca_certs=str(files.ca),
+            ssl_certfile=str(files.client_cert),
+            ssl_keyfile=str(files.client_key),
+            **kwargs,
+        )
 
 
 def install_datadir(install, datadir, user):

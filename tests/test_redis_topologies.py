@@ -5,7 +5,13 @@ import time
 import pytest
 
 import config as settings
-from postservice.redis_client import RedisURLError, parse_url
+from postservice.redis_client import (
+    TLS,
+    RedisURLError,
+    connect,
+    limits_storage,
+    parse_url,
+)
 
 from .conftest import AuthActions, free_port
 
@@ -34,6 +40,25 @@ def test_sentinel_url_takes_db_and_passwords_as_options():
     assert parsed.hosts == [("s1", 26379), ("s2", 26379)]
     assert parsed.service == "mymaster"
     assert (parsed.db, parsed.password, parsed.sentinel_password) == (3, "pw", "spw")
+
+
+def test_throttle_counters_behind_sentinel_speak_tls_as_the_cache_does():
+    """limits knows no ``rediss+sentinel``; the storage gets TLS as options.
+
+    Neither client contacts a server until it is used.
+    """
+    url = "rediss+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster?db=3"
+    tls = TLS(ca_certs="ca.pem", certfile="client.pem", keyfile="client.key")
+    storage = limits_storage(url, timeout=0.2, key_prefix="p", tls=tls)
+    cache = connect(url, timeout=0.2, tls=tls)
+    files = {"ssl_ca_certs": "ca.pem", "ssl_certfile": "client.pem"}
+    for sentinel in (storage.sentinel, cache.sentinel):
+        assert sentinel.sentinel_kwargs["ssl"] is True
+        assert files.items() <= sentinel.sentinel_kwargs.items()
+    counters, listings = storage.storage.connection_pool, cache.client.connection_pool
+    assert counters.connection_class is listings.connection_class
+    assert files.items() <= counters.connection_kwargs.items()
+    assert counters.connection_kwargs["db"] == 3
 
 
 @pytest.mark.parametrize(

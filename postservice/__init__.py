@@ -3,7 +3,6 @@
 import os
 import secrets
 
-from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config as settings
@@ -24,12 +23,12 @@ from . import (
     revocation,
     throttling,
 )
+from .application import App
 from .extensions import cache, db, jwt, migrate
 from .posts import cache as posts_cache
 from .posts.routes import bp as posts_bp
 from .users import passwords
 from .users.routes import bp as users_bp
-from .validation import JSONProvider, JSONRequest
 
 
 def create_app(config=None):
@@ -37,7 +36,7 @@ def create_app(config=None):
 
     Raises ``config.ConfigError`` (a ``SystemExit``) for unsafe or unreadable settings.
     """
-    app = Flask(__name__, instance_relative_config=True)
+    app = App(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(
         settings.settings_for(os.environ, app.instance_path, config)
@@ -48,8 +47,6 @@ def create_app(config=None):
             if app.config["MODE"] == "development"
             else secrets.token_urlsafe(48)
         )
-    app.request_class = JSONRequest
-    app.json = JSONProvider(app)
     # Non-ASCII would otherwise cost six bytes a character in every response.
     app.json.ensure_ascii = False
     app.json.sort_keys = False

@@ -56,10 +56,10 @@ TOKEN_STAGE = (
     [("flask_jwt_extended/view_decorators.py", "verify_jwt_in_request")],
 )
 REDIS_STAGE = ("Redis round trips", [("redis/client.py", "execute_command")])
-TEARDOWN_STAGE = ("session teardown", [("postservice/errors.py", "release_session")])
+TEARDOWN_STAGE = ("session teardown", [("postservice/database.py", "release_session")])
 HEADERS_STAGE = (
     "security headers",
-    [("postservice/errors.py", "add_security_headers")],
+    [("postservice/headers.py", "add_security_headers")],
 )
 GET_STAGES = [
     LOG_STAGE,
@@ -81,6 +81,7 @@ ADD_STAGES = [
     ),
     ("pool checkout (and ping)", [("sqlalchemy/pool/base.py", "_checkout")]),
     ("INSERT round trip", [("pymysql/cursors.py", "execute")]),
+    # None on the autocommit engine (database.py); the write floor's own.
     ("COMMIT round trip", [("pymysql/connections.py", "commit")]),
     REDIS_STAGE,
     ("add_post: ORM and Core rest", [("postservice/posts/service.py", "add_post")]),

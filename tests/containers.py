@@ -25,6 +25,7 @@ DOCKER = "/usr/bin/docker"
 PASSWORD = "container password"
 SINGLE = ("docker-compose.yml", "docker-compose.override.yml")
 SCALED = ("docker-compose.yml", "docker-compose.scale.yml")
+GALERA = ("docker-compose.yml", "docker-compose.galera.yml")
 
 
 def unavailable(why):
@@ -108,6 +109,12 @@ class Stack:
 
     def docker(self, *args, timeout=120, check=True):
         return run([DOCKER, *args], self.engine, timeout, check)
+
+    def health(self, container):
+        """The container's health: starting, healthy, unhealthy (or empty)."""
+        return self.docker(
+            "inspect", "--format", "{{.State.Health.Status}}", container
+        ).stdout.strip()
 
     def wait_ready(self, timeout=180):
         """Until /readyz answers 200 through nginx."""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Local stand-ins for the official images (python, mysql, redis, nginx), built
-# from Debian packages, for machines that cannot pull from an image registry.
+# Local stand-ins for the official images (python, mysql and mariadb, redis,
+# nginx), built from Debian packages, for machines that cannot pull from an
+# image registry.
 # Each is built once and reused while present; a change to this recipe
 # rebuilds them. Uses the Docker engine that DOCKER_HOST names.
 #
@@ -18,13 +19,16 @@ PREFIX=postservice-ci
 # The host's CA bundle: builds reach PyPI through whatever the host trusts.
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
-declare -A SETTING=(
-    [python]=PYTHON_IMAGE [mariadb]=MYSQL_IMAGE [redis]=REDIS_IMAGE [nginx]=NGINX_IMAGE
+# Each setting and the stand-in it selects. One MariaDB serves as the MySQL
+# of docker-compose.yml and as the Galera nodes of docker-compose.galera.yml.
+SETTINGS=(
+    PYTHON_IMAGE=python MYSQL_IMAGE=mariadb GALERA_IMAGE=mariadb
+    REDIS_IMAGE=redis NGINX_IMAGE=nginx
 )
 
 if [ "${1:-}" = --print ]; then
-    for name in python mariadb redis nginx; do
-        echo "${SETTING[$name]}=$PREFIX/$name:$SUITE"
+    for setting in "${SETTINGS[@]}"; do
+        echo "${setting%%=*}=$PREFIX/${setting#*=}:$SUITE"
     done
     exit 0
 fi
@@ -71,7 +75,9 @@ build python python3,python3-venv,ca-certificates \
 
 # The servers' packages, then their start-up settings in a layer of their
 # own, so that changing those does not bootstrap Debian again.
-build mariadb-packages mariadb-server,mariadb-client \
+# mariadb-server brings galera-4, socat and rsync; mariabackup is the state
+# transfer of docker/galera.cnf.
+build mariadb-packages mariadb-server,mariadb-client,mariadb-backup \
     --customize-hook='rm -rf "$1"/var/lib/mysql/*' \
     -- \
     'ENV LANG=C.UTF-8'

@@ -33,4 +33,4 @@ if ! /usr/bin/docker version >/dev/null 2>&1; then
     eval "$(docker/ci/dockerd.sh start)"
 fi
 docker/ci/build-bases.sh
-./scripts/test.sh -m containers "$@" tests/test_containers.py tests/test_containers_scale.py
+./scripts/test.sh -m containers "$@" tests/test_containers*.py

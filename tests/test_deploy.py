@@ -2,6 +2,7 @@
 waits for its database, migrates a fresh one, serves, and stops cleanly."""
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
+
+from postservice import serve
 
 from .conftest import ROOT, run_in_repo
 from .servers import AppInstance, MariaDBServer, require_program
@@ -73,6 +77,16 @@ def test_compose_files_are_valid(files, services, tmp_path):
     )
     assert check.returncode == 0, check.stderr
     assert set(check.stdout.split()) == services
+    # nginx, the only way in, is published whichever files are named.
+    full = subprocess.run(
+        [*compose(tmp_path, *files), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    nginx = yaml.safe_load(full.stdout)["services"]["nginx"]
+    assert nginx["ports"] == ["127.0.0.1:8000:8000/tcp"]
 
 
 def test_compose_refuses_to_run_without_the_secrets(tmp_path):
@@ -218,3 +232,13 @@ def test_replicas_migrating_at_once_take_turns(tmp_path):
             assert sum("Running upgrade" in out for out in outputs) == 1, outputs
     finally:
         server.stop()
+
+
+def test_nginx_closes_idle_app_connections_before_the_app_does():
+    """A kept-alive connection closed by the app as nginx sends a POST on it
+    is a 502 (nginx sends a POST only once): nginx must let go first."""
+    conf = (ROOT / "nginx.conf").read_text()
+    upstream = re.search(r"upstream postservice \{(.*?)\}", conf, re.S).group(1)
+    assert re.search(r"^\s*keepalive \d+;", upstream, re.M)  # connections reused
+    nginx_idle = int(re.search(r"keepalive_timeout (\d+)s;", upstream).group(1))
+    assert nginx_idle < serve.CHANNEL_TIMEOUT

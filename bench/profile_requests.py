@@ -360,6 +360,12 @@ def attribute(raw_file, requests):
     samples = {}
     for line in Path(raw_file).read_text(encoding="utf-8").splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            # A frame that holds a line break (a thread or function name)
+            # splits its stack over lines; the part without the count is
+            # not a sample.
+            print(f"profile: skipped a broken stack line: {line[:120]!r}")
+            continue
         frames = stack.split(";")
         stage = next(
             (

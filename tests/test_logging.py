@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import sys
-import threading
 
 import pytest
 import requests
@@ -221,53 +220,3 @@ def test_unknown_log_format_is_refused(database_url):
     assert result.stderr.strip().splitlines()[-1] == (
         "postservice: configuration error: LOG_FORMAT must be text or json, got 'xml'"
     )
-
-
-class RecordingStream(io.StringIO):
-    """A stream that remembers which threads wrote to it."""
-
-    def __init__(self):
-        super().__init__()
-        self.writers = set()
-        self.writes = 0
-
-    def write(self, text):
-        self.writers.add(threading.current_thread().name)
-        self.writes += 1
-        return super().write(text)
-
-
-def test_queued_lines_are_all_written_in_order_by_the_writer_thread():
-    stream = RecordingStream()
-    writer = logconfig.LineWriter(stream)
-    handler = logconfig.QueuedLineHandler(writer)
-    handler.setFormatter(logging.Formatter("%(threadName)s %(message)s"))
-    logger = logging.getLogger("postservice.test.queued")
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-
-        def log_many(n):
-            for i in range(n):
-                logger.warning("line %d", i)
-
-        threads = [
-            threading.Thread(target=log_many, args=(2000,), name=f"request-{k}")
-            for k in range(4)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = True
-        writer.stop()
-    lines = stream.getvalue().splitlines()
-    assert len(lines) == 8000
-    for k in range(4):
-        mine = [line for line in lines if line.startswith(f"request-{k} ")]
-        assert mine == [f"request-{k} line {i}" for i in range(2000)]
-    # Only the writer thread touched the stream, several lines a write.
-    assert stream.writers == {"postservice-log-writer"}
-    assert stream.writes < len(lines)

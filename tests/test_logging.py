@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import sys
-import time
 
 import pytest
 import requests
@@ -221,55 +220,3 @@ def test_unknown_log_format_is_refused(database_url):
     assert result.stderr.strip().splitlines()[-1] == (
         "postservice: configuration error: LOG_FORMAT must be text or json, got 'xml'"
     )
-
-
-class CountingRaw(io.RawIOBase):
-    """A file that counts the writes reaching it, as system calls would."""
-
-    def __init__(self):
-        self.chunks = []
-
-    def writable(self):
-        return True
-
-    def write(self, data):
-        self.chunks.append(bytes(data))
-        return len(data)
-
-    def text(self):
-        return b"".join(self.chunks).decode()
-
-
-def buffered_handler(interval):
-    raw = CountingRaw()
-    stream = io.TextIOWrapper(io.BufferedWriter(raw, 64 * 1024), encoding="utf-8")
-    handler = logconfig.BufferedHandler(stream, interval=interval)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger(f"postservice.test.buffered.{interval}")
-    logger.addHandler(handler)
-    logger.propagate = False
-    return raw, handler, logger
-
-
-def test_buffered_lines_are_written_many_at_a_time_and_all_at_close():
-    raw, handler, logger = buffered_handler(interval=60)  # no timed flush here
-    for n in range(3000):
-        logger.warning("line %d", n)
-    handler.close()
-    logger.removeHandler(handler)
-    assert raw.text().splitlines() == [f"line {n}" for n in range(3000)]
-    # 3,000 lines, a few writes: not one per line.
-    assert 1 <= len(raw.chunks) <= 3
-
-
-def test_buffered_lines_reach_the_file_within_the_interval():
-    raw, handler, logger = buffered_handler(interval=0.05)
-    try:
-        logger.warning("soon")
-        deadline = time.monotonic() + 5
-        while "soon" not in raw.text() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert raw.text() == "soon\n"
-    finally:
-        handler.close()
-        logger.removeHandler(handler)

@@ -240,8 +240,11 @@ def in_process(config, count):
 
     statements = []
     with ours.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        engines = list(db.engines.values())  # the autocommit one on MySQL too
+    for engine in engines:
+        event.listen(
+            engine, "before_cursor_execute", lambda *a: statements.append(a[2])
+        )
 
     results = {}
     for name, app, environ, stages in (

@@ -347,7 +347,9 @@ def _derived(settings):
             )
     binds = {}
     if url.startswith(("mysql", "mariadb")):
-        binds["autocommit"] = {
+        from postservice.database import AUTOCOMMIT_BIND
+
+        binds[AUTOCOMMIT_BIND] = {
             "url": url,
             **engine,
             # Statements that are their own transaction (database.py): no

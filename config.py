@@ -257,7 +257,7 @@ def secret_weakness(secret):
     if len(secret) < MIN_SECRET_CHARS:
         return f"is shorter than {MIN_SECRET_CHARS} characters"
     words = re.split(r"[\s-]+", secret.strip())
-    if len(words) >= 3 and all(word.isalpha() for word in words):
+    if len(words) >= 3 and all(_is_word(word) for word in words):
         if len(words) * BITS_PER_WORD < 256:
             return f"is a passphrase of {len(words)} words, too few to guess"
         return None
@@ -266,6 +266,15 @@ def secret_weakness(secret):
     if _estimated_bits(secret) < MIN_SECRET_ESTIMATED_BITS:
         return "repeats too few characters too often to be random"
     return None
+
+
+def _is_word(text):
+    """Written as a word is: letters in one case, or capitalised.
+
+    ``token_urlsafe`` output may hold hyphens between runs of letters, but
+    its letters change case at random, which words do not.
+    """
+    return text.isalpha() and (text.islower() or text.isupper() or text.istitle())
 
 
 def _estimated_bits(text):

@@ -57,6 +57,19 @@ def test_production_accepts_every_generated_secret():
             assert settings.secret_weakness(secret) is None, secret
 
 
+@pytest.mark.parametrize(
+    "secret",
+    [
+        # token_urlsafe(32) outputs whose hyphens split them into runs of
+        # letters: random case, not words.
+        "nP-dAhVmiXIBuJvvbkYWZzOQjI-WvEjbPSjcYSLNOig",
+        "QwErTyUiOpAsDfGhJkLz-XcVbNmQwErTyUiOp-AsDfG",
+    ],
+)
+def test_random_keys_with_hyphens_are_not_passphrases(secret):
+    assert settings.secret_weakness(secret) is None
+
+
 def published_placeholders():
     """Every value given for JWT_SECRET_KEY in the files a reader can see."""
     found = set()

@@ -1,6 +1,7 @@
 """Recovery from database connections that died while idle in the pool."""
 
 import contextlib
+import time
 
 import pymysql
 import pytest
@@ -34,6 +35,14 @@ def kill_idle_connections(app):
         ids = [row[0] for row in cursor.fetchall()]
         for thread_id in ids:
             cursor.execute(f"KILL {int(thread_id)}")
+        # KILL returns before the server has closed the connection; a
+        # restart has closed them all by the time anyone asks again.
+        deadline = time.monotonic() + 10
+        while ids and time.monotonic() < deadline:
+            cursor.execute("SELECT id FROM information_schema.processlist")
+            if not set(ids) & {row[0] for row in cursor.fetchall()}:
+                break
+            time.sleep(0.05)
     return len(ids)
 
 

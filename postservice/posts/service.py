@@ -1,7 +1,9 @@
 """Post rules: adding, listing and deleting a user's own posts."""
 
+from functools import cache as built_once
+
 from flask import current_app
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import metrics, transactions
@@ -34,13 +36,28 @@ def add_post(*, user_id, text, idempotency_key=None):
     return post_id
 
 
+# The statements of the writes, built once: a statement built per request
+# costs SQLAlchemy a new cache key each time (a sixth of the INSERT's CPU).
+@built_once
+def _insert_statement():
+    return insert(Post.__table__)
+
+
+@built_once
+def _delete_statement():
+    posts = Post.__table__
+    return delete(posts).where(
+        posts.c.id == bindparam("post_id"), posts.c.user_id == bindparam("user_id")
+    )
+
+
 def _insert_alone(user_id, text):
     """One Core INSERT, its own transaction (``database.single_statement``):
     the ORM's unit of work would cost more than the statement for one row."""
     try:
         with single_statement() as conn:
             return conn.execute(
-                insert(Post.__table__), {"user_id": user_id, "text": text}
+                _insert_statement(), {"user_id": user_id, "text": text}
             ).inserted_primary_key[0]
     except IntegrityError:  # the foreign key: the account was deleted
         raise Unauthorized("Could not validate credentials") from None
@@ -94,10 +111,9 @@ def listing_body(*, user_id):
 
 
 def _delete(user_id, post_id):
-    posts = Post.__table__
     with single_statement() as conn:
         return conn.execute(
-            delete(posts).where(posts.c.id == post_id, posts.c.user_id == user_id)
+            _delete_statement(), {"post_id": post_id, "user_id": user_id}
         ).rowcount
 
 

@@ -349,13 +349,39 @@ def spy(config, token, seconds):
                     stderr=subprocess.DEVNULL,
                 )
                 time.sleep(0.5)  # py-spy attaches
+                before = server_cpu(pid)
                 figures = common.wrk(base, path, script, 8, seconds - 1, wrk_env)
+                after = server_cpu(pid)
                 recorder.wait(timeout=seconds + 30)
                 common.request("GET", base + "/", timeout=60)  # drained
             requests = figures["requests"]  # all served while py-spy recorded
-            out[name] = {"rps": figures["rps"], "stages": attribute(raw, requests)}
+            out[name] = {
+                "rps": figures["rps"],
+                "stages": attribute(raw, requests),
+                "server": [
+                    (b - a) / requests for a, b in zip(before, after, strict=True)
+                ],
+            }
     common.mysql_query(config, "DELETE FROM posts WHERE user_id = %s", (user_id,))
     return out
+
+
+def server_cpu(pid):
+    """The server's CPU seconds (user, system) and context switches so far.
+
+    The kernel's own count for every thread, whatever it was doing: what
+    throughput follows when the process is the bottleneck, GIL hand-offs
+    and socket calls included, which py-spy's samples do not all show.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    switches = 0
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        # Waitress's threads live as long as the server: none ends meanwhile.
+        for line in (thread / "status").read_text().splitlines():
+            if "ctxt_switches:" in line:
+                switches += int(line.split()[1])
+    return int(fields[11]) / tick, int(fields[12]) / tick, switches
 
 
 def attribute(raw_file, requests):
@@ -420,6 +446,13 @@ def print_tables(process, spied):
                 f"| all CPU | {sum(s['stages'].values()):.0f} | "
                 f"{sum(t['stages'].values()):.0f} |"
             )
+            for label, i, scale in (
+                ("server CPU from the kernel, user", 0, 1e6),
+                ("server CPU from the kernel, system", 1, 1e6),
+                ("context switches (count)", 2, 1),
+            ):
+                x, y = s["server"][i] * scale, t["server"][i] * scale
+                print(f"| {label} | {x:.0f} | {y:.0f} |")
 
 
 def main(argv=None):

@@ -118,10 +118,42 @@ def up_watching_nodes(stack):
         if up.poll() is None:
             up.kill()
         up.wait()
-    assert up.returncode == 0, log.read_text()[-3000:]
+    assert up.returncode == 0, log.read_text()[-3000:] + why_not_healthy(
+        stack, healthy_after
+    )
     for node in healthy_nodes(stack):  # any that got healthy since the last look
         healthy_after.setdefault(node, time.monotonic() - began)
     return healthy_after, began
+
+
+def why_not_healthy(stack, healthy_after):
+    """What to read when ``up`` gave up: each container's state, and the last
+    health checks and log lines of those that are not healthy."""
+    lines = stack.docker(
+        "ps",
+        "--all",
+        "--filter",
+        f"label=com.docker.compose.project={stack.project}",
+        "--format",
+        '{{.ID}} {{.Label "com.docker.compose.service"}} {{.Status}}',
+        check=False,
+    ).stdout.splitlines()
+    report = [f"\nhealthy after (s): {healthy_after}", *lines]
+    for line in lines:
+        container = line.split()[0]
+        if "(healthy)" in line:
+            continue
+        health = stack.docker(
+            "inspect", "--format", "{{json .State.Health}}", container, check=False
+        ).stdout
+        logs = stack.docker("logs", "--tail", "40", container, check=False)
+        report += [
+            f"--- {line}",
+            health[-1500:],
+            logs.stdout[-2500:],
+            logs.stderr[-2500:],
+        ]
+    return "\n".join(report)
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,8 @@ DATABASE_MAX_OVERFLOW = 5
 # A listing larger than this is streamed to the client and not kept in the
 # cache: one user's posts must not fill Redis or a process's memory.
 POSTS_CACHE_MAX_BYTES = 1024 * 1024
+# The bind of the MySQL engine whose connections autocommit (postservice/database.py).
+AUTOCOMMIT_BIND = "autocommit"
 
 
 class ConfigError(SystemExit):
@@ -356,8 +358,6 @@ def _derived(settings):
             )
     binds = {}
     if url.startswith(("mysql", "mariadb")):
-        from postservice.database import AUTOCOMMIT_BIND
-
         binds[AUTOCOMMIT_BIND] = {
             "url": url,
             **engine,

@@ -16,12 +16,12 @@ import logging
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
+from config import AUTOCOMMIT_BIND
+
 from .errors import database_error_summary
 from .extensions import db
 
 log = logging.getLogger(__name__)
-
-AUTOCOMMIT_BIND = "autocommit"
 
 
 def init_app(app):

@@ -110,6 +110,11 @@ class Stack:
     def docker(self, *args, timeout=120, check=True):
         return run([DOCKER, *args], self.engine, timeout, check)
 
+    def ps(self, *args, check=True):
+        """``docker ps`` of this project's containers (without compose: fast)."""
+        label = f"label=com.docker.compose.project={self.project}"
+        return self.docker("ps", "--filter", label, *args, check=check)
+
     def health(self, container):
         """The container's health: starting, healthy, unhealthy (or empty)."""
         return self.docker(
@@ -154,13 +159,7 @@ class Stack:
 
 def published(stack):
     """{container name: its published ports} for every container of the stack."""
-    names = stack.docker(
-        "ps",
-        "--filter",
-        f"label=com.docker.compose.project={stack.project}",
-        "--format",
-        "{{.Names}}",
-    ).stdout.split()
+    names = stack.ps("--format", "{{.Names}}").stdout.split()
     ports = {}
     for name in names:
         raw = stack.docker(

@@ -23,14 +23,8 @@ NODES = ("galera-1", "galera-2", "galera-3")
 
 def container(stack, node):
     """The id of ``node``'s container, running or not (without compose: fast)."""
-    found = stack.docker(
-        "ps",
-        "--all",
-        "--quiet",
-        "--filter",
-        f"label=com.docker.compose.project={stack.project}",
-        "--filter",
-        f"label=com.docker.compose.service={node}",
+    found = stack.ps(
+        "--all", "--quiet", "--filter", f"label=com.docker.compose.service={node}"
     ).stdout.split()
     assert len(found) == 1, found
     return found[0]
@@ -82,12 +76,8 @@ def wait_synced(stack, node, timeout=240):
 
 def healthy_nodes(stack):
     """The nodes whose containers report healthy now."""
-    lines = stack.docker(
-        "ps",
-        "--filter",
-        f"label=com.docker.compose.project={stack.project}",
-        "--format",
-        '{{.Label "com.docker.compose.service"}} {{.Status}}',
+    lines = stack.ps(
+        "--format", '{{.Label "com.docker.compose.service"}} {{.Status}}'
     ).stdout.splitlines()
     return {line.split()[0] for line in lines if "(healthy)" in line} & set(NODES)
 
@@ -129,11 +119,8 @@ def up_watching_nodes(stack):
 def why_not_healthy(stack, healthy_after):
     """What to read when ``up`` gave up: each container's state, and the last
     health checks and log lines of those that are not healthy."""
-    lines = stack.docker(
-        "ps",
+    lines = stack.ps(
         "--all",
-        "--filter",
-        f"label=com.docker.compose.project={stack.project}",
         "--format",
         '{{.ID}} {{.Label "com.docker.compose.service"}} {{.Status}}',
         check=False,

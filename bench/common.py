@@ -142,8 +142,12 @@ def free_port():
 
 
 @contextmanager
-def waitress(app_spec, env, threads=THREADS):
-    """Serve ``app_spec`` (``module:factory``) under waitress; yields (base, pid)."""
+def waitress(app_spec, env, threads=THREADS, cwd=ROOT):
+    """Serve ``app_spec`` (``module:factory``) under waitress; yields (base, pid).
+
+    ``python -m waitress`` imports ``app_spec`` from ``cwd`` first: another
+    checkout there serves its own code (see ``compare.py``).
+    """
     port = free_port()
     process = subprocess.Popen(
         [
@@ -157,7 +161,7 @@ def waitress(app_spec, env, threads=THREADS):
             app_spec,
         ],
         env=env,
-        cwd=ROOT,
+        cwd=cwd,
     )
     base = f"http://127.0.0.1:{port}"
     try:

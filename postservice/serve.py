@@ -45,6 +45,10 @@ SERVER_BODY_LIMIT = MAX_BODY_BYTES + 1024 * 1024
 # a slot of WAITRESS_CONNECTION_LIMIT each; clients that keep one open for
 # minutes without a request are better made to reconnect.
 CHANNEL_TIMEOUT = 30
+# How long the main loop pauses on finding a channel's output locked by the
+# worker writing it (see ``Channel``): long enough for that worker to take
+# the GIL back, short beside a request.
+LOCKED_OUTPUT_PAUSE = 0.0002
 
 
 def server_settings(env, pool_size):
@@ -91,12 +95,40 @@ def shutdown_timeout(env):
     return _float(env, "SHUTDOWN_TIMEOUT", 20.0)
 
 
+class Channel(HTTPChannel):
+    """waitress's connection, without a busy loop that starves the workers.
+
+    While a worker writes a response it holds the connection's output lock,
+    and it gives up the GIL for every send. All that time the connection
+    has output pending, so the main loop's ``select`` reports it writable at
+    once, the loop finds the lock taken, and goes round again: at 64
+    connections it spent most of a core that way, holding the GIL while the
+    worker that owned the lock waited for it. Pausing for a fraction of a
+    millisecond instead hands the GIL over. Nothing else changes: a worker
+    that leaves output behind still wakes the loop to send it.
+    """
+
+    def _flush_some_if_lockable(self, do_close=True):
+        # The lock is reentrant (a Condition's RLock), so waitress's own
+        # method, which takes it without waiting, takes it again.
+        if not self.outbuf_lock.acquire(blocking=False):
+            time.sleep(LOCKED_OUTPUT_PAUSE)
+            return
+        try:
+            super()._flush_some_if_lockable(do_close)
+        finally:
+            self.outbuf_lock.release()
+
+
 class GracefulServer:
     """A waitress server over its own socket map, so it can be drained."""
 
     def __init__(self, app, settings):
         self.map = {}
         self.server = create_server(app, map=self.map, **settings)
+        for obj in self.map.values():
+            if isinstance(obj, BaseWSGIServer):
+                obj.channel_class = Channel
         self.stop_requested = False
         self.accepting = True
 

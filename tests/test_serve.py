@@ -4,6 +4,7 @@ import json
 import signal
 import socket
 import sys
+import threading
 import time
 
 import pytest
@@ -13,7 +14,12 @@ from sqlalchemy import select
 from config import MAX_BODY_BYTES, ConfigError
 from postservice.extensions import db
 from postservice.models import Post
-from postservice.serve import server_settings
+from postservice.serve import (
+    LOCKED_OUTPUT_PAUSE,
+    Channel,
+    GracefulServer,
+    server_settings,
+)
 
 from .conftest import run_in_repo, server_env
 from .load import register_users
@@ -153,3 +159,59 @@ def test_sigterm_on_an_idle_server_exits_at_once(instance):
     started = time.monotonic()
     assert instance.terminate(timeout=30) == 0
     assert time.monotonic() - started < 5
+
+
+def test_every_connection_of_the_server_is_a_channel_that_pauses():
+    def hello(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+
+    server = GracefulServer(hello, {"host": "127.0.0.1", "port": 0, "threads": 1})
+    loop = threading.Thread(target=server.run, args=(5,), daemon=True)
+    loop.start()
+    try:
+        response = requests.get(f"http://127.0.0.1:{server.port}/", timeout=5)
+        assert response.text == "hello"
+        channels = [obj for obj in server.map.values() if isinstance(obj, Channel)]
+        assert channels  # the keep-alive connection, still open
+    finally:
+        server.request_stop()
+        loop.join(10)
+    assert not loop.is_alive()
+
+
+class OutputRecorder(Channel):
+    """A channel with only what flushing its output needs."""
+
+    def __init__(self):  # no socket, no server
+        self.outbuf_lock = threading.Condition()
+        self.total_outbufs_len = 10
+        self.adj = type("Adjustments", (), {"outbuf_high_watermark": 100})()
+        self.flushed = 0
+
+    def _flush_some(self, do_close=True):
+        self.flushed += 1
+        self.total_outbufs_len = 0
+
+
+def test_the_main_loop_pauses_on_output_a_worker_is_writing():
+    channel = OutputRecorder()
+    held, release = threading.Event(), threading.Event()
+
+    def worker():
+        with channel.outbuf_lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    held.wait(10)
+    started = time.monotonic()
+    channel._flush_some_if_lockable()
+    paused = time.monotonic() - started
+    assert channel.flushed == 0  # the worker's output is left to the worker
+    assert paused >= LOCKED_OUTPUT_PAUSE  # slept, handing over the GIL
+    release.set()
+    thread.join(10)
+    channel._flush_some_if_lockable()
+    assert channel.flushed == 1  # free: sent as waitress sends it

@@ -143,23 +143,16 @@ def free_port():
 
 @contextmanager
 def waitress(app_spec, env, threads=THREADS, cwd=ROOT):
-    """Serve ``app_spec`` (``module:factory``) under waitress; yields (base, pid).
+    """Serve ``app_spec`` (``module:factory``); yields (base, pid).
 
-    ``python -m waitress`` imports ``app_spec`` from ``cwd`` first: another
+    The server is the service's own (``serve_app.py``), for the service and
+    the floors alike. It imports ``app_spec`` from ``cwd`` first: another
     checkout there serves its own code (see ``compare.py``).
     """
     port = free_port()
+    env = dict(env, HOST="127.0.0.1", PORT=str(port), WAITRESS_THREADS=str(threads))
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "waitress",
-            "--host=127.0.0.1",
-            f"--port={port}",
-            f"--threads={threads}",
-            "--call",
-            app_spec,
-        ],
+        [sys.executable, str(BENCH / "serve_app.py"), app_spec],
         env=env,
         cwd=cwd,
     )

@@ -4,10 +4,11 @@
     .venv/bin/python bench/compare.py . /tmp/candidate --rounds 6
 
 Each argument is a checkout of the service. Its server runs with that
-checkout as the working directory, which ``python -m waitress`` puts first on
-``sys.path``: the checkout's own ``postservice`` is what serves. (Setting
-``PYTHONPATH`` instead would not: the working directory still comes first.)
-The floors and the database are this checkout's, as in ``run.py``.
+checkout as the working directory, which ``serve_app.py`` puts first on
+``sys.path``: the checkout's own ``postservice`` is what serves. (Under
+``python -m``, setting ``PYTHONPATH`` would not: the working directory comes
+first.) The floors, their server and the database are this checkout's, as
+in ``run.py``.
 
 For each request kind, every round runs the floor and each build once, in a
 new random order, for ``--seconds`` at ``--connections``. Printed per build:

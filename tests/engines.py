@@ -27,6 +27,7 @@ from .servers import (
     _wait,
     connect_root,
     create_database,
+    freeze,
     install_datadir,
     require_program,
     spare_port,
@@ -73,7 +74,7 @@ class Process:
             self.process.wait(timeout=30)
 
     def freeze(self):
-        self.process.send_signal(signal.SIGSTOP)
+        freeze(self.process)
 
     def thaw(self):
         self.process.send_signal(signal.SIGCONT)
@@ -104,7 +105,7 @@ class RedisNode(RedisServer):
             super().kill()
 
     def freeze(self):
-        self.process.send_signal(signal.SIGSTOP)
+        freeze(self.process)
 
     def thaw(self):
         self.process.send_signal(signal.SIGCONT)

@@ -78,6 +78,29 @@ def require_program(name):
     return None
 
 
+def freeze(process, timeout=10):
+    """SIGSTOP ``process`` and wait until every one of its threads has stopped.
+
+    ``kill`` returns before the stop has reached all threads: one woken by
+    a request meanwhile can still answer it.
+    """
+    process.send_signal(signal.SIGSTOP)
+    tasks = Path(f"/proc/{process.pid}/task")
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in tasks.iterdir():
+            try:
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a thread that ended meanwhile
+        if all(state in ("T", "t") for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {process.pid} did not stop: {states}")
+        time.sleep(0.005)
+
+
 def _tail(path, lines=30):
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:

@@ -9,7 +9,7 @@ import time
 
 from postservice import health
 
-from .servers import MariaDBServer
+from .servers import MariaDBServer, freeze
 
 # Far above the check's deadline, so only the deadline can end it in time.
 READ_TIMEOUT = 30
@@ -26,7 +26,7 @@ def test_readyz_gives_up_on_a_frozen_database(make_app, tmp_path):
     )
     client = app.test_client()
     assert client.get("/readyz").json["database"] == "ok"  # a pooled connection
-    server.process.send_signal(signal.SIGSTOP)
+    freeze(server.process)
     try:
         started = time.monotonic()
         response = client.get("/readyz")

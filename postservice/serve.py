@@ -126,9 +126,8 @@ class GracefulServer:
     def __init__(self, app, settings):
         self.map = {}
         self.server = create_server(app, map=self.map, **settings)
-        for obj in self.map.values():
-            if isinstance(obj, BaseWSGIServer):
-                obj.channel_class = Channel
+        for listener in self._listeners():
+            listener.channel_class = Channel
         self.stop_requested = False
         self.accepting = True
 
@@ -140,12 +139,14 @@ class GracefulServer:
         # Only a flag: the signal may arrive while the loop walks the map.
         self.stop_requested = True
 
+    def _listeners(self):
+        return [obj for obj in self.map.values() if isinstance(obj, BaseWSGIServer)]
+
     def _stop_accepting(self):
-        for obj in list(self.map.values()):
-            if isinstance(obj, BaseWSGIServer):
-                # The dispatcher's close, not the server's: that one also
-                # closes the trigger the workers use to hand back responses.
-                wasyncore.dispatcher.close(obj)
+        for listener in self._listeners():
+            # The dispatcher's close, not the server's: that one also
+            # closes the trigger the workers use to hand back responses.
+            wasyncore.dispatcher.close(listener)
         self.accepting = False
         log.info("stopping: no new connections, finishing requests in flight")
 

@@ -2,6 +2,9 @@
 
 import time
 
+import jwt
+from flask_jwt_extended import get_jwt_header, verify_jwt_in_request
+
 from .conftest import AuthActions
 
 GET_POSTS = "/api/v1/posts/get-posts"
@@ -52,3 +55,35 @@ def test_tokens_are_remembered_per_app(make_app):
     response = other.test_client().get(GET_POSTS, headers=headers)
     assert response.status_code == 401
     assert response.json == {"detail": "Could not validate credentials"}
+
+
+def test_a_remembered_token_is_not_decoded_again(make_app, monkeypatch):
+    actions = AuthActions(make_app().test_client())
+    headers = actions.register()
+    assert actions.client.get(GET_POSTS, headers=headers).status_code == 200
+    decoded = []
+    load = jwt.api_jws.PyJWS._load
+
+    def counting_load(self, token):
+        decoded.append(token)
+        return load(self, token)
+
+    monkeypatch.setattr(jwt.api_jws.PyJWS, "_load", counting_load)
+    assert actions.client.get(GET_POSTS, headers=headers).status_code == 200
+    assert decoded == []  # neither its claims nor its header
+    other = AuthActions(actions.client)
+    other.count = 1
+    fresh = other.register()
+    assert actions.client.get(GET_POSTS, headers=fresh).status_code == 200
+    assert decoded  # a new token is decoded in full
+
+
+def test_a_remembered_header_is_the_tokens_own(make_app):
+    app = make_app()
+    headers = AuthActions(app.test_client()).register()
+    for _ in range(2):  # decoded, then remembered
+        with app.test_request_context(GET_POSTS, headers=headers):
+            verify_jwt_in_request()
+            header = get_jwt_header()
+            assert header == {"alg": "HS256", "typ": "JWT"}
+            header["alg"] = "none"  # a caller's change stays its own

@@ -12,6 +12,7 @@ requests in flight finish.
 
 import logging
 import os
+import select
 import signal
 import sys
 import time
@@ -49,6 +50,10 @@ CHANNEL_TIMEOUT = 30
 # worker writing it (see ``Channel``): long enough for that worker to take
 # the GIL back, short beside a request.
 LOCKED_OUTPUT_PAUSE = 0.0002
+# Connections a listener accepts in one turn of the main loop at most (see
+# ``accept_pending``); a turn is short either way, and the connection limit
+# still applies.
+ACCEPT_BATCH = 128
 
 
 def server_settings(env, pool_size):
@@ -120,6 +125,32 @@ class Channel(HTTPChannel):
             self.outbuf_lock.release()
 
 
+def accept_pending(listener):
+    """``listener``'s ``handle_accept``, made to take every waiting connection.
+
+    waitress accepts one connection per turn of its main loop, and under
+    load a turn takes milliseconds: it sends and reads for every ready
+    connection and waits for the GIL between them. When 64 clients
+    connected at once, the last waited seconds to be accepted, while the
+    requests of accepted ones took 100 ms: at 64 connections most of the
+    p99 (0.5 to 2 s) was that wait. Each turn now accepts what the kernel
+    holds, up to ``ACCEPT_BATCH``, as long as the listener is still
+    ``readable`` (below waitress's connection limit).
+    """
+    accept_one = listener.handle_accept
+    waiting = select.poll()
+    waiting.register(listener.socket, select.POLLIN)
+
+    def handle_accept():
+        accept_one()
+        for _ in range(ACCEPT_BATCH - 1):
+            if not (listener.readable() and waiting.poll(0)):
+                return
+            accept_one()
+
+    return handle_accept
+
+
 class GracefulServer:
     """A waitress server over its own socket map, so it can be drained."""
 
@@ -128,6 +159,7 @@ class GracefulServer:
         self.server = create_server(app, map=self.map, **settings)
         for listener in self._listeners():
             listener.channel_class = Channel
+            listener.handle_accept = accept_pending(listener)
         self.stop_requested = False
         self.accepting = True
 

@@ -10,11 +10,13 @@ import time
 import pytest
 import requests
 from sqlalchemy import select
+from waitress import wasyncore
 
 from config import MAX_BODY_BYTES, ConfigError
 from postservice.extensions import db
 from postservice.models import Post
 from postservice.serve import (
+    ACCEPT_BATCH,
     LOCKED_OUTPUT_PAUSE,
     Channel,
     GracefulServer,
@@ -178,6 +180,104 @@ def test_every_connection_of_the_server_is_a_channel_that_pauses():
         server.request_stop()
         loop.join(10)
     assert not loop.is_alive()
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+@pytest.fixture
+def idle_server():
+    """A GracefulServer whose main loop runs only when the test turns it."""
+    servers = []
+
+    def make(**settings):
+        server = GracefulServer(
+            hello, {"host": "127.0.0.1", "port": 0, "threads": 1, **settings}
+        )
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        wasyncore.close_all(server.map)
+        server.server.task_dispatcher.shutdown(timeout=1)
+
+
+def waiting_clients(server, count):
+    """``count`` connections the kernel has completed and holds for accept."""
+    clients = [
+        socket.create_connection(("127.0.0.1", server.port)) for _ in range(count)
+    ]
+    time.sleep(0.2)  # the handshakes end on loopback within microseconds
+    return clients
+
+
+def read_response(client):
+    client.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data or not data.endswith(b"hello"):
+        chunk = client.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def channels(server):
+    return [obj for obj in server.map.values() if isinstance(obj, Channel)]
+
+
+def one_turn(server):
+    wasyncore.loop(timeout=0.1, map=server.map, count=1)
+
+
+def test_one_turn_of_the_loop_accepts_every_waiting_connection(idle_server):
+    server = idle_server()
+    clients = waiting_clients(server, 20)
+    try:
+        one_turn(server)
+        assert len(channels(server)) == 20  # waitress alone: 1 a turn
+        loop = threading.Thread(target=server.run, args=(5,), daemon=True)
+        loop.start()
+        for client in clients:  # each is served as any connection is
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        for client in clients:
+            assert read_response(client).endswith(b"hello")
+        server.request_stop()
+        loop.join(10)
+        assert not loop.is_alive()
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_turn_accepts_no_more_than_the_batch(idle_server):
+    server = idle_server(connection_limit=1000)
+    clients = waiting_clients(server, ACCEPT_BATCH + 10)
+    try:
+        one_turn(server)
+        assert len(channels(server)) == ACCEPT_BATCH
+        one_turn(server)
+        assert len(channels(server)) == ACCEPT_BATCH + 10
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_accepting_stops_at_the_connection_limit(idle_server):
+    # waitress counts its trigger and the listener among the connections.
+    server = idle_server(connection_limit=5)
+    clients = waiting_clients(server, 10)
+    try:
+        one_turn(server)
+        one_turn(server)
+        assert len(channels(server)) == 3
+        assert len(server.map) == 5
+    finally:
+        for client in clients:
+            client.close()
 
 
 class OutputRecorder(Channel):

@@ -21,14 +21,18 @@ DOCS_POLICY = (
 DOCS_PREFIX = "/docs"
 
 
+# On every response, waitress's own error answers included (``serve.py``).
+ALWAYS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"))
+
+
 def init_app(app):
     app.after_request(add_security_headers)
 
 
 def add_security_headers(response):
     headers = response.headers
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["X-Frame-Options"] = "DENY"
+    for name, value in ALWAYS:
+        headers[name] = value
     headers["Content-Security-Policy"] = (
         DOCS_POLICY if _is_docs(request.path) else API_POLICY
     )

@@ -10,6 +10,7 @@ served there too, on a listener of their own that stays up while the
 requests in flight finish.
 """
 
+import json
 import logging
 import os
 import select
@@ -20,6 +21,7 @@ import time
 from waitress import create_server, wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
+from waitress.task import ErrorTask
 
 from config import (
     DATABASE_MAX_OVERFLOW,
@@ -31,7 +33,7 @@ from config import (
     log_format,
 )
 
-from . import create_app, logconfig, metrics
+from . import create_app, headers, logconfig, metrics
 
 log = logging.getLogger("postservice.serve")  # not __main__ under -m
 
@@ -100,6 +102,36 @@ def shutdown_timeout(env):
     return _float(env, "SHUTDOWN_TIMEOUT", 20.0)
 
 
+class JsonErrorTask(ErrorTask):
+    """waitress's own answers in the API's error shape, ``{"detail": ...}``.
+
+    waitress answers some requests before the app sees them: a malformed
+    request line or header (a bare LF, say), headers or a body over its
+    limits, a transfer coding it does not know, and an app that raised
+    before sending a byte. Its answer is plain text; this one is the
+    JSON every other error is, with the same ``detail`` the app gives an
+    HTTP error (the status's reason) and the API's security headers. The
+    connection still closes after it, as waitress closes it.
+    """
+
+    def execute(self):
+        error = self.request.error
+        # Byte for byte what the app's jsonify writes for the same detail.
+        body = json.dumps({"detail": error.reason}, separators=(",", ":")) + "\n"
+        body = body.encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.extend(
+            [
+                ("Content-Type", "application/json"),
+                *headers.ALWAYS,
+                ("Content-Security-Policy", headers.API_POLICY),
+            ]
+        )
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
 class Channel(HTTPChannel):
     """waitress's connection, without a busy loop that starves the workers.
 
@@ -111,7 +143,11 @@ class Channel(HTTPChannel):
     worker that owned the lock waited for it. Pausing for a fraction of a
     millisecond instead hands the GIL over. Nothing else changes: a worker
     that leaves output behind still wakes the loop to send it.
+
+    Its error answers are JSON (``JsonErrorTask``).
     """
+
+    error_task_class = JsonErrorTask
 
     def _flush_some_if_lockable(self, do_close=True):
         # The lock is reentrant (a Condition's RLock), so waitress's own

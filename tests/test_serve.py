@@ -280,6 +280,97 @@ def test_accepting_stops_at_the_connection_limit(idle_server):
             client.close()
 
 
+@pytest.fixture
+def running_server():
+    """A GracefulServer running ``app`` in a thread; stopped afterwards."""
+    running = []
+
+    def start(app=hello, **settings):
+        server = GracefulServer(
+            app, {"host": "127.0.0.1", "port": 0, "threads": 1, **settings}
+        )
+        loop = threading.Thread(target=server.run, args=(5,), daemon=True)
+        loop.start()
+        running.append((server, loop))
+        return server
+
+    yield start
+    for server, loop in running:
+        server.request_stop()
+        loop.join(10)
+        assert not loop.is_alive()
+
+
+def raw_exchange(server, request):
+    """The status, headers and body answered to ``request``, sent as bytes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
+        client.sendall(request)
+        data = b""
+        while chunk := client.recv(65536):  # the server closes after an error
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    return int(status.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "detail"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n", 400, "Bad Request"),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n",
+            400,
+            "Bad Request",
+        ),
+        (b"NOT A REQUEST LINE\r\n\r\n", 400, "Bad Request"),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n",
+            431,
+            "Request Header Fields Too Large",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"a" * 5000,
+            413,
+            "Request Entity Too Large",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            501,
+            "Not Implemented",
+        ),
+    ],
+    ids=["bare LF", "bad length", "no request line", "headers", "body", "coding"],
+)
+def test_requests_refused_by_the_server_get_the_json_error_shape(
+    running_server, request_bytes, status, detail
+):
+    server = running_server(max_request_header_size=4096, max_request_body_size=1000)
+    got_status, headers, body = raw_exchange(server, request_bytes)
+    assert got_status == status
+    assert headers["Content-Type"] == "application/json"
+    assert body == b'{"detail":"%s"}\n' % detail.encode()  # as the app's jsonify
+    assert headers["Content-Length"] == str(len(body))
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert (
+        headers["Content-Security-Policy"]
+        == "default-src 'none'; frame-ancestors 'none'"
+    )
+    assert headers["Connection"] == "close"
+
+
+def test_an_app_that_raises_before_answering_gets_the_json_500(running_server):
+    def broken(environ, start_response):
+        raise RuntimeError("a bug")
+
+    server = running_server(broken)
+    status, headers, body = raw_exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 500
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"detail": "Internal Server Error"}  # no traceback
+
+
 class OutputRecorder(Channel):
     """A channel with only what flushing its output needs."""
 

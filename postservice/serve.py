@@ -85,13 +85,13 @@ def server_settings(env, pool_size):
     }
     proxy = (env.get("TRUSTED_PROXY") or "").strip()
     if proxy:
-        headers = (
+        forwarded = (
             env.get("TRUSTED_PROXY_HEADERS") or "x-forwarded-for x-forwarded-proto"
         )
         settings.update(
             trusted_proxy=proxy,
             trusted_proxy_count=_int(env, "TRUSTED_PROXY_COUNT", 1, 1),
-            trusted_proxy_headers=headers.replace(",", " ").split(),
+            trusted_proxy_headers=forwarded.replace(",", " ").split(),
             clear_untrusted_proxy_headers=True,
         )
     return settings
@@ -161,7 +161,7 @@ class Channel(HTTPChannel):
             self.outbuf_lock.release()
 
 
-def accept_pending(listener):
+def accept_pending(listener, socket_map):
     """``listener``'s ``handle_accept``, made to take every waiting connection.
 
     waitress accepts one connection per turn of its main loop, and under
@@ -171,18 +171,22 @@ def accept_pending(listener):
     requests of accepted ones took 100 ms: at 64 connections most of the
     p99 (0.5 to 2 s) was that wait. Each turn now accepts what the kernel
     holds, up to ``ACCEPT_BATCH``, as long as the listener is still
-    ``readable`` (below waitress's connection limit).
+    ``readable`` (below waitress's connection limit) and each accept added
+    a connection to ``socket_map``: one that fails (out of file
+    descriptors, say) is logged by waitress and ends the turn, as before.
     """
     accept_one = listener.handle_accept
     waiting = select.poll()
     waiting.register(listener.socket, select.POLLIN)
 
     def handle_accept():
-        accept_one()
-        for _ in range(ACCEPT_BATCH - 1):
+        for _ in range(ACCEPT_BATCH):
+            connections = len(socket_map)
+            accept_one()
+            if len(socket_map) == connections:
+                return
             if not (listener.readable() and waiting.poll(0)):
                 return
-            accept_one()
 
     return handle_accept
 
@@ -195,7 +199,7 @@ class GracefulServer:
         self.server = create_server(app, map=self.map, **settings)
         for listener in self._listeners():
             listener.channel_class = Channel
-            listener.handle_accept = accept_pending(listener)
+            listener.handle_accept = accept_pending(listener, self.map)
         self.stop_requested = False
         self.accepting = True
 

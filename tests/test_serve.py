@@ -7,6 +7,7 @@ import socket
 import sys
 import threading
 import time
+from contextlib import ExitStack, contextmanager
 
 import pytest
 import requests
@@ -164,28 +165,22 @@ def test_sigterm_on_an_idle_server_exits_at_once(instance):
     assert time.monotonic() - started < 5
 
 
-def test_every_connection_of_the_server_is_a_channel_that_pauses():
-    def hello(environ, start_response):
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"hello"]
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
 
-    server = GracefulServer(hello, {"host": "127.0.0.1", "port": 0, "threads": 1})
+
+@contextmanager
+def serving(server):
+    """``server``'s main loop in a thread, stopped and joined on leaving."""
     loop = threading.Thread(target=server.run, args=(5,), daemon=True)
     loop.start()
     try:
-        response = requests.get(f"http://127.0.0.1:{server.port}/", timeout=5)
-        assert response.text == "hello"
-        channels = [obj for obj in server.map.values() if isinstance(obj, Channel)]
-        assert channels  # the keep-alive connection, still open
+        yield
     finally:
         server.request_stop()
         loop.join(10)
     assert not loop.is_alive()
-
-
-def hello(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"hello"]
 
 
 @pytest.fixture
@@ -240,15 +235,11 @@ def test_one_turn_of_the_loop_accepts_every_waiting_connection(idle_server):
     try:
         one_turn(server)
         assert len(channels(server)) == 20  # waitress alone: 1 a turn
-        loop = threading.Thread(target=server.run, args=(5,), daemon=True)
-        loop.start()
-        for client in clients:  # each is served as any connection is
-            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        for client in clients:
-            assert read_response(client).endswith(b"hello")
-        server.request_stop()
-        loop.join(10)
-        assert not loop.is_alive()
+        with serving(server):
+            for client in clients:  # each is served as any connection is
+                client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            for client in clients:
+                assert read_response(client).endswith(b"hello")
     finally:
         for client in clients:
             client.close()
@@ -272,7 +263,7 @@ def test_a_turn_accepts_no_more_than_the_batch(idle_server, monkeypatch):
             client.close()
 
 
-def test_a_failing_accept_ends_the_turn(idle_server, monkeypatch, caplog):
+def test_a_failing_accept_ends_the_turn(idle_server, monkeypatch):
     server = idle_server()
     [listener] = server._listeners()
     clients = waiting_clients(server, 5)
@@ -314,22 +305,23 @@ def test_accepting_stops_at_the_connection_limit(idle_server):
 @pytest.fixture
 def running_server():
     """A GracefulServer running ``app`` in a thread; stopped afterwards."""
-    running = []
+    with ExitStack() as stack:
 
-    def start(app=hello, **settings):
-        server = GracefulServer(
-            app, {"host": "127.0.0.1", "port": 0, "threads": 1, **settings}
-        )
-        loop = threading.Thread(target=server.run, args=(5,), daemon=True)
-        loop.start()
-        running.append((server, loop))
-        return server
+        def start(app=hello, **settings):
+            server = GracefulServer(
+                app, {"host": "127.0.0.1", "port": 0, "threads": 1, **settings}
+            )
+            stack.enter_context(serving(server))
+            return server
 
-    yield start
-    for server, loop in running:
-        server.request_stop()
-        loop.join(10)
-        assert not loop.is_alive()
+        yield start
+
+
+def test_every_connection_of_the_server_is_a_channel_that_pauses(running_server):
+    server = running_server()
+    response = requests.get(f"http://127.0.0.1:{server.port}/", timeout=5)
+    assert response.text == "hello"
+    assert channels(server)  # the keep-alive connection, still open
 
 
 def raw_exchange(server, request):

@@ -60,22 +60,13 @@ def main(argv=None):
     common.ensure_wrk()
     common.reset_database(config)
     env = common.server_env(config)
-    floor_user = run.floor_user_id(config)
+    reference_env, floor_env, floor_user = run.floor_envs(config, env)
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         reference = stack.enter_context(
-            common.waitress(
-                "reference_app:create_app",
-                run._bench_env(
-                    env,
-                    REFERENCE_REDIS_URL=config["redis_url"],
-                    REFERENCE_KEY="bench:reference",
-                ),
-            )
+            common.waitress("reference_app:create_app", reference_env)
         )[0]
         floor = stack.enter_context(
-            common.waitress(
-                "write_floor:create_app", run._bench_env(env, FLOOR_USER_ID=floor_user)
-            )
+            common.waitress("write_floor:create_app", floor_env)
         )[0]
         bases = [
             stack.enter_context(
@@ -85,10 +76,7 @@ def main(argv=None):
         ]
         users = run.setup_users(config, bases[0], tmp)
         users["floor"] = floor_user
-        body = run.check_cached(bases[0], bases[-1], users)
-        import redis
-
-        redis.Redis.from_url(config["redis_url"]).set("bench:reference", body)
+        run.store_reference_body(config, run.check_cached(bases[0], bases[-1], users))
         benches = {
             name: run.Bench(
                 config,

@@ -40,6 +40,8 @@ CONNECTIONS = (1, 8, 64)
 ERROR_KINDS = ("connect_errors", "read_errors", "write_errors", "timeouts", "non_2xx")
 SMALL_TEXT = 200
 BIG_TEXT = 1024 * 1024
+# Where the read floor (reference_app.py) finds the bytes it answers.
+REFERENCE_KEY = "bench:reference"
 # Targets for the ratios of one run (see ``ratios``).
 TARGETS = {
     "cached20": 0.75,  # of the read floor's req/s
@@ -139,11 +141,7 @@ def main(argv=None):
     nocache_env = common.server_env(
         config, POSTS_CACHE_MAX_BYTES=0, REDIS_URL=config["nocache_redis_url"]
     )
-    reference_env = _bench_env(
-        env, REFERENCE_REDIS_URL=config["redis_url"], REFERENCE_KEY="bench:reference"
-    )
-    floor_user = floor_user_id(config)
-    floor_env = _bench_env(env, FLOOR_USER_ID=floor_user)
+    reference_env, floor_env, floor_user = floor_envs(config, env)
     figures, extra = {}, {}
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -162,9 +160,7 @@ def main(argv=None):
         users["floor"] = floor_user
         bench = Bench(config, servers, users, tmp)
         body20 = check_cached(base, nocache, users)
-        import redis
-
-        redis.Redis.from_url(config["redis_url"]).set("bench:reference", body20)
+        store_reference_body(config, body20)
         status, _, ref_body = common.request(
             "GET", reference + "/api/v1/posts/get-posts"
         )
@@ -240,6 +236,23 @@ def _bench_env(env, **extra):
         filter(None, [str(common.BENCH), env.get("PYTHONPATH")])
     )
     return env
+
+
+def floor_envs(config, env):
+    """The read floor's and the write floor's environments, and the write
+    floor's user (made here)."""
+    floor_user = floor_user_id(config)
+    reference_env = _bench_env(
+        env, REFERENCE_REDIS_URL=config["redis_url"], REFERENCE_KEY=REFERENCE_KEY
+    )
+    return reference_env, _bench_env(env, FLOOR_USER_ID=floor_user), floor_user
+
+
+def store_reference_body(config, body):
+    """Give the read floor the bytes to answer: the service's own listing."""
+    import redis
+
+    redis.Redis.from_url(config["redis_url"]).set(REFERENCE_KEY, body)
 
 
 def floor_user_id(config):

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from postservice.extensions import db
 from postservice.models import User
 
-from .conftest import AuthActions
+from .conftest import AuthActions, changed
 
 OTHER_KEY = "another-signing-key-that-is-long-enough-for-hs256-and-hs512!"
 ENDPOINTS = {
@@ -50,10 +50,7 @@ def unverified(headers):
 
 def tampered(token):
     header, payload, signature = token.split(".")
-    middle = len(payload) // 2
-    swapped = "A" if payload[middle] != "A" else "B"
-    payload = payload[:middle] + swapped + payload[middle + 1 :]
-    return f"{header}.{payload}.{signature}"
+    return f"{header}.{changed(payload)}.{signature}"
 
 
 class Owner:

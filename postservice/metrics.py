@@ -16,7 +16,9 @@ request's count and its duration together. ``bench/metrics_overhead.py``
 measures what a cached get-posts pays.
 
 What a scrape reads fresh: whether the database and Redis answer (the
-checks ``/readyz`` runs), the database pool's checked-out connections.
+checks ``/readyz`` runs), the database pool's checked-out connections,
+and under ``python -m postservice.serve`` the server's queue of requests
+waiting for a worker thread (``watch_server``).
 """
 
 import socket
@@ -216,6 +218,30 @@ class _StateCollector:
         yield checked_out
         yield size
         yield up
+
+
+class _ServerCollector:
+    """The waitress server's queue (``serve.GracefulServer``), read at scrape time."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def collect(self):
+        yield CounterMetricFamily(
+            "postservice_server_queued_requests",
+            "Requests that found every worker thread busy and waited for one.",
+            value=self.server.queue_log.queued,
+        )
+        yield GaugeMetricFamily(
+            "postservice_server_queue_depth",
+            "Requests received and waiting for a worker thread right now.",
+            value=self.server.waiting(),
+        )
+
+
+def watch_server(app, server):
+    """Add the queue of ``server`` (a ``serve.GracefulServer``) to the app's metrics."""
+    app.extensions["metrics"].registry.register(_ServerCollector(server))
 
 
 def _engines():

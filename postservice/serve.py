@@ -56,6 +56,12 @@ LOCKED_OUTPUT_PAUSE = 0.0002
 # ``accept_pending``); a turn is short either way, and the connection limit
 # still applies.
 ACCEPT_BATCH = 128
+# waitress logs "Task queue depth is N" for every request that finds no idle
+# worker thread: under steady load that is most requests (thousands of lines
+# a minute at 64 connections), and even at 8 connections on 8 threads a
+# thread that has just answered is not idle yet. One line per interval says
+# the same; the metrics count every such request (``QueueLog``).
+QUEUE_LOG_INTERVAL = 60.0
 
 
 def server_settings(env, pool_size):
@@ -161,6 +167,42 @@ class Channel(HTTPChannel):
             self.outbuf_lock.release()
 
 
+class QueueLog:
+    """Stands in for waitress's queue logger: counts every queued request,
+    logs one line per ``interval``.
+
+    waitress calls ``warning`` with its queue's lock held, so the counts
+    here need no lock of their own. The line says how deep the queue is,
+    how many requests waited since the last line, and the deepest it got.
+    """
+
+    def __init__(self, logger, interval=QUEUE_LOG_INTERVAL, clock=time.monotonic):
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self.queued = 0  # requests that found every thread busy, all told
+        self.unlogged = 0  # of them, since the last line
+        self.deepest = 0  # the deepest queue since the last line
+        self.quiet_until = None
+
+    def warning(self, message, depth=0, *args):
+        self.queued += 1
+        self.unlogged += 1
+        self.deepest = max(self.deepest, depth)
+        now = self.clock()
+        if self.quiet_until is not None and now < self.quiet_until:
+            return
+        self.quiet_until = now + self.interval
+        self.logger.warning(
+            "Task queue depth is %d: %d request(s) waited for a worker thread "
+            "since the last such line, at most %d deep",
+            depth,
+            self.unlogged,
+            self.deepest,
+        )
+        self.unlogged = self.deepest = 0
+
+
 def accept_pending(listener, socket_map):
     """``listener``'s ``handle_accept``, made to take every waiting connection.
 
@@ -200,6 +242,9 @@ class GracefulServer:
         for listener in self._listeners():
             listener.channel_class = Channel
             listener.handle_accept = accept_pending(listener, self.map)
+        dispatcher = self.server.task_dispatcher
+        # An attribute of the dispatcher, named in tests/test_pins.py.
+        self.queue_log = dispatcher.queue_logger = QueueLog(dispatcher.queue_logger)
         self.stop_requested = False
         self.accepting = True
 
@@ -210,6 +255,10 @@ class GracefulServer:
     def request_stop(self, signum=None, frame=None):
         # Only a flag: the signal may arrive while the loop walks the map.
         self.stop_requested = True
+
+    def waiting(self):
+        """Requests received and waiting for a worker thread right now."""
+        return len(self.server.task_dispatcher.queue)
 
     def _listeners(self):
         return [obj for obj in self.map.values() if isinstance(obj, BaseWSGIServer)]
@@ -283,6 +332,7 @@ def main(env=None):
     grace = shutdown_timeout(env)
     metrics_port = metrics_port_setting(env, settings["port"])
     server = GracefulServer(app, settings)
+    metrics.watch_server(app, server)
     listener = _metrics_listener(app, settings["host"], metrics_port)
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)

@@ -9,6 +9,7 @@ import inspect
 
 import pymysql
 from flask_jwt_extended import JWTManager, view_decorators
+from waitress.task import ThreadedTaskDispatcher
 
 from postservice import token_memo
 
@@ -52,3 +53,11 @@ def test_smorest_still_registers_its_handlers_where_api_turns_them_off():
     assert "self._register_pagination_header()" in inspect.getsource(
         flask_smorest.spec.APISpecMixin
     )
+
+
+def test_waitress_still_reports_queued_requests_through_its_queue_logger():
+    # serve.GracefulServer replaces the dispatcher's queue_logger to count
+    # every queued request and log one line per interval.
+    source = inspect.getsource(ThreadedTaskDispatcher.add_task)
+    assert "self.queue_logger.warning(" in source
+    assert hasattr(ThreadedTaskDispatcher, "queue_logger")

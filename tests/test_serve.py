@@ -15,7 +15,7 @@ from sqlalchemy import select
 from waitress import wasyncore
 
 from config import MAX_BODY_BYTES, ConfigError
-from postservice import serve
+from postservice import metrics, serve
 from postservice.extensions import db
 from postservice.models import Post
 from postservice.serve import (
@@ -392,6 +392,77 @@ def test_an_app_that_raises_before_answering_gets_the_json_500(running_server):
     assert status == 500
     assert headers["Content-Type"] == "application/json"
     assert json.loads(body) == {"detail": "Internal Server Error"}  # no traceback
+
+
+class Lines:
+    """A logger that keeps its lines."""
+
+    def __init__(self):
+        self.lines = []
+
+    def warning(self, message, *args):
+        self.lines.append(message % args)
+
+
+def test_queue_warnings_are_all_counted_and_one_line_per_interval_logged():
+    now = [100.0]
+    lines = Lines()
+    queue_log = serve.QueueLog(lines, interval=60, clock=lambda: now[0])
+    queue_log.warning("Task queue depth is %d", 1)
+    for depth in (2, 5, 3):
+        now[0] += 19
+        queue_log.warning("Task queue depth is %d", depth)
+    assert queue_log.queued == 4
+    assert lines.lines == [
+        "Task queue depth is 1: 1 request(s) waited for a worker thread since "
+        "the last such line, at most 1 deep"
+    ]
+    now[0] = 160.0  # the interval has passed
+    queue_log.warning("Task queue depth is %d", 2)
+    assert queue_log.queued == 5
+    assert lines.lines[1:] == [
+        "Task queue depth is 2: 4 request(s) waited for a worker thread since "
+        "the last such line, at most 5 deep"
+    ]
+
+
+def test_requests_waiting_for_a_thread_are_counted_and_logged_once(
+    running_server, make_app, caplog
+):
+    release = threading.Event()
+
+    def slow(environ, start_response):
+        release.wait(10)
+        return hello(environ, start_response)
+
+    server = running_server(slow)  # one thread
+    app = make_app()
+    metrics.watch_server(app, server)
+    statuses = []
+
+    def client():
+        url = f"http://127.0.0.1:{server.port}/"
+        statuses.append(requests.get(url, timeout=15).status_code)
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while server.waiting() < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        scrape = metrics.exposition(app)
+    finally:
+        release.set()
+        for thread in clients:
+            thread.join(15)
+    assert statuses == [200] * 4
+    # The first request found the thread idle; each of the others waited.
+    assert "postservice_server_queue_depth 3.0" in scrape
+    assert "postservice_server_queued_requests_total 3.0" in scrape
+    warnings = [r for r in caplog.records if r.name == "waitress.queue"]
+    assert len(warnings) == 1
+    assert warnings[0].getMessage().startswith("Task queue depth is ")
 
 
 class OutputRecorder(Channel):

@@ -19,7 +19,14 @@ import sys
 import time
 
 from waitress import create_server, wasyncore
+from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
+from waitress.proxy_headers import (
+    PROXY_HEADERS,
+    MalformedProxyHeader,
+    clear_untrusted_headers,
+    parse_proxy_headers,
+)
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
 
@@ -108,6 +115,67 @@ def shutdown_timeout(env):
     return _float(env, "SHUTDOWN_TIMEOUT", 20.0)
 
 
+# waitress's settings for the proxy in front; ``trusting_proxy`` applies them.
+PROXY_SETTINGS = (
+    "trusted_proxy",
+    "trusted_proxy_count",
+    "trusted_proxy_headers",
+    "clear_untrusted_proxy_headers",
+)
+
+
+def error_body(detail):
+    """Byte for byte what the app's ``jsonify`` writes for ``{"detail": detail}``."""
+    return (json.dumps({"detail": detail}, separators=(",", ":")) + "\n").encode()
+
+
+# What the app's own error answers carry (``headers.py``), for answers the
+# server gives before the app sees the request.
+ERROR_HEADERS = (
+    ("Content-Type", "application/json"),
+    *headers.ALWAYS,
+    ("Content-Security-Policy", headers.API_POLICY),
+)
+
+
+def trusting_proxy(app, settings):
+    """``app`` behind waitress's handling of the proxy in front, with JSON errors.
+
+    ``settings`` are waitress's ``PROXY_SETTINGS``. waitress applies them
+    in a middleware of its own, outside the app, which answers a malformed
+    ``X-Forwarded-*`` or ``Forwarded`` header from the trusted proxy with a
+    plain-text 400 no error handler reaches. This is that middleware, made
+    of the same parts of waitress (its settings' checks, its parser, its
+    clearing of the headers not trusted), answering that 400 in the API's
+    error shape.
+    """
+    adj = Adjustments(**settings)  # waitress's checks and defaults
+
+    def translate(environ, start_response):
+        untrusted = PROXY_HEADERS
+        peer = environ["REMOTE_ADDR"]
+        if adj.trusted_proxy in ("*", peer):
+            try:
+                untrusted = parse_proxy_headers(
+                    environ,
+                    trusted_proxy_count=adj.trusted_proxy_count,
+                    trusted_proxy_headers=adj.trusted_proxy_headers,
+                )
+            except MalformedProxyHeader as e:
+                log.warning("malformed %s header from %s: %s", e.header, peer, e.reason)
+                body = error_body(f"Malformed {e.header} header")
+                start_response(
+                    "400 Bad Request",
+                    [*ERROR_HEADERS, ("Content-Length", str(len(body)))],
+                )
+                return [body]
+        if adj.clear_untrusted_proxy_headers:
+            clear_untrusted_headers(environ, untrusted)
+        return app(environ, start_response)
+
+    return translate
+
+
 class JsonErrorTask(ErrorTask):
     """waitress's own answers in the API's error shape, ``{"detail": ...}``.
 
@@ -122,17 +190,9 @@ class JsonErrorTask(ErrorTask):
 
     def execute(self):
         error = self.request.error
-        # Byte for byte what the app's jsonify writes for the same detail.
-        body = json.dumps({"detail": error.reason}, separators=(",", ":")) + "\n"
-        body = body.encode()
+        body = error_body(error.reason)
         self.status = f"{error.code} {error.reason}"
-        self.response_headers.extend(
-            [
-                ("Content-Type", "application/json"),
-                *headers.ALWAYS,
-                ("Content-Security-Policy", headers.API_POLICY),
-            ]
-        )
+        self.response_headers.extend(ERROR_HEADERS)
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
@@ -237,6 +297,14 @@ class GracefulServer:
     """A waitress server over its own socket map, so it can be drained."""
 
     def __init__(self, app, settings):
+        settings = dict(settings)
+        if settings.get("trusted_proxy"):
+            proxy = {
+                name: settings.pop(name) for name in PROXY_SETTINGS if name in settings
+            }
+            app = trusting_proxy(app, proxy)
+            # Done by trusting_proxy; waitress would clear them before it.
+            settings["clear_untrusted_proxy_headers"] = False
         self.map = {}
         self.server = create_server(app, map=self.map, **settings)
         for listener in self._listeners():

@@ -383,6 +383,88 @@ def test_requests_refused_by_the_server_get_the_json_error_shape(
     assert headers["Connection"] == "close"
 
 
+def what_the_app_sees(environ, start_response):
+    seen = {
+        "client": environ["REMOTE_ADDR"],
+        "scheme": environ["wsgi.url_scheme"],
+        "forwarded_host": environ.get("HTTP_X_FORWARDED_HOST"),
+    }
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(seen).encode()]
+
+
+PROXY = {
+    "trusted_proxy_count": 1,
+    "trusted_proxy_headers": ["x-forwarded-for", "x-forwarded-proto"],
+    "clear_untrusted_proxy_headers": True,
+}
+
+
+def through_proxy(server, *header_lines):
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    request += b"".join(line + b"\r\n" for line in header_lines) + b"\r\n"
+    return raw_exchange(server, request)
+
+
+def test_the_trusted_proxy_names_the_client_and_its_scheme(running_server):
+    server = running_server(what_the_app_sees, trusted_proxy="127.0.0.1", **PROXY)
+    status, _, body = through_proxy(
+        server,
+        b"X-Forwarded-For: 203.0.113.7",
+        b"X-Forwarded-Proto: https",
+        b"X-Forwarded-Host: evil.example",  # not among the trusted headers
+    )
+    assert status == 200
+    assert json.loads(body) == {
+        "client": "203.0.113.7",
+        "scheme": "https",
+        "forwarded_host": None,
+    }
+
+
+def test_forwarded_headers_from_anyone_else_are_dropped(running_server):
+    server = running_server(what_the_app_sees, trusted_proxy="192.0.2.1", **PROXY)
+    status, _, body = through_proxy(
+        server, b"X-Forwarded-For: 203.0.113.7", b"X-Forwarded-Host: evil.example"
+    )
+    assert status == 200
+    assert json.loads(body) == {
+        "client": "127.0.0.1",
+        "scheme": "http",
+        "forwarded_host": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "header"),
+    [
+        (b'X-Forwarded-For: "203.0.113.7', "X-Forwarded-For"),
+        (b"X-Forwarded-Proto: gopher://", "X-Forwarded-Proto"),
+    ],
+)
+def test_a_malformed_header_of_the_trusted_proxy_gets_a_json_400(
+    running_server, caplog, line, header
+):
+    called = []
+
+    def app(environ, start_response):
+        called.append(environ)
+        return what_the_app_sees(environ, start_response)
+
+    server = running_server(app, trusted_proxy="127.0.0.1", **PROXY)
+    status, headers, body = through_proxy(server, line)
+    assert status == 400
+    assert body == b'{"detail":"Malformed %s header"}\n' % header.encode()
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Content-Length"] == str(len(body))
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Security-Policy"] == (
+        "default-src 'none'; frame-ancestors 'none'"
+    )
+    assert called == []
+    assert f"malformed {header} header from 127.0.0.1" in caplog.text
+
+
 def test_an_app_that_raises_before_answering_gets_the_json_500(running_server):
     def broken(environ, start_response):
         raise RuntimeError("a bug")

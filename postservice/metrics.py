@@ -230,11 +230,11 @@ class _ServerCollector:
         yield CounterMetricFamily(
             "postservice_server_queued_requests",
             "Requests that found every worker thread busy and waited for one.",
-            value=self.server.queue_log.queued,
+            value=self.server.queued(),
         )
         yield GaugeMetricFamily(
             "postservice_server_queue_depth",
-            "Requests received and waiting for a worker thread right now.",
+            "Requests received and not yet taken by a worker thread.",
             value=self.server.waiting(),
         )
 

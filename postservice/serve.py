@@ -121,6 +121,7 @@ PROXY_SETTINGS = (
     "trusted_proxy_count",
     "trusted_proxy_headers",
     "clear_untrusted_proxy_headers",
+    "log_untrusted_proxy_headers",
 )
 
 
@@ -162,15 +163,19 @@ def trusting_proxy(app, settings):
                     trusted_proxy_headers=adj.trusted_proxy_headers,
                 )
             except MalformedProxyHeader as e:
-                log.warning("malformed %s header from %s: %s", e.header, peer, e.reason)
-                body = error_body(f"Malformed {e.header} header")
+                # waitress names a bad proto= in Forwarded "Forwarded Proto=".
+                header = e.header.split()[0]
+                log.warning("malformed %s header from %s: %s", header, peer, e.reason)
+                body = error_body(f"Malformed {header} header")
                 start_response(
                     "400 Bad Request",
                     [*ERROR_HEADERS, ("Content-Length", str(len(body)))],
                 )
                 return [body]
         if adj.clear_untrusted_proxy_headers:
-            clear_untrusted_headers(environ, untrusted)
+            clear_untrusted_headers(
+                environ, untrusted, log_warning=adj.log_untrusted_proxy_headers
+            )
         return app(environ, start_response)
 
     return translate
@@ -233,7 +238,10 @@ class QueueLog:
 
     waitress calls ``warning`` with its queue's lock held, so the counts
     here need no lock of their own. The line says how deep the queue is,
-    how many requests waited since the last line, and the deepest it got.
+    how many requests waited since the last line, and the deepest it got;
+    those of a burst after the last line are told by the next one, and by
+    the metrics at once. waitress counts a task: one request, or the
+    requests a client pipelined on its connection.
     """
 
     def __init__(self, logger, interval=QUEUE_LOG_INTERVAL, clock=time.monotonic):
@@ -246,6 +254,7 @@ class QueueLog:
         self.quiet_until = None
 
     def warning(self, message, depth=0, *args):
+        # waitress's call: ("Task queue depth is %d", depth); its text is ours.
         self.queued += 1
         self.unlogged += 1
         self.deepest = max(self.deepest, depth)
@@ -311,7 +320,8 @@ class GracefulServer:
             listener.channel_class = Channel
             listener.handle_accept = accept_pending(listener, self.map)
         dispatcher = self.server.task_dispatcher
-        # An attribute of the dispatcher, named in tests/test_pins.py.
+        # waitress has no hook for its queue warnings; its dispatcher calls
+        # this attribute (tests/test_pins.py checks that it still does).
         self.queue_log = dispatcher.queue_logger = QueueLog(dispatcher.queue_logger)
         self.stop_requested = False
         self.accepting = True
@@ -324,8 +334,12 @@ class GracefulServer:
         # Only a flag: the signal may arrive while the loop walks the map.
         self.stop_requested = True
 
+    def queued(self):
+        """Requests that found every worker thread busy, since the start."""
+        return self.queue_log.queued
+
     def waiting(self):
-        """Requests received and waiting for a worker thread right now."""
+        """Requests received and not yet taken by a worker thread."""
         return len(self.server.task_dispatcher.queue)
 
     def _listeners(self):

@@ -58,6 +58,10 @@ def test_smorest_still_registers_its_handlers_where_api_turns_them_off():
 def test_waitress_still_reports_queued_requests_through_its_queue_logger():
     # serve.GracefulServer replaces the dispatcher's queue_logger to count
     # every queued request and log one line per interval.
+    # It counts without a lock of its own: the call must stay under the
+    # dispatcher's lock, with the depth as its one argument.
     source = inspect.getsource(ThreadedTaskDispatcher.add_task)
-    assert "self.queue_logger.warning(" in source
-    assert hasattr(ThreadedTaskDispatcher, "queue_logger")
+    locked = source.index("with self.lock:")
+    call = source.index("self.queue_logger.warning(")
+    assert locked < call
+    assert '"Task queue depth is %d", queue_size - idle_threads' in source

@@ -387,6 +387,7 @@ def what_the_app_sees(environ, start_response):
     seen = {
         "client": environ["REMOTE_ADDR"],
         "scheme": environ["wsgi.url_scheme"],
+        "forwarded_for": environ.get("HTTP_X_FORWARDED_FOR"),
         "forwarded_host": environ.get("HTTP_X_FORWARDED_HOST"),
     }
     start_response("200 OK", [("Content-Type", "application/json")])
@@ -418,6 +419,7 @@ def test_the_trusted_proxy_names_the_client_and_its_scheme(running_server):
     assert json.loads(body) == {
         "client": "203.0.113.7",
         "scheme": "https",
+        "forwarded_for": "203.0.113.7",
         "forwarded_host": None,
     }
 
@@ -425,25 +427,32 @@ def test_the_trusted_proxy_names_the_client_and_its_scheme(running_server):
 def test_forwarded_headers_from_anyone_else_are_dropped(running_server):
     server = running_server(what_the_app_sees, trusted_proxy="192.0.2.1", **PROXY)
     status, _, body = through_proxy(
-        server, b"X-Forwarded-For: 203.0.113.7", b"X-Forwarded-Host: evil.example"
+        server,
+        b"X-Forwarded-For: 203.0.113.7",
+        b"X-Forwarded-Proto: https",
+        b"X-Forwarded-Host: evil.example",
     )
     assert status == 200
     assert json.loads(body) == {
         "client": "127.0.0.1",
         "scheme": "http",
+        "forwarded_for": None,
         "forwarded_host": None,
     }
 
 
 @pytest.mark.parametrize(
-    ("line", "header"),
+    ("trusted", "line", "header"),
     [
-        (b'X-Forwarded-For: "203.0.113.7', "X-Forwarded-For"),
-        (b"X-Forwarded-Proto: gopher://", "X-Forwarded-Proto"),
+        ("x-forwarded-for", b'X-Forwarded-For: "203.0.113.7', "X-Forwarded-For"),
+        ("x-forwarded-proto", b"X-Forwarded-Proto: gopher://", "X-Forwarded-Proto"),
+        ("forwarded", b'Forwarded: for="203.0.113.7', "Forwarded"),
+        ("forwarded", b"Forwarded: for=203.0.113.7;proto=gopher", "Forwarded"),
     ],
+    ids=["for", "proto", "forwarded", "forwarded proto"],
 )
 def test_a_malformed_header_of_the_trusted_proxy_gets_a_json_400(
-    running_server, caplog, line, header
+    running_server, caplog, trusted, line, header
 ):
     called = []
 
@@ -451,7 +460,8 @@ def test_a_malformed_header_of_the_trusted_proxy_gets_a_json_400(
         called.append(environ)
         return what_the_app_sees(environ, start_response)
 
-    server = running_server(app, trusted_proxy="127.0.0.1", **PROXY)
+    settings = dict(PROXY, trusted_proxy_headers=[trusted])
+    server = running_server(app, trusted_proxy="127.0.0.1", **settings)
     status, headers, body = through_proxy(server, line)
     assert status == 400
     assert body == b'{"detail":"Malformed %s header"}\n' % header.encode()

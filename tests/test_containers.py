@@ -222,6 +222,88 @@ def test_restarting_the_app_keeps_the_data(single, single_account):
     assert [post["text"] for post in listed.json()] == ["kept"]
 
 
+def exchange(stack, request):
+    """The status, headers and JSON body answered to ``request``, sent as bytes."""
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        try:
+            while chunk := sock.recv(65536):  # each request here ends the connection
+                data += chunk
+        except ConnectionResetError:
+            pass  # closed with part of a refused request unread; the answer came
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    return int(status.split()[1]), headers, json.loads(body)
+
+
+CLOSE = b"Host: x\r\nConnection: close\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "detail"),
+    [
+        (b"NOT A REQUEST\r\n\r\n", 400, "Bad Request"),
+        (
+            b"GET /" + b"a" * 9_000 + b" HTTP/1.1\r\n" + CLOSE + b"\r\n",
+            414,
+            "URI Too Long",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\n"
+            + CLOSE
+            + b"X-Big: "
+            + b"a" * 9_000
+            + b"\r\n\r\n",
+            431,
+            "Request Header Fields Too Large",
+        ),
+        (
+            b"POST /api/v1/users/login HTTP/1.1\r\n"
+            + CLOSE
+            + b"Transfer-Encoding: gzip\r\n\r\n",
+            501,
+            "Not Implemented",
+        ),
+        (b"GET /_error HTTP/1.1\r\n" + CLOSE + b"\r\n", 404, "Not Found"),
+    ],
+    ids=["request line", "uri", "headers", "coding", "error page"],
+)
+def test_what_nginx_refuses_itself_is_answered_in_json(
+    single, request_bytes, status, detail
+):
+    got, headers, body = exchange(single, request_bytes)
+    assert (got, body) == (status, {"detail": detail})
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert "Retry-After" not in headers
+
+
+def test_with_no_app_answering_nginx_answers_in_json(single, single_account):
+    single.compose("stop", "--timeout", "30", "app")
+    try:
+        answer = requests.get(single.base + "/healthz", timeout=30)
+    finally:
+        single.compose("start", "app")
+    # Refused (502), or the stopped container's address never answering
+    # within proxy_connect_timeout (504): either way no app had the request.
+    assert (answer.status_code, answer.json()) in [
+        (502, {"detail": "Bad Gateway"}),
+        (504, {"detail": "Gateway Timeout"}),
+    ], answer.text
+    assert answer.headers["Content-Type"] == "application/json"
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    if answer.status_code == 502:
+        assert answer.headers["Retry-After"] == "1"
+    single.wait_ready()
+    listed = requests.get(
+        single.base + "/api/v1/posts/get-posts", headers=single_account, timeout=30
+    )
+    assert [post["text"] for post in listed.json()] == ["kept"]
+
+
 def test_a_stopped_database_makes_it_unready_until_it_is_back(single, single_account):
     single.compose("stop", "--timeout", "10", "mysql")
     try:

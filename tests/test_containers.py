@@ -171,8 +171,8 @@ def test_the_api_through_the_published_port(single, single_account):
 def test_a_forwarded_chain_the_client_wrote_never_reaches_the_app(
     single, single_account
 ):
-    # Unbalanced quoting: waitress's proxy middleware would refuse the chain
-    # with a plain-text 400; nginx sends the client's address alone.
+    # Unbalanced quoting: the app's server would refuse the chain with a
+    # 400; nginx sends the client's address alone.
     response = requests.get(
         single.base + "/api/v1/posts/get-posts",
         headers={**single_account, "X-Forwarded-For": '"unbalanced'},

@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+import run
 
 TEXT = "x" * 200
 # Each stage: a name and the (file suffix, function) pairs whose inclusive
@@ -224,12 +225,10 @@ def in_process(config, count):
         "/api/v1/posts/get-posts", headers={"Authorization": "Bearer " + token}
     ).data
 
-    import redis
-
-    redis.Redis.from_url(config["redis_url"]).set("bench:reference", body)
+    run.store_reference_body(config, body)
     os.environ.update(
         REFERENCE_REDIS_URL=config["redis_url"],
-        REFERENCE_KEY="bench:reference",
+        REFERENCE_KEY=run.REFERENCE_KEY,
         FLOOR_USER_ID=str(user_id),
     )
     import reference_app
@@ -279,14 +278,11 @@ def spy(config, token, seconds):
         raise SystemExit("bench: py-spy is missing: .venv/bin/pip install py-spy")
     env = common.server_env(config)
     user_id = common.user_id_of(token)
-    bench_env = dict(
+    bench_env = run._bench_env(
         env,
         REFERENCE_REDIS_URL=config["redis_url"],
-        REFERENCE_KEY="bench:reference",
-        FLOOR_USER_ID=str(user_id),
-        PYTHONPATH=os.pathsep.join(
-            filter(None, [str(common.BENCH), env.get("PYTHONPATH")])
-        ),
+        REFERENCE_KEY=run.REFERENCE_KEY,
+        FLOOR_USER_ID=user_id,
     )
     out = {}
     with tempfile.TemporaryDirectory() as tmp:

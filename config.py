@@ -327,7 +327,7 @@ def _derived(settings):
     engine = {"pool_pre_ping": True, "hide_parameters": True}
     if url.startswith(("mysql", "mariadb")):
         # Imported here: the package imports this module before its own.
-        from postservice.db_pool import SocketCheckedPool
+        from postservice.db.pool import SocketCheckedPool
 
         engine.update(
             # A dead pooled connection is found by polling its socket, not
@@ -387,7 +387,7 @@ def _derived(settings):
     if settings["REDIS_URL"]:
         timeout = settings["REDIS_TIMEOUT"]
         derived.update(
-            CACHE_TYPE="postservice.cache_store.RedisBytesCache",
+            CACHE_TYPE="postservice.cache.backend.RedisBytesCache",
             CACHE_REDIS_URL=settings["REDIS_URL"],
             # redis-py retries and waits seconds by default; the cache is an
             # optimisation, so it fails fast (redis_client, no retries) and

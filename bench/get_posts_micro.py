@@ -106,8 +106,8 @@ def decorate_long_way(app):
     """Replace get-posts by the same listing behind smorest's parsing decorators."""
     from flask import Response
 
-    from postservice.api import Blueprint
-    from postservice.auth import current_user_id
+    from postservice.auth.tokens import current_user_id
+    from postservice.http.api import Blueprint
     from postservice.posts import service
     from postservice.posts.schemas import PageQuerySchema, PostSchema
 

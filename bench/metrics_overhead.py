@@ -24,7 +24,8 @@ from flask_migrate import upgrade
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from werkzeug.test import EnvironBuilder
 
-from postservice import create_app, metrics
+from postservice import create_app
+from postservice.ops import metrics
 
 REQUESTS = 250
 ROUNDS = 40

@@ -19,12 +19,12 @@ import sys
 def main():
     sys.path.insert(0, os.getcwd())
     from config import log_format
-    from postservice import logconfig
+    from postservice.ops import logs
     from postservice.serve import GracefulServer, server_settings, shutdown_timeout
 
     module, _, factory = sys.argv[1].partition(":")
     env = os.environ
-    logconfig.configure(log_format(env))
+    logs.configure(log_format(env))
     app = getattr(importlib.import_module(module), factory)()
     # The floors have no pool; the check that threads fit it is the service's.
     pool_size = app.config.get("DATABASE_POOL_SIZE", 1_000)

@@ -6,29 +6,17 @@ import secrets
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config as settings
-
-from . import (
-    api,
-    auth,
-    cache_health,
-    commands,
-    database,
-    docs,
-    errors,
-    headers,
-    health,
-    logconfig,
-    metrics,
-    requestlog,
-    revocation,
-    throttling,
-)
-from .application import App
-from .extensions import cache, db, jwt, migrate
-from .posts import cache as posts_cache
-from .posts.routes import bp as posts_bp
-from .users import passwords
-from .users.routes import bp as users_bp
+from postservice import extensions
+from postservice.auth import revocation, throttling, tokens
+from postservice.cache import health as cache_health
+from postservice.db import engines
+from postservice.http import api, docs, errors, headers
+from postservice.http.app import App
+from postservice.ops import commands, health, logs, metrics, requestlog
+from postservice.posts import cache as posts_cache
+from postservice.posts.routes import bp as posts_bp
+from postservice.users import passwords
+from postservice.users.routes import bp as users_bp
 
 
 def create_app(config=None):
@@ -63,16 +51,18 @@ def create_app(config=None):
     register_blueprints(app)
     errors.register_error_handlers(app)
     headers.init_app(app)
-    logconfig.configure_unless_done(app.config["LOG_FORMAT"])
+    logs.configure_unless_done(app.config["LOG_FORMAT"])
     return app
 
 
 def register_extensions(app):
-    database.init_app(app)
-    migrate.init_app(app, db, directory=_migrations_dir(app), compare_type=True)
-    jwt.init_app(app)
-    auth.register_jwt_callbacks()
-    cache.init_app(app)
+    engines.init_app(app)
+    extensions.migrate.init_app(
+        app, extensions.db, directory=_migrations_dir(app), compare_type=True
+    )
+    extensions.jwt.init_app(app)
+    tokens.register_jwt_callbacks()
+    extensions.cache.init_app(app)
     cache_health.init_app(app)
     revocation.init_app(app)
     posts_cache.init_app(app)

@@ -6,7 +6,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
-from .token_memo import MemoizingJWTManager
+from postservice.auth.memo import MemoizingJWTManager
 
 # Named constraints give migrations stable, reviewable names on every backend.
 NAMING_CONVENTION = {

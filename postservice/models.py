@@ -4,7 +4,7 @@ from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .extensions import db
+from postservice.extensions import db
 
 # MySQL TEXT holds 65,535 bytes; a post may hold 1 MiB.
 POST_TEXT_TYPE = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")

@@ -9,7 +9,8 @@ import redis
 from flask_jwt_extended import decode_token
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from postservice import cache_health, user_state
+from postservice.cache import generations
+from postservice.cache import health as cache_health
 from postservice.extensions import cache
 from postservice.posts import service
 
@@ -267,6 +268,6 @@ def test_write_is_invalidated_before_it_is_acknowledged(redis_app, monkeypatch):
         with health.lock:
             health.pending = set()
 
-    monkeypatch.setattr(user_state, "_flush_pending", flushed_by_someone_else)
+    monkeypatch.setattr(generations, "_flush_pending", flushed_by_someone_else)
     actions.add_post(headers, "acknowledged")
     assert server.get(key) != before

@@ -225,7 +225,7 @@ def test_bcrypt_rounds_are_read_from_environment(monkeypatch):
 def test_redis_url_selects_the_redis_cache(monkeypatch):
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     app = create_app({"MODE": "testing"})
-    assert app.config["CACHE_TYPE"] == "postservice.cache_store.RedisBytesCache"
+    assert app.config["CACHE_TYPE"] == "postservice.cache.backend.RedisBytesCache"
     assert app.config["CACHE_REDIS_URL"] == "redis://127.0.0.1:1/0"
 
 

@@ -14,7 +14,7 @@ import requests
 from flask_jwt_extended import create_access_token
 
 import config
-from postservice import logconfig
+from postservice.ops import logs
 
 from .conftest import PASSWORD, run_in_repo, server_env
 from .servers import AppInstance
@@ -39,7 +39,7 @@ REQUEST_FIELDS = {
 def json_log():
     """Everything logged during the test, as the json format writes it."""
     stream = io.StringIO()
-    handler = logconfig.json_handler(stream)
+    handler = logs.json_handler(stream)
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)
@@ -83,7 +83,7 @@ def test_sql_values_stay_out_of_json_logs(make_app, tmp_path, json_log):
     response = failing_insert(make_app, tmp_path)
     assert response.status_code == 503
     lines = json_lines(json_log.getvalue())
-    [warning] = [line for line in lines if line["logger"] == "postservice.errors"]
+    [warning] = [line for line in lines if line["logger"] == "postservice.http.errors"]
     assert warning["level"] == "WARNING"
     assert warning["message"].startswith("database unavailable: OperationalError")
     assert "INSERT INTO posts" not in json_log.getvalue()

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import config
-from postservice import metrics
+from postservice.ops import metrics
 from postservice.serve import metrics_port_setting
 
 from .conftest import PASSWORD, AuthActions, free_port

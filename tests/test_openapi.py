@@ -5,7 +5,7 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
-from postservice.docs import ASSETS
+from postservice.http.docs import ASSETS
 
 DOCUMENT = "/api/v1/openapi.json"
 BODY_ERRORS = {"400", "413", "415", "422"}

@@ -11,26 +11,26 @@ import pymysql
 from flask_jwt_extended import JWTManager, view_decorators
 from waitress.task import ThreadedTaskDispatcher
 
-from postservice import token_memo
+from postservice.auth import memo
 
 
 def test_the_token_decode_that_is_remembered_keeps_its_signature():
-    # token_memo.MemoizingJWTManager overrides this method.
+    # memo.MemoizingJWTManager overrides this method.
     parameters = list(inspect.signature(JWTManager._decode_jwt_from_config).parameters)
     assert parameters == ["self", "encoded_token", "csrf_value", "allow_expired"]
     assert (
-        token_memo.MemoizingJWTManager._decode_jwt_from_config
+        memo.MemoizingJWTManager._decode_jwt_from_config
         is not JWTManager._decode_jwt_from_config
     )
 
 
 def test_the_token_header_is_still_read_where_it_is_remembered(make_app):
-    # token_memo replaces this module-level name; the request path must
+    # auth.memo replaces this module-level name; the request path must
     # still look it up there, with the token as its only argument.
     source = inspect.getsource(view_decorators._decode_jwt_from_request)
     assert "jwt_header = get_unverified_jwt_headers(encoded_token)" in source
     make_app()
-    assert view_decorators.get_unverified_jwt_headers is token_memo.remembered_header
+    assert view_decorators.get_unverified_jwt_headers is memo.remembered_header
 
 
 def test_pymysql_connections_keep_their_socket_where_the_pool_polls_it():

@@ -7,7 +7,7 @@ deadline the check would hang for the driver's read timeout.
 import signal
 import time
 
-from postservice import health
+from postservice.ops import health
 
 from .servers import MariaDBServer, freeze
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 import config as settings
-from postservice.redis_client import (
+from postservice.cache.clients import (
     TLS,
     RedisURLError,
     connect,

@@ -137,7 +137,7 @@ def test_a_verdict_filled_before_a_logout_is_never_served(make_app, real_redis_u
     app = make_app(REDIS_URL=real_redis_url)
     client = app.test_client()
     headers = AuthActions(client).register()
-    from postservice import revocation
+    from postservice.auth import revocation
 
     original = revocation.verdict_from_database
     raced = []

@@ -15,9 +15,10 @@ from sqlalchemy import select
 from waitress import wasyncore
 
 from config import MAX_BODY_BYTES, ConfigError
-from postservice import metrics, serve
+from postservice import serve
 from postservice.extensions import db
 from postservice.models import Post
+from postservice.ops import metrics
 from postservice.serve import (
     LOCKED_OUTPUT_PAUSE,
     Channel,

@@ -12,8 +12,11 @@ so a hit is one round trip and no SQL.
 
 from flask import current_app, g
 
-from .. import cache_health, metrics, revocation, user_state
-from ..redis_client import REDIS_ERRORS
+from postservice.auth import revocation
+from postservice.cache import generations
+from postservice.cache import health as cache_health
+from postservice.cache.clients import REDIS_ERRORS
+from postservice.ops import metrics
 
 
 def init_app(app):
@@ -21,11 +24,11 @@ def init_app(app):
 
 
 def listing_key(user_id):
-    return user_state.key(user_state.POSTS, user_id, "list")
+    return generations.key(generations.POSTS, user_id, "list")
 
 
 def _keys(user_id):
-    return [user_state.gen_key(user_state.POSTS, user_id), listing_key(user_id)]
+    return [generations.gen_key(generations.POSTS, user_id), listing_key(user_id)]
 
 
 def _keep(user_id, values):
@@ -51,12 +54,12 @@ def lookup(user_id):
         if read is not None and read[0] == user_id:
             generation, entry = read[1:]
         else:
-            generation, entry = user_state.read(_keys(user_id))
-        body = user_state.unwrap(entry, generation)
+            generation, entry = generations.read(_keys(user_id))
+        body = generations.unwrap(entry, generation)
         if body is not None:
             return body, generation
         if generation is None:
-            generation = user_state.ensure_generation(user_state.POSTS, user_id)
+            generation = generations.ensure_generation(generations.POSTS, user_id)
     except cache_health.CacheUnavailable:
         return None, None
     except REDIS_ERRORS as e:
@@ -68,7 +71,7 @@ def lookup(user_id):
 
 def store(user_id, generation, body):
     """Cache ``body``: the whole listing, read after ``lookup`` gave ``generation``."""
-    user_state.store(
+    generations.store(
         listing_key(user_id),
         generation,
         body,
@@ -78,4 +81,4 @@ def store(user_id, generation, body):
 
 def invalidate(user_id):
     """Call after a committed change to the user's posts."""
-    user_state.invalidate(user_id, user_state.POSTS)
+    generations.invalidate(user_id, generations.POSTS)

@@ -17,10 +17,10 @@ import time
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
-from .. import transactions
-from ..errors import APIError, Unauthorized
-from ..extensions import db
-from ..models import IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey
+from postservice.db import transactions
+from postservice.extensions import db
+from postservice.http.errors import APIError, Unauthorized
+from postservice.models import IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey
 
 HEADER = "Idempotency-Key"
 TTL = 24 * 3600

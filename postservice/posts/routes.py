@@ -2,11 +2,16 @@
 
 from flask import Response, request, stream_with_context, url_for
 
-from ..api import Blueprint
-from ..auth import current_user_id
-from ..models import ID_MAX
-from . import idempotency, service
-from .schemas import AddPostSchema, PageQuerySchema, PostCreatedSchema, PostSchema
+from postservice.auth.tokens import current_user_id
+from postservice.http.api import Blueprint
+from postservice.models import ID_MAX
+from postservice.posts import idempotency, service
+from postservice.posts.schemas import (
+    AddPostSchema,
+    PageQuerySchema,
+    PostCreatedSchema,
+    PostSchema,
+)
 
 bp = Blueprint(
     "posts", __name__, url_prefix="/api/v1/posts", description="The caller's posts"

@@ -3,9 +3,9 @@
 from flask import current_app
 from marshmallow import Schema, fields, post_load, validate
 
-from ..errors import PayloadTooLarge
-from ..models import ID_MAX
-from ..validation import RequestSchema, UnicodeString
+from postservice.http.errors import PayloadTooLarge
+from postservice.http.parsing import RequestSchema, UnicodeString
+from postservice.models import ID_MAX
 
 PAGE_MAX_LIMIT = 1000
 PAGE_DEFAULT_LIMIT = 100

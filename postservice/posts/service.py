@@ -6,12 +6,13 @@ from flask import current_app
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from .. import metrics, transactions
-from ..database import single_statement, statement_engine
-from ..errors import NotFound, Unauthorized
-from ..extensions import db
-from ..models import Post
-from . import cache, idempotency, listing
+from postservice.db import transactions
+from postservice.db.engines import single_statement, statement_engine
+from postservice.extensions import db
+from postservice.http.errors import NotFound, Unauthorized
+from postservice.models import Post
+from postservice.ops import metrics
+from postservice.posts import cache, idempotency, listing
 
 
 def add_post(*, user_id, text, idempotency_key=None):

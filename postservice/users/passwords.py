@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 import bcrypt
 from flask import current_app
 
-from .. import metrics
-from ..errors import APIError
+from postservice.http.errors import APIError
+from postservice.ops import metrics
 
 NICENESS = 10
 _pool = None

@@ -3,12 +3,13 @@
 from flask import Response
 from flask_jwt_extended import get_jwt
 
-from .. import metrics, throttling
-from ..api import Blueprint
-from ..auth import TokenSchema, current_user_id, token_response
-from ..revocation import revoke
-from . import service
-from .schemas import (
+from postservice.auth import throttling
+from postservice.auth.revocation import revoke
+from postservice.auth.tokens import TokenSchema, current_user_id, token_response
+from postservice.http.api import Blueprint
+from postservice.ops import metrics
+from postservice.users import service
+from postservice.users.schemas import (
     ChangePasswordSchema,
     DeleteAccountSchema,
     LoginSchema,

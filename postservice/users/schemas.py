@@ -2,7 +2,7 @@
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from ..validation import MaxUtf8Bytes, RequestSchema, UnicodeString
+from postservice.http.parsing import MaxUtf8Bytes, RequestSchema, UnicodeString
 
 PASSWORD_MIN_CHARS = 8
 # bcrypt reads at most 72 bytes; bcrypt 5 raises beyond that instead of

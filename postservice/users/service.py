@@ -4,12 +4,13 @@ from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import revocation, transactions
-from ..errors import APIError, NotFound, Unauthorized
-from ..extensions import db
-from ..models import User
-from . import passwords
-from .schemas import PASSWORD_MAX_BYTES
+from postservice.auth import revocation
+from postservice.db import transactions
+from postservice.extensions import db
+from postservice.http.errors import APIError, NotFound, Unauthorized
+from postservice.models import User
+from postservice.users import passwords
+from postservice.users.schemas import PASSWORD_MAX_BYTES
 
 
 class EmailTaken(APIError):

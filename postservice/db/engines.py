@@ -17,9 +17,8 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
 from config import AUTOCOMMIT_BIND
-
-from .errors import database_error_summary
-from .extensions import db
+from postservice.extensions import db
+from postservice.http.errors import database_error_summary
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from flask_jwt_extended import create_access_token, get_jwt_identity
 from jwt.exceptions import MissingRequiredClaimError
 from marshmallow import Schema, fields, validate
 
-from . import revocation
-from .errors import BEARER, Unauthorized, error_response
-from .extensions import jwt
+from postservice.auth import revocation
+from postservice.extensions import jwt
+from postservice.http.errors import BEARER, Unauthorized, error_response
 
 
 class TokenSchema(Schema):

@@ -9,10 +9,11 @@ from flask.cli import AppGroup
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import cache_health, revocation
-from .extensions import db
-from .posts import idempotency
-from .users import service as users_service
+from postservice.auth import revocation
+from postservice.cache import health as cache_health
+from postservice.extensions import db
+from postservice.posts import idempotency
+from postservice.users import service as users_service
 
 bp = Blueprint("commands", __name__, cli_group=None)
 

@@ -13,7 +13,7 @@ from marshmallow import Schema, ValidationError, fields
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
-from .extensions import db
+from postservice.extensions import db
 
 log = logging.getLogger(__name__)
 

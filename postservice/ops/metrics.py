@@ -43,8 +43,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from . import cache_health, health
-from .extensions import db
+from postservice.cache import health as cache_health
+from postservice.extensions import db
+from postservice.ops import health
 
 PATH = "/metrics"
 # From a cached listing (about 0.5 ms) to a bcrypt login (about 300 ms) and

@@ -38,9 +38,10 @@ from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
 from config import ConfigError
-
-from . import cache_health, metrics, redis_client
-from .errors import APIError
+from postservice.cache import clients
+from postservice.cache import health as cache_health
+from postservice.http.errors import APIError
+from postservice.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,12 @@ class Throttle:
         self.url = app.config["RATELIMIT_STORAGE_URL"]
         if self.url.lower().startswith(("redis+", "rediss+")):
             try:
-                redis_client.parse_url(self.url)
-            except redis_client.RedisURLError as e:
+                clients.parse_url(self.url)
+            except clients.RedisURLError as e:
                 raise ConfigError(f"RATELIMIT_STORAGE_URL: {e}") from None
         self.prefix = app.config["REDIS_KEY_PREFIX"] + ":throttle"
         self.timeout = app.config["REDIS_TIMEOUT"]
-        self.tls = redis_client.TLS.from_settings(app.config)
+        self.tls = clients.TLS.from_settings(app.config)
         self.build_lock = threading.Lock()
         self.shared = None  # built on first use: the app starts without Redis
         self.local = FixedWindowRateLimiter(MemoryStorage())
@@ -79,7 +80,7 @@ class Throttle:
         if self.shared is None:
             with self.build_lock:
                 if self.shared is None:
-                    storage = redis_client.limits_storage(
+                    storage = clients.limits_storage(
                         self.url,
                         timeout=self.timeout,
                         key_prefix=self.prefix,

@@ -26,10 +26,11 @@ from flask import current_app, request
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import cache_health, redis_client, user_state
-from .errors import Unauthorized
-from .extensions import db
-from .models import RevokedToken, User
+from postservice.cache import clients, generations
+from postservice.cache import health as cache_health
+from postservice.extensions import db
+from postservice.http.errors import Unauthorized
+from postservice.models import RevokedToken, User
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def read_along(app, endpoint, keys, keep):
 
 
 def token_key(user_id, jti):
-    return user_state.key(user_state.TOKENS, user_id, jti)
+    return generations.key(generations.TOKENS, user_id, jti)
 
 
 def is_revoked(jwt_header, jwt_payload):
@@ -79,12 +80,12 @@ def _user_id(jwt_payload):
 
 def _cached_verdict(user_id, payload):
     key = token_key(user_id, payload["jti"])
-    keys = [user_state.gen_key(user_state.TOKENS, user_id), key]
+    keys = [generations.gen_key(generations.TOKENS, user_id), key]
     along = current_app.extensions["token_read_along"].get(request.endpoint)
     if along is not None:
         keys += along[0](user_id)
     try:
-        generation, entry, *extra = user_state.read(keys)
+        generation, entry, *extra = generations.read(keys)
     except cache_health.CacheUnavailable:
         return verdict_from_database(user_id, payload)
     except cache_health.ERRORS:
@@ -93,12 +94,12 @@ def _cached_verdict(user_id, payload):
         return verdict_from_database(user_id, payload)
     if along is not None:
         along[1](user_id, extra)
-    verdict = user_state.unwrap(entry, generation)
+    verdict = generations.unwrap(entry, generation)
     if verdict is not None:
         return verdict
     try:
         if generation is None:
-            generation = user_state.ensure_generation(user_state.TOKENS, user_id)
+            generation = generations.ensure_generation(generations.TOKENS, user_id)
     except cache_health.ERRORS as e:
         cache_health.current().failed(e)
         generation = None
@@ -106,7 +107,7 @@ def _cached_verdict(user_id, payload):
     if generation is not None:
         expires_in = int(payload["exp"] - time.time()) + 1
         timeout = max(1, min(current_app.config["POSTS_CACHE_TTL"], expires_in))
-        user_state.store(key, generation, verdict, timeout)
+        generations.store(key, generation, verdict, timeout)
     return verdict
 
 
@@ -172,8 +173,10 @@ def announce(user_id, *, posts_too=False):
 
     ``posts_too`` when the listing changed as well (the account is gone).
     """
-    kinds = (user_state.TOKENS, user_state.POSTS) if posts_too else (user_state.TOKENS,)
-    if not user_state.invalidate(user_id, *kinds):
+    kinds = (
+        (generations.TOKENS, generations.POSTS) if posts_too else (generations.TOKENS,)
+    )
+    if not generations.invalidate(user_id, *kinds):
         log.warning(
             "cache not told of a token change for user %s; it is sent when the "
             "cache answers again",
@@ -208,10 +211,10 @@ def import_legacy():
         return 0
     # Built as the cache's client is, so rediss:// takes the REDIS_SSL_*
     # files. A one-off command: it waits longer than a request would.
-    client = redis_client.connect(
+    client = clients.connect(
         url,
         timeout=LEGACY_TIMEOUT,
-        tls=redis_client.TLS.from_settings(current_app.config),
+        tls=clients.TLS.from_settings(current_app.config),
     ).client
     now = int(time.time())
     known = set(db.session.scalars(select(RevokedToken.jti)))

@@ -23,8 +23,8 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .extensions import cache, db
-from .redis_client import REDIS_ERRORS
+from postservice.cache.clients import REDIS_ERRORS
+from postservice.extensions import cache, db
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import time
 from flask import current_app
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from .errors import APIError
-from .extensions import db
+from postservice.extensions import db
+from postservice.http.errors import APIError
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ sync checks done once per function instead of once per call."""
 
 from flask import Flask
 
-from .validation import JSONProvider, JSONRequest
+from postservice.http.parsing import JSONProvider, JSONRequest
 
 # Functions whose check is remembered; beyond this many, checks are not
 # stored (a bound, should anything pass ever-new functions).

@@ -12,7 +12,7 @@ from flask import Blueprint as FlaskBlueprint
 from flask import Response, abort, current_app, jsonify, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
-from .api import Blueprint, document
+from postservice.http.api import Blueprint, document
 
 bp = Blueprint("docs", __name__, description="This description")
 pages = FlaskBlueprint("docs_pages", __name__)

@@ -15,7 +15,7 @@ import time
 
 from flask import g, request
 
-from . import metrics
+from postservice.ops import metrics
 
 log = logging.getLogger("postservice.request")
 

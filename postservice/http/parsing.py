@@ -17,7 +17,7 @@ from flask.json.provider import DefaultJSONProvider
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from webargs.flaskparser import FlaskParser
 
-from .errors import APIError
+from postservice.http.errors import APIError
 
 UTF8 = ("utf-8", "utf-8-sig")
 

@@ -11,7 +11,7 @@ import time
 
 from flask import current_app
 
-from .redis_client import REDIS_ERRORS
+from postservice.cache.clients import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 

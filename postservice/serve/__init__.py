@@ -15,7 +15,6 @@ import logging
 import os
 import select
 import signal
-import sys
 import time
 
 from waitress import create_server, wasyncore
@@ -39,8 +38,9 @@ from config import (
     _int,
     log_format,
 )
-
-from . import create_app, headers, logconfig, metrics
+from postservice import create_app
+from postservice.http import headers
+from postservice.ops import logs, metrics
 
 log = logging.getLogger("postservice.serve")  # not __main__ under -m
 
@@ -408,7 +408,7 @@ def metrics_port_setting(env, public_port):
 
 def main(env=None):
     env = os.environ if env is None else env
-    logconfig.configure(log_format(env))
+    logs.configure(log_format(env))
     app = create_app()
     settings = server_settings(env, app.config["DATABASE_POOL_SIZE"])
     grace = shutdown_timeout(env)
@@ -440,7 +440,3 @@ def _metrics_listener(app, host, port):
         raise ConfigError(f"METRICS_PORT {port} cannot be used: {e}") from None
     log.info("metrics on http://%s:%s%s", host, port, metrics.PATH)
     return listener
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,9 +26,9 @@ this process could not replace are replaced as soon as it answers again.
 
 import secrets
 
-from . import cache_health
-from .extensions import cache
-from .redis_client import REDIS_ERRORS
+from postservice.cache import health as cache_health
+from postservice.cache.clients import REDIS_ERRORS
+from postservice.extensions import cache
 
 GENERATION_TTL = 7 * 24 * 3600
 SEPARATOR = b"\n"

@@ -12,8 +12,7 @@ from cachelib.serializers import BaseRedisSerializer
 from flask_caching.backends.rediscache import RedisCache
 
 from config import ConfigError
-
-from . import redis_client
+from postservice.cache import clients
 
 
 class RawBytesSerializer(BaseRedisSerializer):
@@ -42,16 +41,16 @@ class RedisBytesCache(RedisCache):
         """
         options = config.get("CACHE_OPTIONS") or {}
         try:
-            topology = redis_client.connect(
+            topology = clients.connect(
                 config["CACHE_REDIS_URL"],
                 timeout=options["timeout"],
-                tls=redis_client.TLS(
+                tls=clients.TLS(
                     ca_certs=options.get("ssl_ca_certs"),
                     certfile=options.get("ssl_certfile"),
                     keyfile=options.get("ssl_keyfile"),
                 ),
             )
-        except redis_client.RedisURLError as e:
+        except clients.RedisURLError as e:
             raise ConfigError(f"REDIS_URL: {e}") from None
         return cls(
             topology,
@@ -60,9 +59,9 @@ class RedisBytesCache(RedisCache):
         )
 
     def ping(self):
-        """Raises one of ``redis_client.REDIS_ERRORS`` when Redis does not answer."""
+        """Raises one of ``clients.REDIS_ERRORS`` when Redis does not answer."""
         return self.topology.client.ping()
 
     def status(self):
-        """Fields for ``/readyz`` (``redis_client.Topology.status``); may raise."""
+        """Fields for ``/readyz`` (``clients.Topology.status``); may raise."""
         return self.topology.status()

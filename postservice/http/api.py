@@ -19,8 +19,8 @@ import flask_smorest
 from flask_jwt_extended import jwt_required
 from flask_smorest.spec.plugins import FlaskPlugin
 
-from .errors import ErrorSchema, ValidationErrorSchema
-from .validation import RequestParser
+from postservice.http.errors import ErrorSchema, ValidationErrorSchema
+from postservice.http.parsing import RequestParser
 
 OPENAPI_VERSION = "3.0.3"  # what the bundled Swagger UI renders
 BEARER_SCHEME = "bearerAuth"

@@ -1,0 +1,7 @@
+"""``python -m postservice.serve``: the production server."""
+
+import sys
+
+from postservice.serve import main
+
+sys.exit(main())

@@ -1,8 +1,12 @@
-"""Settings read from the environment, one class per mode.
+"""Settings read from the environment: the only code that reads it.
 
-``settings_for()`` turns the environment into a plain dict for
-``app.config``. Nothing here runs at import time: the environment is read
-when an app is created, so tests can build differently-configured apps.
+``app_settings()`` turns the environment into a plain dict for
+``app.config`` (one class per mode gives the defaults), and
+``server_settings()`` into the typed settings of ``python -m
+postservice.serve``. Each variable is parsed once, here. Nothing here runs
+at import time and nothing here imports the package: the environment is
+read when an app or a server is made, so tests can build differently
+configured apps side by side.
 """
 
 import collections
@@ -12,6 +16,7 @@ import math
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,13 +55,23 @@ POST_TEXT_MAX_BYTES = 1024 * 1024
 # escape; the body cap leaves room for that and the envelope, no more.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_WAITRESS_THREADS = 8
+DEFAULT_DATABASE_POOL_SIZE = 10
 # Connections the pool may open beyond DATABASE_POOL_SIZE under load.
 DATABASE_MAX_OVERFLOW = 5
+DEFAULT_PORT = 8000
+# Seconds an idle connection is kept (waitress: 120). Idle connections hold
+# a slot of WAITRESS_CONNECTION_LIMIT each; clients that keep one open for
+# minutes without a request are better made to reconnect.
+DEFAULT_CHANNEL_TIMEOUT = 30
+# waitress answers bodies over its own limit with a plain-text 413 before the
+# app sees them; keeping it just above MAX_BODY_BYTES means a body slightly
+# too large still gets the app's JSON 413, and a huge one is never buffered.
+SERVER_BODY_LIMIT = MAX_BODY_BYTES + 1024 * 1024
+DEFAULT_SHUTDOWN_TIMEOUT = 20.0
+DEFAULT_PROXY_HEADERS = "x-forwarded-for x-forwarded-proto"
 # A listing larger than this is streamed to the client and not kept in the
 # cache: one user's posts must not fill Redis or a process's memory.
 POSTS_CACHE_MAX_BYTES = 1024 * 1024
-# The bind of the MySQL engine whose connections autocommit (postservice/database.py).
-AUTOCOMMIT_BIND = "autocommit"
 
 
 class ConfigError(SystemExit):
@@ -166,7 +181,10 @@ class Config:
             "REDIS_SSL_CA_CERTS": env.get("REDIS_SSL_CA_CERTS") or None,
             "REDIS_SSL_CERTFILE": env.get("REDIS_SSL_CERTFILE") or None,
             "REDIS_SSL_KEYFILE": env.get("REDIS_SSL_KEYFILE") or None,
-            "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 10, 1),
+            "DATABASE_POOL_SIZE": _int(
+                env, "DATABASE_POOL_SIZE", DEFAULT_DATABASE_POOL_SIZE, 1
+            ),
+            "DATABASE_MAX_OVERFLOW": DATABASE_MAX_OVERFLOW,
             "DATABASE_CONNECT_TIMEOUT": _int(env, "DATABASE_CONNECT_TIMEOUT", 3, 1),
             "DATABASE_READ_TIMEOUT": _int(env, "DATABASE_READ_TIMEOUT", 5, 1),
             "DATABASE_WRITE_TIMEOUT": _int(env, "DATABASE_WRITE_TIMEOUT", 5, 1),
@@ -184,11 +202,7 @@ class Config:
             "REGISTER_RATE_LIMIT": _rate_limit(
                 env, "REGISTER_RATE_LIMIT", cls.REGISTER_RATE_LIMIT
             ),
-            # The same count waitress uses with TRUSTED_PROXY, so the app
-            # reads X-Forwarded-For as the server did (and under other servers).
-            "TRUSTED_PROXY_COUNT": _int(
-                env, "TRUSTED_PROXY_COUNT", 1 if env.get("TRUSTED_PROXY") else 0, 0
-            ),
+            **proxy_settings(env),
             "LOG_FORMAT": log_format(env),
         }
         if settings["BCRYPT_ROUNDS"] > 31:
@@ -220,8 +234,13 @@ class ProductionConfig(Config):
 CONFIGS = {c.MODE: c for c in (DevelopmentConfig, TestingConfig, ProductionConfig)}
 
 
+def app_settings(instance_path, overrides=None, env=None):
+    """The app's settings from the process's environment (or ``env``)."""
+    return settings_for(os.environ if env is None else env, instance_path, overrides)
+
+
 def settings_for(env, instance_path, overrides=None):
-    """Build the app settings from ``env`` (usually ``os.environ``).
+    """Build the app settings from ``env`` (a mapping like ``os.environ``).
 
     ``overrides`` (a dict, used by tests) wins over the environment, and the
     result is checked as a whole so that overrides cannot bypass the
@@ -320,57 +339,14 @@ def _check_production(settings):
 
 
 def _derived(settings):
-    """Library settings that follow from ours."""
-    url = settings["SQLALCHEMY_DATABASE_URI"]
-    # SQL parameters hold post text, emails and password hashes: never let
-    # them into an exception message that could reach a log.
-    engine = {"pool_pre_ping": True, "hide_parameters": True}
-    if url.startswith(("mysql", "mariadb")):
-        # Imported here: the package imports this module before its own.
-        from postservice.db.pool import SocketCheckedPool
-
-        engine.update(
-            # A dead pooled connection is found by polling its socket, not
-            # by a ping round trip before every request (see db_pool.py).
-            pool_pre_ping=False,
-            poolclass=SocketCheckedPool,
-            # Below MySQL's default wait_timeout, so idle connections are
-            # replaced before the server drops them.
-            pool_recycle=1800,
-            pool_size=settings["DATABASE_POOL_SIZE"],
-            max_overflow=DATABASE_MAX_OVERFLOW,
-            pool_timeout=5,
-            connect_args={
-                "connect_timeout": settings["DATABASE_CONNECT_TIMEOUT"],
-                # A hung server (or a Galera node cut off from the others)
-                # costs a request this long, then a 503, not a stuck thread.
-                "read_timeout": settings["DATABASE_READ_TIMEOUT"],
-                "write_timeout": settings["DATABASE_WRITE_TIMEOUT"],
-                "charset": "utf8mb4",
-            },
-        )
-        if settings["DATABASE_WSREP_SYNC_WAIT"] is not None:
-            # Galera applies other nodes' commits after acknowledging them:
-            # 1 makes each read wait until this node has applied every
-            # commit the cluster acknowledged before the read began.
-            engine["connect_args"]["init_command"] = (
-                f"SET SESSION wsrep_sync_wait={settings['DATABASE_WSREP_SYNC_WAIT']}"
-            )
-    binds = {}
-    if url.startswith(("mysql", "mariadb")):
-        binds[AUTOCOMMIT_BIND] = {
-            "url": url,
-            **engine,
-            # Statements that are their own transaction (database.py): no
-            # COMMIT to send, and no ROLLBACK when the connection goes back.
-            "isolation_level": "AUTOCOMMIT",
-            "skip_autocommit_rollback": True,
-        }
-    prefix = settings["REDIS_KEY_PREFIX"] or default_key_prefix(url)
-    derived = {
-        "SQLALCHEMY_BINDS": binds,
+    """Library settings that follow from ours (the database engines' options
+    follow in ``postservice.db.engines``, the cache's in
+    ``postservice.cache.backend``)."""
+    prefix = settings["REDIS_KEY_PREFIX"] or default_key_prefix(
+        settings["SQLALCHEMY_DATABASE_URI"]
+    )
+    return {
         "REDIS_KEY_PREFIX": prefix,
-        "SQLALCHEMY_ENGINE_OPTIONS": engine,
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_ALGORITHM": "HS256",
@@ -378,30 +354,10 @@ def _derived(settings):
         "JWT_ERROR_MESSAGE_KEY": "detail",
         # Tokens travel in headers only; a csrf claim would be dead weight.
         "JWT_COOKIE_CSRF_PROTECT": False,
-        "CACHE_KEY_PREFIX": prefix + ":",
-        "CACHE_DEFAULT_TIMEOUT": settings["POSTS_CACHE_TTL"],
         "RATELIMIT_STORAGE_URL": settings["RATELIMIT_STORAGE_URL"]
         or settings["REDIS_URL"]
         or "memory://",
     }
-    if settings["REDIS_URL"]:
-        timeout = settings["REDIS_TIMEOUT"]
-        derived.update(
-            CACHE_TYPE="postservice.cache.backend.RedisBytesCache",
-            CACHE_REDIS_URL=settings["REDIS_URL"],
-            # redis-py retries and waits seconds by default; the cache is an
-            # optimisation, so it fails fast (redis_client, no retries) and
-            # the caller uses the database.
-            CACHE_OPTIONS={
-                "timeout": timeout,
-                "ssl_ca_certs": settings["REDIS_SSL_CA_CERTS"],
-                "ssl_certfile": settings["REDIS_SSL_CERTFILE"],
-                "ssl_keyfile": settings["REDIS_SSL_KEYFILE"],
-            },
-        )
-    else:
-        derived.update(CACHE_TYPE="SimpleCache", CACHE_THRESHOLD=10000)
-    return derived
 
 
 def default_key_prefix(database_url):
@@ -445,3 +401,93 @@ def log_format(env):
     if value not in LOG_FORMATS:
         raise ConfigError(f"LOG_FORMAT must be text or json, got {value!r}")
     return value
+
+
+def proxy_settings(env):
+    """The proxy in front, whose ``X-Forwarded-*`` headers are believed.
+
+    ``TRUSTED_PROXY`` is its address (``*``: any peer). ``TRUSTED_PROXY_COUNT``
+    proxies are believed (1 by default with ``TRUSTED_PROXY``); set alone, it
+    believes that many from any peer, as ``TRUSTED_PROXY=*`` would
+    (``postservice.http.proxy``).
+    """
+    proxy = (env.get("TRUSTED_PROXY") or "").strip() or None
+    count = _int(env, "TRUSTED_PROXY_COUNT", 1 if proxy else 0, 0)
+    if proxy and count < 1:
+        raise ConfigError("TRUSTED_PROXY_COUNT must be at least 1 with TRUSTED_PROXY")
+    headers = env.get("TRUSTED_PROXY_HEADERS") or DEFAULT_PROXY_HEADERS
+    return {
+        "TRUSTED_PROXY": proxy,
+        "TRUSTED_PROXY_COUNT": count,
+        "TRUSTED_PROXY_HEADERS": headers.replace(",", " ").lower().split(),
+    }
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What ``python -m postservice.serve`` needs beyond the app's settings."""
+
+    host: str
+    port: int
+    threads: int
+    connection_limit: int
+    channel_timeout: int
+    shutdown_timeout: float
+    metrics_port: int | None
+    log_format: str
+    max_request_body_size: int = SERVER_BODY_LIMIT
+
+    def waitress(self):
+        """The keyword arguments of waitress's ``create_server``."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "threads": self.threads,
+            "connection_limit": self.connection_limit,
+            "channel_timeout": self.channel_timeout,
+            "max_request_body_size": self.max_request_body_size,
+            "ident": "postservice",
+        }
+
+
+def server_settings(env=None, *, pool_size=None):
+    """The server's settings from the environment (or ``env``).
+
+    ``pool_size`` is the database pool's size (``DATABASE_POOL_SIZE`` when
+    None). Raises ``ConfigError`` for unreadable numbers; when there are
+    more threads than database connections (a thread waiting for a
+    connection would stall its request for the pool timeout and then fail);
+    and when ``METRICS_PORT`` is the public port (the metrics are never
+    served where clients reach the API).
+    """
+    env = os.environ if env is None else env
+    threads = _int(env, "WAITRESS_THREADS", DEFAULT_WAITRESS_THREADS, 1)
+    if pool_size is None:
+        pool_size = _int(env, "DATABASE_POOL_SIZE", DEFAULT_DATABASE_POOL_SIZE, 1)
+    most = pool_size + DATABASE_MAX_OVERFLOW
+    if threads > most:
+        raise ConfigError(
+            f"WAITRESS_THREADS is {threads} but the database pool holds at most "
+            f"{most} connections (DATABASE_POOL_SIZE {pool_size} + "
+            f"{DATABASE_MAX_OVERFLOW} overflow): lower WAITRESS_THREADS or raise "
+            "DATABASE_POOL_SIZE"
+        )
+    port = _int(env, "PORT", DEFAULT_PORT, 1)
+    metrics_port = _int(env, "METRICS_PORT", None, 1)
+    if metrics_port is not None and metrics_port == port:
+        raise ConfigError(
+            f"METRICS_PORT must differ from PORT ({port}): the metrics "
+            "are never served on the public port"
+        )
+    return ServerSettings(
+        host=env.get("HOST") or "127.0.0.1",
+        port=port,
+        threads=threads,
+        connection_limit=_int(env, "WAITRESS_CONNECTION_LIMIT", 100, 1),
+        channel_timeout=_int(
+            env, "WAITRESS_CHANNEL_TIMEOUT", DEFAULT_CHANNEL_TIMEOUT, 1
+        ),
+        shutdown_timeout=_float(env, "SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT),
+        metrics_port=metrics_port,
+        log_format=log_format(env),
+    )

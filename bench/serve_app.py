@@ -18,20 +18,19 @@ import sys
 
 def main():
     sys.path.insert(0, os.getcwd())
-    from config import log_format
+    from config import server_settings
     from postservice.ops import logs
-    from postservice.serve import GracefulServer, server_settings, shutdown_timeout
+    from postservice.serve import GracefulServer
 
     module, _, factory = sys.argv[1].partition(":")
-    env = os.environ
-    logs.configure(log_format(env))
     app = getattr(importlib.import_module(module), factory)()
     # The floors have no pool; the check that threads fit it is the service's.
-    pool_size = app.config.get("DATABASE_POOL_SIZE", 1_000)
-    server = GracefulServer(app, server_settings(env, pool_size))
+    settings = server_settings(pool_size=app.config.get("DATABASE_POOL_SIZE", 1_000))
+    logs.configure(settings.log_format)
+    server = GracefulServer(app, settings.waitress())
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)
-    server.run(shutdown_timeout(env))
+    server.run(settings.shutdown_timeout)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,13 @@
 import os
 import secrets
 
-from werkzeug.middleware.proxy_fix import ProxyFix
-
 import config as settings
 from postservice import extensions
 from postservice.auth import revocation, throttling, tokens
+from postservice.cache import backend as cache_backend
 from postservice.cache import health as cache_health
 from postservice.db import engines
-from postservice.http import api, docs, errors, headers
+from postservice.http import api, docs, errors, headers, proxy
 from postservice.http.app import App
 from postservice.ops import commands, health, logs, metrics, requestlog
 from postservice.posts import cache as posts_cache
@@ -26,9 +25,7 @@ def create_app(config=None):
     """
     app = App(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
-    app.config.from_mapping(
-        settings.settings_for(os.environ, app.instance_path, config)
-    )
+    app.config.from_mapping(settings.app_settings(app.instance_path, config))
     if not app.config["JWT_SECRET_KEY"]:
         app.config["JWT_SECRET_KEY"] = (
             settings.development_secret(app.instance_path)
@@ -42,10 +39,7 @@ def create_app(config=None):
     metrics.init_app(app)
     requestlog.init_app(app)  # first hook, so its clock covers the other hooks
 
-    if app.config["TRUSTED_PROXY_COUNT"]:
-        # Only then is X-Forwarded-For the client's address, not its claim.
-        count = app.config["TRUSTED_PROXY_COUNT"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count)
+    proxy.init_app(app)  # the client's address, before anything reads it
 
     register_extensions(app)
     register_blueprints(app)
@@ -62,7 +56,7 @@ def register_extensions(app):
     )
     extensions.jwt.init_app(app)
     tokens.register_jwt_callbacks()
-    extensions.cache.init_app(app)
+    cache_backend.init_app(app)
     cache_health.init_app(app)
     revocation.init_app(app)
     posts_cache.init_app(app)

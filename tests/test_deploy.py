@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from postservice import serve
+import config
 
 from .conftest import ROOT, run_in_repo
 from .servers import AppInstance, MariaDBServer, require_program
@@ -241,4 +241,4 @@ def test_nginx_closes_idle_app_connections_before_the_app_does():
     upstream = re.search(r"upstream postservice \{(.*?)\}", conf, re.S).group(1)
     assert re.search(r"^\s*keepalive \d+;", upstream, re.M)  # connections reused
     nginx_idle = int(re.search(r"keepalive_timeout (\d+)s;", upstream).group(1))
-    assert nginx_idle < serve.CHANNEL_TIMEOUT
+    assert nginx_idle < config.DEFAULT_CHANNEL_TIMEOUT

@@ -12,7 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import config
 from postservice.ops import metrics
-from postservice.serve import metrics_port_setting
 
 from .conftest import PASSWORD, AuthActions, free_port
 from .load import register_users
@@ -250,6 +249,10 @@ def test_each_app_counts_on_its_own(make_app):
     busy.test_client().get("/healthz")
     assert requests_total(scrape(busy), "health.healthz", "GET", 200) == 1
     assert requests_total(scrape(idle), "health.healthz", "GET", 200) == 0
+
+
+def metrics_port_setting(env, public_port):
+    return config.server_settings({**env, "PORT": str(public_port)}).metrics_port
 
 
 def test_metrics_port_must_differ_from_the_public_port():

@@ -6,6 +6,7 @@ release that changes one of them fails here, not silently in production.
 """
 
 import inspect
+import logging
 
 import pymysql
 from flask_jwt_extended import JWTManager, view_decorators
@@ -56,10 +57,11 @@ def test_smorest_still_registers_its_handlers_where_api_turns_them_off():
 
 
 def test_waitress_still_reports_queued_requests_through_its_queue_logger():
-    # serve.GracefulServer replaces the dispatcher's queue_logger to count
-    # every queued request and log one line per interval.
+    # serve.QueueLog filters waitress's public "waitress.queue" logger to
+    # count every queued request and let one line per interval through.
     # It counts without a lock of its own: the call must stay under the
     # dispatcher's lock, with the depth as its one argument.
+    assert ThreadedTaskDispatcher.queue_logger is logging.getLogger("waitress.queue")
     source = inspect.getsource(ThreadedTaskDispatcher.add_task)
     locked = source.index("with self.lock:")
     call = source.index("self.queue_logger.warning(")

@@ -2,6 +2,7 @@
 
 import errno
 import json
+import logging
 import signal
 import socket
 import sys
@@ -13,18 +14,17 @@ import pytest
 import requests
 from sqlalchemy import select
 from waitress import wasyncore
+from waitress.adjustments import Adjustments
 
-from config import MAX_BODY_BYTES, ConfigError
+import config
+from config import MAX_BODY_BYTES, ConfigError, server_settings
 from postservice import serve
 from postservice.extensions import db
+from postservice.http import proxy
 from postservice.models import Post
 from postservice.ops import metrics
-from postservice.serve import (
-    LOCKED_OUTPUT_PAUSE,
-    Channel,
-    GracefulServer,
-    server_settings,
-)
+from postservice.serve import Channel, GracefulServer
+from postservice.serve.channel import LOCKED_OUTPUT_PAUSE
 
 from .conftest import run_in_repo, server_env
 from .load import register_users
@@ -32,16 +32,17 @@ from .servers import AppInstance
 
 
 def test_defaults():
-    settings = server_settings({}, pool_size=10)
+    settings = server_settings({}).waitress()
     assert settings["threads"] == 8
     assert settings["host"] == "127.0.0.1"
     assert settings["port"] == 8000
     assert settings["connection_limit"] == 100
     assert settings["channel_timeout"] == 30
-    assert "trusted_proxy" not in settings
+    assert "trusted_proxy" not in settings  # the app's concern, under any server
     # Just above Flask's limit, so a slightly larger body gets the JSON 413.
     assert settings["max_request_body_size"] > MAX_BODY_BYTES
     assert settings["max_request_body_size"] <= 2 * MAX_BODY_BYTES
+    assert server_settings({}).shutdown_timeout == 20.0
 
 
 def test_settings_from_the_environment():
@@ -51,32 +52,51 @@ def test_settings_from_the_environment():
         "WAITRESS_THREADS": "15",
         "WAITRESS_CONNECTION_LIMIT": "500",
         "WAITRESS_CHANNEL_TIMEOUT": "45",
-        "TRUSTED_PROXY": "10.0.0.2",
-        "TRUSTED_PROXY_HEADERS": "x-forwarded-for, x-forwarded-proto",
+        "SHUTDOWN_TIMEOUT": "7.5",
+        "METRICS_PORT": "9100",
+        "LOG_FORMAT": "json",
     }
-    settings = server_settings(env, pool_size=10)
+    typed = server_settings(env)
+    settings = typed.waitress()
     assert settings["host"] == "10.1.2.3"
     assert settings["port"] == 9000
     assert settings["threads"] == 15
     assert settings["connection_limit"] == 500
     assert settings["channel_timeout"] == 45
-    assert settings["trusted_proxy"] == "10.0.0.2"
-    assert settings["trusted_proxy_headers"] == ["x-forwarded-for", "x-forwarded-proto"]
-    assert settings["trusted_proxy_count"] == 1
+    assert typed.shutdown_timeout == 7.5
+    assert typed.metrics_port == 9100
+    assert typed.log_format == "json"
+
+
+def test_the_trusted_proxy_is_read_once_for_the_app():
+    env = {
+        "TRUSTED_PROXY": "10.0.0.2",
+        "TRUSTED_PROXY_HEADERS": "x-forwarded-for, X-Forwarded-Proto",
+    }
+    settings = config.proxy_settings(env)
+    assert settings["TRUSTED_PROXY"] == "10.0.0.2"
+    assert settings["TRUSTED_PROXY_HEADERS"] == [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+    ]
+    assert settings["TRUSTED_PROXY_COUNT"] == 1
+    with pytest.raises(ConfigError, match="TRUSTED_PROXY_COUNT must be at least 1"):
+        config.proxy_settings({**env, "TRUSTED_PROXY_COUNT": "0"})
 
 
 def test_more_threads_than_database_connections_is_refused():
     with pytest.raises(ConfigError) as raised:
-        server_settings({"WAITRESS_THREADS": "16"}, pool_size=10)
+        server_settings({"WAITRESS_THREADS": "16"})
     assert "WAITRESS_THREADS is 16" in str(raised.value)
     assert "at most 15 connections" in str(raised.value)
+    assert server_settings({"WAITRESS_THREADS": "16", "DATABASE_POOL_SIZE": "11"})
     assert server_settings({"WAITRESS_THREADS": "16"}, pool_size=11)
 
 
 @pytest.mark.parametrize("value", ["many", "0", "-2"])
 def test_unreadable_thread_count_is_refused(value):
     with pytest.raises(ConfigError):
-        server_settings({"WAITRESS_THREADS": value}, pool_size=10)
+        server_settings({"WAITRESS_THREADS": value})
 
 
 def test_server_refuses_to_start_with_too_many_threads(database_url):
@@ -249,7 +269,7 @@ def test_one_turn_of_the_loop_accepts_every_waiting_connection(idle_server):
 def test_a_turn_accepts_no_more_than_the_batch(idle_server, monkeypatch):
     # A small batch: more waiting connections than a kernel's smallest
     # default backlog (128) could hold would make the test machine's.
-    monkeypatch.setattr(serve, "ACCEPT_BATCH", 4)
+    monkeypatch.setattr(serve.channel, "ACCEPT_BATCH", 4)
     server = idle_server()
     clients = waiting_clients(server, 10)
     try:
@@ -402,6 +422,11 @@ PROXY = {
 }
 
 
+def behind_proxy(app, **settings):
+    """``app`` behind the proxy handling ``create_app`` installs."""
+    return proxy.trusting_proxy(app, Adjustments(**settings))
+
+
 def through_proxy(server, *header_lines):
     request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
     request += b"".join(line + b"\r\n" for line in header_lines) + b"\r\n"
@@ -435,7 +460,9 @@ def through_proxy(server, *header_lines):
 def test_forwarded_headers_count_only_from_the_trusted_proxy(
     running_server, trusted_proxy, seen
 ):
-    server = running_server(what_the_app_sees, trusted_proxy=trusted_proxy, **PROXY)
+    server = running_server(
+        behind_proxy(what_the_app_sees, trusted_proxy=trusted_proxy, **PROXY)
+    )
     status, _, body = through_proxy(
         server,
         b"X-Forwarded-For: 203.0.113.7",
@@ -466,7 +493,7 @@ def test_a_malformed_header_of_the_trusted_proxy_gets_a_json_400(
         return what_the_app_sees(environ, start_response)
 
     settings = dict(PROXY, trusted_proxy_headers=[trusted])
-    server = running_server(app, trusted_proxy="127.0.0.1", **settings)
+    server = running_server(behind_proxy(app, trusted_proxy="127.0.0.1", **settings))
     status, headers, body = through_proxy(server, line)
     assert status == 400
     assert body == b'{"detail":"Malformed %s header"}\n' % header.encode()
@@ -491,31 +518,51 @@ def test_an_app_that_raises_before_answering_gets_the_json_500(running_server):
     assert json.loads(body) == {"detail": "Internal Server Error"}  # no traceback
 
 
-class Lines:
-    """A logger that keeps its lines."""
+class Lines(logging.Handler):
+    """A handler that keeps the lines of waitress's queue logger."""
 
-    def __init__(self):
+    def __init__(self, logger, queue_log):
+        super().__init__()
         self.lines = []
+        self.logger = logger
+        logger.addFilter(queue_log)
+        logger.addHandler(self)
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
 
     def warning(self, message, *args):
-        self.lines.append(message % args)
+        # What waitress's dispatcher calls on its public logger.
+        self.logger.warning(message, *args)
+
+    def close(self):
+        self.logger.removeHandler(self)
+        self.logger.filters.clear()
+        super().close()
 
 
 def test_queue_warnings_are_all_counted_and_one_line_per_interval_logged():
     now = [100.0]
-    lines = Lines()
-    queue_log = serve.QueueLog(lines, interval=60, clock=lambda: now[0])
-    queue_log.warning("Task queue depth is %d", 1)
+    queue_log = serve.QueueLog(interval=60, clock=lambda: now[0])
+    lines = Lines(logging.getLogger("tests.queue"), queue_log)
+    try:
+        queue_log_warns(lines, queue_log, now)
+    finally:
+        lines.close()
+
+
+def queue_log_warns(lines, queue_log, now):
+    lines.warning("Task queue depth is %d", 1)
     for depth in (2, 5, 3):
         now[0] += 19
-        queue_log.warning("Task queue depth is %d", depth)
+        lines.warning("Task queue depth is %d", depth)
     assert queue_log.queued == 4
     assert lines.lines == [
         "Task queue depth is 1: 1 request(s) waited for a worker thread since "
         "the last such line, at most 1 deep"
     ]
     now[0] = 160.0  # the interval has passed
-    queue_log.warning("Task queue depth is %d", 2)
+    lines.warning("Task queue depth is %d", 2)
     assert queue_log.queued == 5
     assert lines.lines[1:] == [
         "Task queue depth is 2: 4 request(s) waited for a worker thread since "

@@ -13,6 +13,39 @@ from flask_caching.backends.rediscache import RedisCache
 
 from config import ConfigError
 from postservice.cache import clients
+from postservice.extensions import cache
+
+
+def cache_settings(config):
+    """Flask-Caching's settings, from ours in ``config``."""
+    settings = {
+        "CACHE_KEY_PREFIX": config["REDIS_KEY_PREFIX"] + ":",
+        "CACHE_DEFAULT_TIMEOUT": config["POSTS_CACHE_TTL"],
+    }
+    if not config["REDIS_URL"]:
+        # One process's memory: the embedded default of a single instance.
+        return settings | {"CACHE_TYPE": "SimpleCache", "CACHE_THRESHOLD": 10000}
+    return settings | {
+        "CACHE_TYPE": f"{__name__}.{RedisBytesCache.__name__}",
+        "CACHE_REDIS_URL": config["REDIS_URL"],
+        # redis-py retries and waits seconds by default; the cache is an
+        # optimisation, so it fails fast (no retries) and the caller uses
+        # the database.
+        "CACHE_OPTIONS": {
+            "timeout": config["REDIS_TIMEOUT"],
+            "ssl_ca_certs": config["REDIS_SSL_CA_CERTS"],
+            "ssl_certfile": config["REDIS_SSL_CERTFILE"],
+            "ssl_keyfile": config["REDIS_SSL_KEYFILE"],
+        },
+    }
+
+
+def init_app(app):
+    """Flask-Caching on the app, with the settings that follow from ours."""
+    for key, value in cache_settings(app.config).items():
+        if app.config.get(key) is None:  # a test's own settings win
+            app.config[key] = value
+    cache.init_app(app)
 
 
 class RawBytesSerializer(BaseRedisSerializer):

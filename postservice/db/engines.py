@@ -16,14 +16,70 @@ import logging
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
-from config import AUTOCOMMIT_BIND
+from postservice.db.pool import SocketCheckedPool
 from postservice.extensions import db
 from postservice.http.errors import database_error_summary
 
 log = logging.getLogger(__name__)
 
+# The bind of the MySQL engine whose connections autocommit.
+AUTOCOMMIT_BIND = "autocommit"
+# Seconds a request waits for a pooled connection before failing (a 503).
+POOL_TIMEOUT = 5
+# Below MySQL's default wait_timeout, so idle connections are replaced
+# before the server drops them.
+POOL_RECYCLE = 1800
+
+
+def engine_settings(config):
+    """Flask-SQLAlchemy's engine settings, from ours in ``config``."""
+    url = config["SQLALCHEMY_DATABASE_URI"]
+    # SQL parameters hold post text, emails and password hashes: never let
+    # them into an exception message that could reach a log.
+    engine = {"pool_pre_ping": True, "hide_parameters": True}
+    binds = {}
+    if url.startswith(("mysql", "mariadb")):
+        engine.update(
+            # A dead pooled connection is found by polling its socket, not
+            # by a ping round trip before every request (see pool.py).
+            pool_pre_ping=False,
+            poolclass=SocketCheckedPool,
+            pool_recycle=POOL_RECYCLE,
+            pool_size=config["DATABASE_POOL_SIZE"],
+            max_overflow=config["DATABASE_MAX_OVERFLOW"],
+            pool_timeout=POOL_TIMEOUT,
+            connect_args={
+                "connect_timeout": config["DATABASE_CONNECT_TIMEOUT"],
+                # A hung server (or a Galera node cut off from the others)
+                # costs a request this long, then a 503, not a stuck thread.
+                "read_timeout": config["DATABASE_READ_TIMEOUT"],
+                "write_timeout": config["DATABASE_WRITE_TIMEOUT"],
+                "charset": "utf8mb4",
+            },
+        )
+        sync_wait = config["DATABASE_WSREP_SYNC_WAIT"]
+        if sync_wait is not None:
+            # Galera applies other nodes' commits after acknowledging them:
+            # 1 makes each read wait until this node has applied every
+            # commit the cluster acknowledged before the read began.
+            engine["connect_args"]["init_command"] = (
+                f"SET SESSION wsrep_sync_wait={sync_wait}"
+            )
+        binds[AUTOCOMMIT_BIND] = {
+            "url": url,
+            **engine,
+            # Statements that are their own transaction (see above): no
+            # COMMIT to send, and no ROLLBACK when the connection goes back.
+            "isolation_level": "AUTOCOMMIT",
+            "skip_autocommit_rollback": True,
+        }
+    return {"SQLALCHEMY_ENGINE_OPTIONS": engine, "SQLALCHEMY_BINDS": binds}
+
 
 def init_app(app):
+    for key, value in engine_settings(app.config).items():
+        if app.config.get(key) is None:  # a test's own engine options win
+            app.config[key] = value
     db.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":

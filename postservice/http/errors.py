@@ -5,6 +5,7 @@ routing 404/405 or the 413 raised while the body is read.
 """
 
 import contextlib
+import json
 import logging
 import traceback
 
@@ -61,6 +62,12 @@ class NotFound(APIError):
 class PayloadTooLarge(APIError):
     def __init__(self, detail):
         super().__init__(413, detail)
+
+
+def json_error_body(detail):
+    """Byte for byte what ``jsonify`` writes for ``{"detail": detail}``, for
+    answers given outside the app."""
+    return (json.dumps({"detail": detail}, separators=(",", ":")) + "\n").encode()
 
 
 def error_response(status, detail, headers=None, errors=None):

@@ -21,8 +21,15 @@ DOCS_POLICY = (
 DOCS_PREFIX = "/docs"
 
 
-# On every response, waitress's own error answers included (``serve.py``).
+# On every response, waitress's own error answers included (``serve``).
 ALWAYS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"))
+# What the app's own error answers carry, for answers given before the app
+# sees the request (the server's, the proxy handling's).
+ERROR_HEADERS = (
+    ("Content-Type", "application/json"),
+    *ALWAYS,
+    ("Content-Security-Policy", API_POLICY),
+)
 
 
 def init_app(app):

@@ -5,14 +5,13 @@ import secrets
 
 import config as settings
 from postservice import extensions
-from postservice.auth import revocation, throttling, tokens
+from postservice.auth import throttling, tokens
 from postservice.cache import backend as cache_backend
 from postservice.cache import health as cache_health
 from postservice.db import engines
 from postservice.http import api, docs, errors, headers, proxy
 from postservice.http.app import App
 from postservice.ops import commands, health, logs, metrics, requestlog
-from postservice.posts import cache as posts_cache
 from postservice.posts.routes import bp as posts_bp
 from postservice.users import passwords
 from postservice.users.routes import bp as users_bp
@@ -58,8 +57,6 @@ def register_extensions(app):
     tokens.register_jwt_callbacks()
     cache_backend.init_app(app)
     cache_health.init_app(app)
-    revocation.init_app(app)
-    posts_cache.init_app(app)
     passwords.init_app(app)
     throttling.init_app(app)
 

@@ -13,6 +13,7 @@ from postservice.cache import generations
 from postservice.cache import health as cache_health
 from postservice.extensions import cache
 from postservice.posts import service
+from postservice.posts.cache import listing_format
 
 from .conftest import AuthActions, executed_sql
 
@@ -123,11 +124,11 @@ def test_redis_entry_is_plain_json_with_configured_ttl(make_app, real_redis_url)
     server = redis.Redis.from_url(real_redis_url)
     prefix = app.config["REDIS_KEY_PREFIX"]
     generation = server.get(f"{prefix}:posts:{{{uid}}}:gen")
-    entry = server.get(f"{prefix}:posts:{{{uid}}}:list")
+    entry = server.get(f"{prefix}:posts:{{{uid}}}:list:{listing_format()}")
     assert entry == generation + b"\n" + body
     post_id = actions.posts(headers)[0]["id"]
     assert body.decode("utf-8") == f'[{{"id":{post_id},"text":"zürich ☃"}}]'
-    assert 0 < server.ttl(f"{prefix}:posts:{{{uid}}}:list") <= 77
+    assert 0 < server.ttl(f"{prefix}:posts:{{{uid}}}:list:{listing_format()}") <= 77
 
 
 def test_hit_is_one_redis_round_trip(redis_app, monkeypatch):
@@ -155,7 +156,7 @@ def test_hit_is_one_redis_round_trip(redis_app, monkeypatch):
     assert keys[0] == f"{prefix}:tokens:{{{uid}}}:gen"
     assert keys[1].startswith(f"{prefix}:tokens:{{{uid}}}:")
     assert keys[2] == f"{prefix}:posts:{{{uid}}}:gen"
-    assert keys[3] == f"{prefix}:posts:{{{uid}}}:list"
+    assert keys[3] == f"{prefix}:posts:{{{uid}}}:list:{listing_format()}"
     assert len(keys) == 4
 
 

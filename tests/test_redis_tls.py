@@ -12,6 +12,8 @@ import pytest
 import requests
 from flask_jwt_extended import decode_token
 
+from postservice.posts.cache import listing_format
+
 from .conftest import PASSWORD, AuthActions, executed_sql
 from .engines import running
 from .servers import (
@@ -96,7 +98,7 @@ def test_the_api_on_a_tls_redis(tls_app, tls_redis, caplog):
     assert hit.data == miss.data
     assert mget_calls(tls_redis) == before + 1
     uid = client.get("/api/v1/users/me", headers=headers).json["id"]
-    entry = tls_redis.client().get(f"{prefix}:posts:{{{uid}}}:list")
+    entry = tls_redis.client().get(f"{prefix}:posts:{{{uid}}}:list:{listing_format()}")
     assert entry.endswith(b"\n" + hit.data)
 
     ready = client.get("/readyz")

@@ -102,7 +102,10 @@ def test_big_listing_is_not_cached(big_app, owner):
     if big_app.config["REDIS_URL"]:
         server = redis.Redis.from_url(big_app.config["REDIS_URL"])
         uid = user_id(big_app, headers)
-        assert server.get(f"postservice:posts:list:{uid}") is None
+        prefix = big_app.config["REDIS_KEY_PREFIX"]
+        # Every listing key of the user, whatever its format: none was stored.
+        listing_keys = list(server.scan_iter(match=f"{prefix}:posts:{{{uid}}}:list*"))
+        assert listing_keys == []
 
 
 def test_small_listing_is_still_cached_whole(big_app):

@@ -8,7 +8,7 @@ verdict per token, stored under the user's tokens generation
 (``user_state``), so a verdict is never served after a change it did not see.
 
 - A cached verdict is one ``MGET`` (with the generation; get-posts reads its
-  listing in the same round trip through ``read_along``) and no SQL.
+  listing in the same round trip through ``reads_along``) and no SQL.
 - A miss, an evicted key, a flushed or restarted Redis: one SELECT decides,
   and the verdict is cached again.
 - Redis down: the database decides on every request. A revocation is never
@@ -21,6 +21,8 @@ generation, never to be served.
 
 import logging
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 from flask import current_app, request
 from sqlalchemy import delete, exists, select, update
@@ -28,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from postservice.cache import clients, generations
 from postservice.cache import health as cache_health
+from postservice.db import transactions
 from postservice.extensions import db
 from postservice.http.errors import Unauthorized
 from postservice.models import RevokedToken, User
@@ -40,18 +43,36 @@ REVOKED = b"revoked"
 NO_ACCOUNT = b"no-account"
 
 
-def init_app(app):
-    app.extensions["token_read_along"] = {}
-
-
-def read_along(app, endpoint, keys, keep):
-    """Let ``endpoint`` read its own cache keys in the token check's ``MGET``.
+class ReadAlong(NamedTuple):
+    """Cache keys a view reads in its token check's ``MGET`` (one round trip).
 
     ``keys(user_id)`` names them (keys of the same user, so of one slot);
     ``keep(user_id, values)`` is handed what was read, before the view runs,
     or None when Redis failed.
     """
-    app.extensions["token_read_along"][endpoint] = (keys, keep)
+
+    keys: Callable[[int], list]
+    keep: Callable[[int, list | None], None]
+
+
+def reads_along(along):
+    """Declare on a view, below its route, what its token check reads along.
+
+    The declaration is an attribute of the view function, which the
+    decorators above it carry outward (they wrap with ``functools.wraps``),
+    so it follows the view whatever its endpoint is named.
+    """
+
+    def declare(view):
+        view.read_along = along
+        return view
+
+    return declare
+
+
+def _read_along():
+    view = current_app.view_functions.get(request.endpoint)
+    return getattr(view, "read_along", None)
 
 
 def token_key(user_id, jti):
@@ -81,19 +102,19 @@ def _user_id(jwt_payload):
 def _cached_verdict(user_id, payload):
     key = token_key(user_id, payload["jti"])
     keys = [generations.gen_key(generations.TOKENS, user_id), key]
-    along = current_app.extensions["token_read_along"].get(request.endpoint)
+    along = _read_along()
     if along is not None:
-        keys += along[0](user_id)
+        keys += along.keys(user_id)
     try:
         generation, entry, *extra = generations.read(keys)
     except cache_health.CacheUnavailable:
         return verdict_from_database(user_id, payload)
     except cache_health.ERRORS:
         if along is not None:
-            along[1](user_id, None)
+            along.keep(user_id, None)
         return verdict_from_database(user_id, payload)
     if along is not None:
-        along[1](user_id, extra)
+        along.keep(user_id, extra)
     verdict = generations.unwrap(entry, generation)
     if verdict is not None:
         return verdict
@@ -132,30 +153,35 @@ def verdict_from_database(user_id, payload):
 def revoke(jwt_payload):
     """Log out one token for the rest of its lifetime (and forget expired ones)."""
     user_id = _user_id(jwt_payload)
-    now = int(time.time())
-    db.session.execute(
-        delete(RevokedToken).where(
-            RevokedToken.user_id == user_id, RevokedToken.expires_at < now
+
+    def record():
+        now = int(time.time())
+        db.session.execute(
+            delete(RevokedToken).where(
+                RevokedToken.user_id == user_id, RevokedToken.expires_at < now
+            )
         )
-    )
-    db.session.add(
-        RevokedToken(
-            jti=jwt_payload["jti"], user_id=user_id, expires_at=int(jwt_payload["exp"])
+        db.session.add(
+            RevokedToken(
+                jti=jwt_payload["jti"],
+                user_id=user_id,
+                expires_at=int(jwt_payload["exp"]),
+            )
         )
-    )
-    try:
-        db.session.commit()
-    except IntegrityError:
-        # Logged out already (a retried request), or the account is gone.
-        db.session.rollback()
-    announce(user_id)
+        try:
+            db.session.commit()
+        except IntegrityError:
+            # Logged out already (a retried request), or the account is gone.
+            db.session.rollback()
+
+    transactions.write(record, user_id=user_id, invalidates=(generations.TOKENS,))
 
 
 def revoke_all(user_id, *, expected_version=None):
     """Void every token of the user; returns the version new tokens carry.
 
     With ``expected_version``, only if no other change moved it meanwhile:
-    returns None then. Does not commit; call ``announce`` after committing.
+    returns None then. Does not commit: run it inside ``transactions.write``.
     """
     statement = update(User).where(User.id == user_id)
     if expected_version is not None:
@@ -166,22 +192,6 @@ def revoke_all(user_id, *, expected_version=None):
     if not changed:
         return None
     return db.session.scalar(select(User.token_version).where(User.id == user_id))
-
-
-def announce(user_id, *, posts_too=False):
-    """After a commit: make every instance drop its verdicts on the user's tokens.
-
-    ``posts_too`` when the listing changed as well (the account is gone).
-    """
-    kinds = (
-        (generations.TOKENS, generations.POSTS) if posts_too else (generations.TOKENS,)
-    )
-    if not generations.invalidate(user_id, *kinds):
-        log.warning(
-            "cache not told of a token change for user %s; it is sent when the "
-            "cache answers again",
-            user_id,
-        )
 
 
 def purge_expired(now=None):

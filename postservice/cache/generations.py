@@ -99,14 +99,16 @@ def store(name, generation, value, timeout):
         health.failed(e)
 
 
-def invalidate(user_id, *kinds):
-    """Call after a committed change to what ``kinds`` of answers depend on.
+def invalidate(user_id, *kinds, drop=()):
+    """Call after a committed change to what ``kinds`` of answers depend on
+    (``db.transactions.write`` does); ``drop`` names keys to delete too.
 
     Tried even while reads are leaving Redis alone after a failure: another
     instance may already be filling the cache again, and an invalidation
     held back here would let it serve an answer without this change. It
     costs a write at most one ``REDIS_TIMEOUT``. What cannot be sent now is
-    owed, and sent with the next use of the cache.
+    owed, and sent with the next use of the cache (the keys of ``drop``
+    are then left to expire: their generation no longer matches).
 
     Returns False when the generation could not be replaced now.
 
@@ -118,6 +120,8 @@ def invalidate(user_id, *kinds):
     owed = {(kind, user_id) for kind in kinds}
     try:
         _replace(owed)
+        if drop:
+            cache.delete_many(*drop)
     except REDIS_ERRORS as e:
         with health.lock:
             health.pending.update(owed)

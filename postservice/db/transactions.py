@@ -1,4 +1,12 @@
-"""Transactions tried again when the database rolled them back.
+"""The unit of work: every write commits, is tried again, then invalidates.
+
+``write()`` is the one way a request changes the database. It names the
+user whose cached answers the change affects and which kinds of them
+(``cache.generations``); once the work has committed, those are made
+stale on every instance. A write path cannot forget the cache: it has to
+say what it touches to write at all.
+
+Transactions are tried again when the database rolled them back.
 
 On a Galera cluster two nodes may commit conflicting rows at the same
 moment (the same email, say); one of them is refused at commit with 1213,
@@ -20,6 +28,7 @@ import time
 from flask import current_app
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from postservice.cache import generations
 from postservice.extensions import db
 from postservice.http.errors import APIError
 
@@ -72,3 +81,24 @@ def run(work, *, after_lost_commit=False):
                 # Jitter, so the two sides of a conflict do not meet again.
                 time.sleep(BACKOFF * 2**attempt * (0.5 + random.random()))  # noqa: S311
     raise DatabaseBusy()
+
+
+def write(work, *, user_id, invalidates, drop=(), after_lost_commit=False):
+    """``work()`` through ``run``, then the user's cached answers invalidated.
+
+    ``invalidates`` names the kinds of cached answers (``generations.POSTS``,
+    ``generations.TOKENS``) that the committed change makes stale, for
+    ``user_id``; ``drop`` names cache keys to delete as well (what must not
+    stay in Redis at all, such as a deleted account's listing). Nothing is
+    invalidated when ``work`` raises: nothing was committed. An invalidation
+    Redis cannot take now is owed and sent with the next use of the cache
+    (``generations.invalidate``); the write is answered either way.
+    """
+    result = run(work, after_lost_commit=after_lost_commit)
+    if invalidates and not generations.invalidate(user_id, *invalidates, drop=drop):
+        log.warning(
+            "cache not told of a change for user %s; it is sent when the cache "
+            "answers again",
+            user_id,
+        )
+    return result

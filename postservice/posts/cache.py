@@ -1,14 +1,22 @@
 """The per-user cache of get-posts responses.
 
-One key per user, ``posts:{<id>}:list``: the JSON listing, stored under
-the user's posts generation (``posts:{<id>}:gen``, see ``user_state``) read
-before the database was queried, so a listing read across a concurrent
-write is never served.
+One key per user, ``posts:{<id>}:list:<format>``: the JSON listing, stored
+under the user's posts generation (``posts:{<id>}:gen``, see
+``cache.generations``) read before the database was queried, so a listing
+read across a concurrent write is never served. ``<format>`` follows from
+the post's wire format (``posts.schemas``): after a change of shape, and
+while old and new instances run side by side, each reads only the bytes of
+its own shape.
 
 The token check of a get-posts request reads the listing in the same
-``MGET`` as the token's verdict and the generation (``revocation.read_along``),
+``MGET`` as the token's verdict and the generation (``READ_ALONG``, declared
+on the view with ``revocation.reads_along``),
 so a hit is one round trip and no SQL.
 """
+
+import functools
+import hashlib
+import json
 
 from flask import current_app, g
 
@@ -17,14 +25,23 @@ from postservice.cache import generations
 from postservice.cache import health as cache_health
 from postservice.cache.clients import REDIS_ERRORS
 from postservice.ops import metrics
+from postservice.posts.schemas import LISTING_ENCODING, POST_FIELDS
 
 
-def init_app(app):
-    revocation.read_along(app, "posts.get_posts", _keys, _keep)
+def format_digest(encoding, fields):
+    """A short digest of a listing's shape: its encoding and its fields."""
+    shape = json.dumps([encoding, list(fields)]).encode()
+    return hashlib.sha256(shape).hexdigest()[:8]
+
+
+@functools.cache
+def listing_format():
+    """This code's listing shape, part of every listing's key."""
+    return format_digest(LISTING_ENCODING, POST_FIELDS)
 
 
 def listing_key(user_id):
-    return generations.key(generations.POSTS, user_id, "list")
+    return generations.key(generations.POSTS, user_id, "list:" + listing_format())
 
 
 def _keys(user_id):
@@ -82,3 +99,7 @@ def store(user_id, generation, body):
 def invalidate(user_id):
     """Call after a committed change to the user's posts."""
     generations.invalidate(user_id, generations.POSTS)
+
+
+# What get-posts reads in its token check's round trip.
+READ_ALONG = revocation.ReadAlong(keys=_keys, keep=_keep)

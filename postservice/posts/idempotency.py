@@ -17,6 +17,7 @@ import time
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
+from postservice.cache import generations
 from postservice.db import transactions
 from postservice.extensions import db
 from postservice.http.errors import APIError, Unauthorized
@@ -74,8 +75,13 @@ def run_once(user_id, key, text, insert):
         raise InvalidKey()
     digest = fingerprint(text)
     # Tried again after a lost commit too: the retry reads the row back.
-    return transactions.run(
-        lambda: _once(user_id, key, digest, insert), after_lost_commit=True
+    # A replay invalidates the listing as the first request did: harmless,
+    # and no write path has to decide when it may skip that.
+    return transactions.write(
+        lambda: _once(user_id, key, digest, insert),
+        user_id=user_id,
+        invalidates=(generations.POSTS,),
+        after_lost_commit=True,
     )
 
 

@@ -11,6 +11,9 @@ bounded amount of memory to serve.
 
 import json
 
+from postservice.models import Post
+from postservice.posts.schemas import POST_FIELDS
+
 # A post may be 1 MiB, so a batch may be FETCH_ROWS MiB (and twice that once
 # decoded and encoded). Small batches cost little on a streaming cursor: the
 # rows arrive on one result set either way (10,000 small posts: 63 ms with
@@ -24,8 +27,15 @@ CHUNK_BYTES = 64 * 1024
 _encode_post = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+def columns():
+    """The columns a listing selects: the post's wire format, in order."""
+    return [getattr(Post, name) for name in POST_FIELDS]
+
+
 def json_chunks(engine, statement):
-    """Yield ``statement``'s ``(id, text)`` rows as chunks of a JSON array.
+    """Yield ``statement``'s rows as chunks of a JSON array of posts.
+
+    The rows hold the columns of ``POST_FIELDS`` in order (``columns()``).
 
     A generator on its own connection, so it stays valid after the view has
     returned and its session is gone; the connection goes back to the pool
@@ -39,9 +49,11 @@ def json_chunks(engine, statement):
         try:
             buffer = bytearray(b"[")
             separator = b""
-            for post_id, text in rows:
+            for row in rows:
                 buffer += separator
-                buffer += _encode_post({"id": post_id, "text": text}).encode("utf-8")
+                buffer += _encode_post(dict(zip(POST_FIELDS, row, strict=True))).encode(
+                    "utf-8"
+                )
                 separator = b","
                 if len(buffer) >= CHUNK_BYTES:
                     yield bytes(buffer)

@@ -2,10 +2,11 @@
 
 from flask import Response, request, stream_with_context, url_for
 
+from postservice.auth.revocation import reads_along
 from postservice.auth.tokens import current_user_id
 from postservice.http.api import Blueprint
 from postservice.models import ID_MAX
-from postservice.posts import idempotency, service
+from postservice.posts import cache, idempotency, service
 from postservice.posts.schemas import (
     AddPostSchema,
     PageQuerySchema,
@@ -56,6 +57,7 @@ def add_post(body):
 # every request would pay for (bench/get_posts_micro.py --decorated).
 @bp.get("/get-posts")
 @bp.protected
+@reads_along(cache.READ_ALONG)  # a hit: one round trip for token and listing
 @bp.doc(parameters=[{"in": "query", "schema": PageQuerySchema}])
 @bp.alt_response(
     200, schema=PostSchema(many=True), description="The posts", success=True

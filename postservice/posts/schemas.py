@@ -41,9 +41,20 @@ class PostCreatedSchema(Schema):
     detail = fields.String(required=True, dump_default="Post created")
 
 
-class PostSchema(Schema):
-    id = fields.Integer(required=True)
-    text = fields.String(required=True)
+# A post on the wire, defined once: the documented schema below, the columns
+# a listing selects and the keys of its JSON bytes all follow from it, in
+# this order (``posts.listing``), and so does the cache key's format
+# (``posts.cache``). Each name is a column of ``Post``.
+POST_WIRE_FORMAT = {
+    "id": fields.Integer(required=True),
+    "text": fields.String(required=True),
+}
+POST_FIELDS = tuple(POST_WIRE_FORMAT)
+# Raised when a listing's bytes change for a reason the fields do not show
+# (their encoding, say), so that no instance serves the old bytes.
+LISTING_ENCODING = 1
+
+PostSchema = Schema.from_dict(POST_WIRE_FORMAT, name="PostSchema")
 
 
 class PageQuerySchema(RequestSchema):

@@ -6,6 +6,7 @@ from flask import current_app
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from postservice.cache import generations
 from postservice.db import transactions
 from postservice.db.engines import single_statement, statement_engine
 from postservice.extensions import db
@@ -13,6 +14,9 @@ from postservice.http.errors import NotFound, Unauthorized
 from postservice.models import Post
 from postservice.ops import metrics
 from postservice.posts import cache, idempotency, listing
+
+# What every write of posts makes stale: the user's cached listing.
+POSTS = (generations.POSTS,)
 
 
 def add_post(*, user_id, text, idempotency_key=None):
@@ -26,14 +30,12 @@ def add_post(*, user_id, text, idempotency_key=None):
     ``transactions.DatabaseBusy`` when the database keeps rolling it back.
     """
     if idempotency_key is None:
-        post_id = transactions.run(lambda: _insert_alone(user_id, text))
-    else:
-        post_id, created = idempotency.run_once(
-            user_id, idempotency_key, text, lambda: _insert_in_session(user_id, text)
+        return transactions.write(
+            lambda: _insert_alone(user_id, text), user_id=user_id, invalidates=POSTS
         )
-        if not created:
-            return post_id
-    cache.invalidate(user_id)
+    post_id, _created = idempotency.run_once(
+        user_id, idempotency_key, text, lambda: _insert_in_session(user_id, text)
+    )
     return post_id
 
 
@@ -85,10 +87,9 @@ def delete_post(*, user_id, post_id):
     A lost commit is not tried again: the retry would find nothing and
     answer 404 for a post it had deleted.
     """
-    deleted = transactions.run(lambda: _delete(user_id, post_id))
-    if not deleted:
-        raise NotFound("Post not found")
-    cache.invalidate(user_id)
+    transactions.write(
+        lambda: _delete(user_id, post_id), user_id=user_id, invalidates=POSTS
+    )
 
 
 def listing_body(*, user_id):
@@ -113,9 +114,11 @@ def listing_body(*, user_id):
 
 def _delete(user_id, post_id):
     with single_statement() as conn:
-        return conn.execute(
+        deleted = conn.execute(
             _delete_statement(), {"post_id": post_id, "user_id": user_id}
         ).rowcount
+    if not deleted:
+        raise NotFound("Post not found")
 
 
 def page_body(*, user_id, limit, after_id):
@@ -136,7 +139,7 @@ def page_body(*, user_id, limit, after_id):
         return b"[]", None
     last = ids[min(limit, len(ids)) - 1]
     statement = (
-        select(Post.id, Post.text)
+        select(*listing.columns())
         .where(Post.user_id == user_id, Post.id > after_id, Post.id <= last)
         .order_by(Post.id)
     )
@@ -146,7 +149,7 @@ def page_body(*, user_id, limit, after_id):
 
 def _render_listing(user_id):
     statement = (
-        select(Post.id, Post.text).where(Post.user_id == user_id).order_by(Post.id)
+        select(*listing.columns()).where(Post.user_id == user_id).order_by(Post.id)
     )
     # One SELECT: on MySQL's autocommit engine no ROLLBACK follows it.
     return listing.json_chunks(statement_engine(), statement)

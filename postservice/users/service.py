@@ -5,12 +5,17 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from postservice.auth import revocation
+from postservice.cache import generations
 from postservice.db import transactions
 from postservice.extensions import db
 from postservice.http.errors import APIError, NotFound, Unauthorized
 from postservice.models import User
+from postservice.posts import cache as posts_cache
 from postservice.users import passwords
 from postservice.users.schemas import PASSWORD_MAX_BYTES
+
+# What a change of the account's tokens makes stale: the cached verdicts.
+TOKENS = (generations.TOKENS,)
 
 
 class EmailTaken(APIError):
@@ -42,8 +47,12 @@ def register(*, email, password):
         raise EmailTaken()
     db.session.rollback()  # no connection held through the slow hash
     password_hash = hash_password(password)
-    return transactions.run(
-        lambda: _create_user(email, password_hash), after_lost_commit=True
+    # A new account has nothing cached to make stale.
+    return transactions.write(
+        lambda: _create_user(email, password_hash),
+        user_id=None,
+        invalidates=(),
+        after_lost_commit=True,
     )
 
 
@@ -112,16 +121,19 @@ def change_password(*, user_id, current_password, new_password):
     """
     row = _verified_account(user_id, current_password)
     new_hash = hash_password(new_password)
-    version = revocation.revoke_all(user_id, expected_version=row.token_version)
-    if version is None:
-        db.session.rollback()
-        raise Unauthorized("Token has been revoked")
-    db.session.execute(
-        update(User).where(User.id == user_id).values(password_hash=new_hash)
-    )
-    db.session.commit()
-    revocation.announce(user_id)
-    return version
+
+    def change():
+        version = revocation.revoke_all(user_id, expected_version=row.token_version)
+        if version is None:
+            db.session.rollback()
+            raise Unauthorized("Token has been revoked")
+        db.session.execute(
+            update(User).where(User.id == user_id).values(password_hash=new_hash)
+        )
+        db.session.commit()
+        return version
+
+    return transactions.write(change, user_id=user_id, invalidates=TOKENS)
 
 
 def log_out_everywhere(*, user_id):
@@ -129,11 +141,14 @@ def log_out_everywhere(*, user_id):
 
     Raises ``Unauthorized`` when the account is gone.
     """
-    if revocation.revoke_all(user_id) is None:
-        db.session.rollback()
-        raise Unauthorized("Could not validate credentials")
-    db.session.commit()
-    revocation.announce(user_id)
+
+    def log_out():
+        if revocation.revoke_all(user_id) is None:
+            db.session.rollback()
+            raise Unauthorized("Could not validate credentials")
+        db.session.commit()
+
+    transactions.write(log_out, user_id=user_id, invalidates=TOKENS)
 
 
 def delete_account(*, user_id, password):
@@ -150,11 +165,20 @@ def remove_account(user_id):
 
     Returns False when there was no such account.
     """
-    deleted = db.session.execute(delete(User).where(User.id == user_id)).rowcount
-    db.session.commit()
-    if deleted:
-        revocation.announce(user_id, posts_too=True)
-    return bool(deleted)
+
+    def remove():
+        deleted = db.session.execute(delete(User).where(User.id == user_id)).rowcount
+        db.session.commit()
+        return bool(deleted)
+
+    # The listing's bytes are deleted, not only made stale: a deleted
+    # account's posts must not stay in Redis until their entry expires.
+    return transactions.write(
+        remove,
+        user_id=user_id,
+        invalidates=(generations.TOKENS, generations.POSTS),
+        drop=[posts_cache.listing_key(user_id)],
+    )
 
 
 def find_id(email):

@@ -18,7 +18,11 @@ import sys
 
 def main():
     sys.path.insert(0, os.getcwd())
-    from config import server_settings
+    try:
+        from config import server_settings
+    except ImportError:  # a checkout from before config read the server's
+        serve_older_checkout()
+        return
     from postservice.ops import logs
     from postservice.serve import GracefulServer
 
@@ -31,6 +35,24 @@ def main():
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)
     server.run(settings.shutdown_timeout)
+
+
+def serve_older_checkout():
+    """The same for a checkout whose server read its own settings, so that
+    ``compare.py`` can set this build beside one from before."""
+    from config import log_format
+    from postservice import logconfig
+    from postservice.serve import GracefulServer, server_settings, shutdown_timeout
+
+    module, _, factory = sys.argv[1].partition(":")
+    env = os.environ
+    logconfig.configure(log_format(env))
+    app = getattr(importlib.import_module(module), factory)()
+    pool_size = app.config.get("DATABASE_POOL_SIZE", 1_000)
+    server = GracefulServer(app, server_settings(env, pool_size))
+    signal.signal(signal.SIGTERM, server.request_stop)
+    signal.signal(signal.SIGINT, server.request_stop)
+    server.run(shutdown_timeout(env))
 
 
 if __name__ == "__main__":

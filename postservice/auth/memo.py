@@ -3,9 +3,9 @@
 PyJWT decodes a token four times per request under Flask-JWT-Extended
 (headers, unverified claims, verified claims, then the headers again for
 the view) and checks every base64 character of every segment in Python:
-about half the cost of a cached get-posts. A token is immutable, so once a
-given string has passed every check, the only thing that can change is the
-clock. This manager remembers the claims and the header of tokens that
+a large share of the cost of a cached get-posts. A token is immutable, so
+once a given string has passed every check, the only thing that can change
+is the clock. This manager remembers the claims and the header of tokens that
 verified, per app, and on a later request with the same string only checks
 ``exp`` again; an expired or unknown token goes through the full decode, so
 every 401 is exactly as before. Everything Flask-JWT-Extended does after

@@ -48,8 +48,8 @@ from postservice.extensions import db
 from postservice.ops import health
 
 PATH = "/metrics"
-# From a cached listing (about 0.5 ms) to a bcrypt login (about 300 ms) and
-# a slow large listing: each of them lands between two close bounds.
+# From a cached listing (under a millisecond) to a bcrypt login and a slow
+# large listing: each of them lands between two close bounds.
 DURATION_BUCKETS = (
     0.00025,
     0.0005,

@@ -15,10 +15,9 @@ from postservice.models import Post
 from postservice.posts.schemas import POST_FIELDS
 
 # A post may be 1 MiB, so a batch may be FETCH_ROWS MiB (and twice that once
-# decoded and encoded). Small batches cost little on a streaming cursor: the
-# rows arrive on one result set either way (10,000 small posts: 63 ms with
-# 2 rows a batch, 57 ms with 32, while 4 clients reading 100 MiB each grew
-# the process by 54 MiB with 2 and 86 MiB with 8).
+# decoded and encoded). Small batches cost little on a streaming cursor, as
+# the rows arrive on one result set either way, and bound the memory of
+# large listings read at once (bench/results/decisions.md).
 FETCH_ROWS = 2
 # Big enough that waitress sends few chunks, small enough to stay bounded.
 CHUNK_BYTES = 64 * 1024

@@ -52,9 +52,9 @@ class Channel(HTTPChannel):
     While a worker writes a response it holds the connection's output lock,
     and it gives up the GIL for every send. All that time the connection
     has output pending, so the main loop's ``select`` reports it writable at
-    once, the loop finds the lock taken, and goes round again: at 64
-    connections it spent most of a core that way, holding the GIL while the
-    worker that owned the lock waited for it. Pausing for a fraction of a
+    once, the loop finds the lock taken, and goes round again: under many
+    connections it spent a large share of a core that way, holding the GIL
+    while the worker that owned the lock waited for it. Pausing for a fraction of a
     millisecond instead hands the GIL over. Nothing else changes: a worker
     that leaves output behind still wakes the loop to send it.
 
@@ -80,10 +80,10 @@ def accept_pending(listener, socket_map):
 
     waitress accepts one connection per turn of its main loop, and under
     load a turn takes milliseconds: it sends and reads for every ready
-    connection and waits for the GIL between them. When 64 clients
-    connected at once, the last waited seconds to be accepted, while the
-    requests of accepted ones took 100 ms: at 64 connections most of the
-    p99 (0.5 to 2 s) was that wait. Each turn now accepts what the kernel
+    connection and waits for the GIL between them. When many clients
+    connected at once, the last waited far longer to be accepted than the
+    requests of accepted ones took, and that wait made most of the tail
+    latency (bench/results/decisions.md). Each turn now accepts what the kernel
     holds, up to ``ACCEPT_BATCH``, as long as the listener is still
     ``readable`` (below waitress's connection limit) and each accept added
     a connection to ``socket_map``: one that fails (out of file

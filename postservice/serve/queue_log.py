@@ -5,8 +5,8 @@ import threading
 import time
 
 # waitress logs "Task queue depth is N" for every request that finds no idle
-# worker thread: under steady load that is most requests (thousands of lines
-# a minute at 64 connections), and even at 8 connections on 8 threads a
+# worker thread: under steady load that is most requests (a flood of lines
+# at many connections), and even with as many connections as threads a
 # thread that has just answered is not idle yet. One line per interval says
 # the same; the metrics count every such request.
 QUEUE_LOG_INTERVAL = 60.0

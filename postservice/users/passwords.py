@@ -1,10 +1,11 @@
 """Password hashing with bcrypt, on a few low-priority threads of its own.
 
-A check costs about 0.3 s of CPU at cost 12. Run on the request threads,
-a burst of logins would take every core, and every other request would wait
-its turn behind them. Here at most one hash per core runs at a time, on
-threads with a raised nice value, so the scheduler gives the other requests
-the CPU first and logins get the rest: all of it when nothing else runs.
+A check costs a large fraction of a second of CPU at cost 12. Run on the
+request threads, a burst of logins would take every core, and every other
+request would wait its turn behind them. Here at most one hash per core
+runs at a time, on threads with a raised nice value, so the scheduler gives
+the other requests the CPU first and logins get the rest: all of it when
+nothing else runs.
 
 A request waiting for a hash still holds one of the server's threads. So
 that a burst of logins can never hold all of them, at most

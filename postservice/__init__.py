@@ -20,11 +20,24 @@ from postservice.users.routes import bp as users_bp
 def create_app(config=None):
     """Build an app; ``config`` is a dict of settings that win over the environment.
 
+    Each step below needs only the settings; none depends on running before
+    or after another (hooks that must come first put themselves first).
+
     Raises ``config.ConfigError`` (a ``SystemExit``) for unsafe or unreadable settings.
     """
     app = App(__name__, instance_relative_config=True)
+    configure(app, config)
+    register_observers(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_answers(app)
+    logs.configure_unless_done(app.config["LOG_FORMAT"])
+    return app
+
+
+def configure(app, overrides):
     os.makedirs(app.instance_path, exist_ok=True)
-    app.config.from_mapping(settings.app_settings(app.instance_path, config))
+    app.config.from_mapping(settings.app_settings(app.instance_path, overrides))
     if not app.config["JWT_SECRET_KEY"]:
         app.config["JWT_SECRET_KEY"] = (
             settings.development_secret(app.instance_path)
@@ -35,17 +48,13 @@ def create_app(config=None):
     app.json.ensure_ascii = False
     app.json.sort_keys = False
 
+
+def register_observers(app):
+    """What every request passes through: its metrics, its log line, and the
+    proxy in front, which names the client before anything reads it."""
     metrics.init_app(app)
-    requestlog.init_app(app)  # first hook, so its clock covers the other hooks
-
-    proxy.init_app(app)  # the client's address, before anything reads it
-
-    register_extensions(app)
-    register_blueprints(app)
-    errors.register_error_handlers(app)
-    headers.init_app(app)
-    logs.configure_unless_done(app.config["LOG_FORMAT"])
-    return app
+    requestlog.init_app(app)
+    proxy.init_app(app)
 
 
 def register_extensions(app):
@@ -73,3 +82,9 @@ def register_blueprints(app):
     app.register_blueprint(health.bp)
     app.register_blueprint(commands.bp)
     commands.init_app(app)
+
+
+def register_answers(app):
+    """One JSON error shape for every error, and the security headers."""
+    errors.register_error_handlers(app)
+    headers.init_app(app)

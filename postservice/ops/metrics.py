@@ -280,9 +280,13 @@ def request_recorder(app):
     """``record(endpoint, method, status, seconds)`` for the app's requests.
 
     Bound once per app, so that counting a request needs no context lookup;
-    the request log calls it with its own clock.
+    the request log calls it with its own clock. Raises ``RuntimeError``
+    when ``init_app`` has not run for ``app``.
     """
-    return app.extensions["metrics"].requests.record
+    metrics = app.extensions.get("metrics")
+    if metrics is None:
+        raise RuntimeError("metrics.init_app(app) must run before this")
+    return metrics.requests.record
 
 
 def cache_result(result):

@@ -26,14 +26,19 @@ VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def init_app(app):
-    """Call after ``metrics.init_app``: each request is counted here too."""
+    """The request log's hooks: the first to run before a request and the
+    last after it, wherever the factory calls this, so that its clock
+    covers every other hook. Each request is counted in the app's metrics
+    too (raises ``RuntimeError`` before ``metrics.init_app``)."""
     record = metrics.request_recorder(app)
 
     def finish(response):
         return _finish(response, record)
 
-    app.before_request(_start)
-    app.after_request(finish)
+    # Flask runs before-request hooks in order and after-request hooks in
+    # reverse order: the front of both lists is first in and last out.
+    app.before_request_funcs.setdefault(None, []).insert(0, _start)
+    app.after_request_funcs.setdefault(None, []).insert(0, finish)
 
 
 def request_id():

@@ -1,5 +1,5 @@
 # postservice: the JSON API served by waitress. Build with `docker compose build`
-# or `docker build -t postservice .`; see README.md, "Deployment".
+# or `docker build -t postservice .`; see docs/deployment/docker.md.
 # PYTHON_IMAGE swaps the base for one built locally (docker/ci/build-bases.sh)
 # where no image registry is reachable.
 ARG PYTHON_IMAGE=python:3.12-slim

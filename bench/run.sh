@@ -3,7 +3,7 @@
 # service, matplotlib for the chart) and wrk with apt if it is missing, then
 # runs bench/run.py with these arguments (--quick for a smoke test).
 # BENCH_MYSQL_URL, BENCH_DATABASE and BENCH_REDIS_URL say where to run; see
-# the README.
+# bench/README.md.
 set -eu
 EXTRAS=""
 . "$(dirname "$0")/../scripts/bootstrap.sh"

@@ -73,8 +73,9 @@ def test_random_keys_with_hyphens_are_not_passphrases(secret):
 def published_placeholders():
     """Every value given for JWT_SECRET_KEY in the files a reader can see."""
     found = set()
-    for name in (".env.example", "README.md", "docker-compose.yml"):
-        path = ROOT / name
+    names = (".env.example", "README.md", "docker-compose.yml", "bench/README.md")
+    manual = sorted((ROOT / "docs").rglob("*.md"))
+    for path in [*(ROOT / name for name in names), *manual]:
         if path.exists():
             text = path.read_text(encoding="utf-8")
             found.update(re.findall(r"JWT_SECRET_KEY[=:]\s*([^\s`'\"]+)", text))

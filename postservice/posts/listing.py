@@ -10,6 +10,7 @@ bounded amount of memory to serve.
 """
 
 import json
+from datetime import UTC, datetime
 
 from postservice.models import Post
 from postservice.posts.schemas import POST_FIELDS
@@ -22,8 +23,20 @@ FETCH_ROWS = 2
 # Big enough that waitress sends few chunks, small enough to stay bounded.
 CHUNK_BYTES = 64 * 1024
 
+
+def _wire_value(value):
+    """A column value JSON has no type for: times as RFC 3339 in UTC."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat(timespec="seconds") + "Z"
+    raise TypeError(f"{type(value).__name__} is not part of a post's wire format")
+
+
 # The same encoder json.dumps would build for these arguments on every call.
-_encode_post = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_post = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=_wire_value
+).encode
 
 
 def columns():

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from postservice.extensions import db
 from postservice.models import RevokedToken
 
-from .conftest import AuthActions
+from .support.auth import PASSWORD, AuthActions
 
 ME = "/api/v1/users/me"
 LOGOUT = "/api/v1/users/logout"
@@ -23,8 +23,6 @@ PROTECTED = [
 
 
 def login(client, email):
-    from .conftest import PASSWORD
-
     response = client.post(
         "/api/v1/users/login", json={"email": email, "password": PASSWORD}
     )

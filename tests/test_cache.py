@@ -14,7 +14,8 @@ from postservice.cache import health as cache_health
 from postservice.extensions import cache
 from postservice.posts import service
 
-from .conftest import AuthActions, executed_sql
+from .support.auth import AuthActions
+from .support.sql import executed_sql
 
 GET_POSTS = "/api/v1/posts/get-posts"
 

@@ -10,7 +10,8 @@ from sqlalchemy import create_engine, inspect
 
 from postservice import create_app
 
-from .conftest import ROOT, free_port, run_in_repo, server_env, wait_for_http
+from .support.processes import free_port, run_in_repo, server_env, wait_for_http
+from .support.settings import ROOT
 
 BIN = Path(sys.executable).parent
 

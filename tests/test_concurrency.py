@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from .conftest import PASSWORD
+from .support.auth import PASSWORD
 
 REGISTER = "/api/v1/users/register"
 

@@ -11,7 +11,8 @@ import pytest
 import config as settings
 from postservice import create_app
 
-from .conftest import ROOT, run_in_repo
+from .support.processes import run_in_repo
+from .support.settings import ROOT
 
 SETTINGS_FROM_ENV = (
     "POSTSERVICE_ENV",

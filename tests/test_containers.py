@@ -1,5 +1,5 @@
 """The image and docker-compose.yml with its override, run for real on a
-Docker engine; see tests/containers.py for how, and README, "Container tests".
+Docker engine; see tests/support/containers.py for how, and README, "Container tests".
 """
 
 import json
@@ -10,8 +10,7 @@ import uuid
 import pytest
 import requests
 
-from .conftest import ROOT
-from .containers import (
+from .support.containers import (
     DOCKER,
     SINGLE,
     Stack,
@@ -20,7 +19,8 @@ from .containers import (
     secret,
     started,
 )
-from .load import report
+from .support.load import report
+from .support.settings import ROOT
 
 pytestmark = pytest.mark.containers
 

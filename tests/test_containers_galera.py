@@ -12,9 +12,9 @@ import time
 import pytest
 import requests
 
-from .conftest import ROOT
-from .containers import GALERA, PASSWORD, Stack
-from .load import report
+from .support.containers import GALERA, PASSWORD, Stack
+from .support.load import report
+from .support.settings import ROOT
 
 pytestmark = pytest.mark.containers
 

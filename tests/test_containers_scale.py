@@ -9,8 +9,8 @@ import requests
 
 from config import MAX_BODY_BYTES
 
-from .containers import SCALED, started
-from .load import report
+from .support.containers import SCALED, started
+from .support.load import report
 
 pytestmark = pytest.mark.containers
 

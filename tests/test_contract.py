@@ -15,7 +15,8 @@ from pathlib import Path
 
 import requests
 
-from .conftest import PASSWORD, ROOT
+from .support.auth import PASSWORD
+from .support.settings import ROOT
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 EMAIL = "contract@example.com"
@@ -34,7 +35,7 @@ def test_service_matches_its_document(start_server):
         CONTRACT_EMAIL=EMAIL,
         CONTRACT_PASSWORD=PASSWORD,
         NO_COLOR="1",
-        SCHEMATHESIS_HOOKS="tests.contract_hooks",
+        SCHEMATHESIS_HOOKS="tests.support.contract_hooks",
     )
     cli = Path(sys.executable).with_name("schemathesis")
     result = subprocess.run(

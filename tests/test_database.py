@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from postservice.extensions import db
 
-from .conftest import PASSWORD, AuthActions
+from .support.auth import PASSWORD, AuthActions
 
 
 def kill_idle_connections(app):

@@ -11,7 +11,8 @@ from sqlalchemy.engine import make_url
 from postservice import create_app
 from postservice.extensions import db
 
-from .conftest import TEST_DATABASE_URL, AuthActions
+from .support.auth import AuthActions
+from .support.settings import TEST_DATABASE_URL
 
 
 def migrated(url):

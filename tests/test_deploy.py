@@ -16,8 +16,9 @@ import yaml
 
 from postservice import serve
 
-from .conftest import ROOT, run_in_repo
-from .servers import AppInstance, MariaDBServer, require_program
+from .support.processes import require_program, run_in_repo
+from .support.servers import AppInstance, MariaDBServer
+from .support.settings import ROOT
 
 ENTRYPOINT = str(ROOT / "docker" / "entrypoint.sh")
 BIN = str(Path(sys.executable).parent)

@@ -9,7 +9,8 @@ import json
 import pytest
 import requests
 
-from .conftest import PASSWORD, require_program
+from .support.auth import PASSWORD
+from .support.processes import require_program
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from postservice.extensions import db
 from postservice.models import Post, User
 
-from .conftest import PASSWORD
+from .support.auth import PASSWORD
 
 REGISTER = "/api/v1/users/register"
 ADD_POST = "/api/v1/posts/add-post"

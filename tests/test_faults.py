@@ -1,11 +1,11 @@
 """Redis and MariaDB killed under load and restarted, with two app instances.
 
-Each test starts its own MariaDB and Redis on spare ports (tests/servers.py),
-so that SQLite's one-writer-at-a-time locking never blurs the timings, puts
-two instances and a dozen clients on them, kills the server with SIGKILL,
-restarts it on the same port after a few seconds, and keeps the load on
-until the instances have recovered. The numbers are printed in the test
-output.
+Each test starts its own MariaDB and Redis on spare ports
+(tests/support/servers.py), so that SQLite's one-writer-at-a-time locking
+never blurs the timings, puts two instances and a dozen clients on them,
+kills the server with SIGKILL, restarts it on the same port after a few
+seconds, and keeps the load on until the instances have recovered. The
+numbers are printed in the test output.
 """
 
 import time
@@ -18,8 +18,8 @@ from postservice import create_app
 from postservice.extensions import db
 from postservice.models import Post
 
-from .load import Stats, load_in_background, register_users, report
-from .servers import AppInstance, MariaDBServer, RedisServer, migrated_database
+from .support.load import Stats, load_in_background, register_users, report
+from .support.servers import AppInstance, MariaDBServer, RedisServer, migrated_database
 
 USERS = 6
 # Generous bound for "never hangs": a failing dependency must cost a request

@@ -15,11 +15,11 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from .conftest import PASSWORD
-from .engines import GaleraCluster, running
-from .load import HANG, Stats, register_users, report, run_load
-from .servers import RedisServer, migrated_database
-from .topology_checks import app_instances, load_through_faults, revoke_tokens
+from .support.auth import PASSWORD
+from .support.engines import GaleraCluster, running
+from .support.load import HANG, Stats, register_users, report, run_load
+from .support.servers import RedisServer, migrated_database
+from .support.topology_checks import app_instances, load_through_faults, revoke_tokens
 
 USERS = 6
 RACES = 30

@@ -1,6 +1,6 @@
 """Headers every response, and the token responses, carry."""
 
-from .conftest import PASSWORD
+from .support.auth import PASSWORD
 
 GET_POSTS = "/api/v1/posts/get-posts"
 

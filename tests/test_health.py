@@ -2,7 +2,7 @@
 
 import time
 
-from .conftest import free_port
+from .support.processes import free_port
 
 
 def test_healthz_says_the_process_is_alive(client):

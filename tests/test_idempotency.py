@@ -10,7 +10,7 @@ from postservice.extensions import db
 from postservice.models import IdempotencyKey, Post
 from postservice.posts import idempotency
 
-from .load import register_users, report
+from .support.load import register_users, report
 
 ADD_POST = "/api/v1/posts/add-post"
 CONCURRENT = 50

@@ -13,7 +13,7 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .conftest import ROOT
+from .support.settings import ROOT
 
 REGENERATE = "run ./scripts/lock.sh"
 # Where the image runs: the official base is 3.12, the local stand-in 3.11.

@@ -16,8 +16,9 @@ from flask_jwt_extended import create_access_token
 import config
 from postservice.ops import logs
 
-from .conftest import PASSWORD, run_in_repo, server_env
-from .servers import AppInstance
+from .support.auth import PASSWORD
+from .support.processes import run_in_repo, server_env
+from .support.servers import AppInstance
 
 SECRET_PASSWORD = "Zebra-Quartz-8812"
 SECRET_TEXT = "my very private diary entry"

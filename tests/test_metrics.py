@@ -14,9 +14,10 @@ import config
 from postservice.ops import metrics
 from postservice.serve import metrics_port_setting
 
-from .conftest import PASSWORD, AuthActions, free_port
-from .load import register_users
-from .servers import AppInstance, RedisServer
+from .support.auth import PASSWORD, AuthActions
+from .support.load import register_users
+from .support.processes import free_port
+from .support.servers import AppInstance, RedisServer
 
 GET_POSTS = "/api/v1/posts/get-posts"
 LOGIN = "/api/v1/users/login"

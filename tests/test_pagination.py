@@ -2,7 +2,7 @@
 
 import pytest
 
-from .conftest import AuthActions
+from .support.auth import AuthActions
 
 GET_POSTS = "/api/v1/posts/get-posts"
 

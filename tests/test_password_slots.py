@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from .conftest import PASSWORD, AuthActions
+from .support.auth import PASSWORD, AuthActions
 
 LOGIN = "/api/v1/users/login"
 

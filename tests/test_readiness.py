@@ -9,7 +9,7 @@ import time
 
 from postservice.ops import health
 
-from .servers import MariaDBServer, freeze
+from .support.servers import MariaDBServer, freeze
 
 # Far above the check's deadline, so only the deadline can end it in time.
 READ_TIMEOUT = 30

@@ -9,10 +9,10 @@ goes stale.
 
 import pytest
 
-from .conftest import AuthActions
-from .engines import RedisCluster, running
-from .load import register_users, report
-from .topology_checks import (
+from .support.auth import AuthActions
+from .support.engines import RedisCluster, running
+from .support.load import register_users, report
+from .support.topology_checks import (
     app_instances,
     command_calls,
     load_through_faults,

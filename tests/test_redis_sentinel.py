@@ -6,10 +6,10 @@ generation a write just replaced, and would serve the listing without it.
 
 import pytest
 
-from .conftest import AuthActions
-from .engines import RedisSentinel, running
-from .load import register_users, report
-from .topology_checks import (
+from .support.auth import AuthActions
+from .support.engines import RedisSentinel, running
+from .support.load import register_users, report
+from .support.topology_checks import (
     app_instances,
     command_calls,
     load_through_faults,

@@ -12,14 +12,15 @@ import pytest
 import requests
 from flask_jwt_extended import decode_token
 
-from .conftest import PASSWORD, AuthActions, executed_sql
-from .engines import running
-from .servers import (
+from .support.auth import PASSWORD, AuthActions
+from .support.engines import running
+from .support.servers import (
     AppInstance,
     TLSRedisServer,
     certificate_authority,
     issue_certificates,
 )
+from .support.sql import executed_sql
 
 GET_POSTS = "/api/v1/posts/get-posts"
 LOGIN = "/api/v1/users/login"

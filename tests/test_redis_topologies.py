@@ -13,7 +13,8 @@ from postservice.cache.clients import (
     parse_url,
 )
 
-from .conftest import AuthActions, free_port
+from .support.auth import AuthActions
+from .support.processes import free_port
 
 UNREACHABLE = {
     "cluster": lambda: (

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from .conftest import PASSWORD, AuthActions
+from .support.auth import PASSWORD, AuthActions
 
 LOGGER = "postservice.request"
 

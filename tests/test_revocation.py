@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 from postservice.extensions import db
 from postservice.models import Post, RevokedToken, User
 
-from .conftest import PASSWORD, AuthActions, executed_sql
-from .servers import RedisServer
+from .support.auth import PASSWORD, AuthActions
+from .support.servers import RedisServer
+from .support.sql import executed_sql
 
 ME = "/api/v1/users/me"
 LOGOUT = "/api/v1/users/logout"

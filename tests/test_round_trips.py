@@ -10,7 +10,8 @@ import threading
 import pymysql.connections
 import pytest
 
-from .conftest import TEST_DATABASE_URL, AuthActions, require
+from .support.auth import AuthActions
+from .support.settings import TEST_DATABASE_URL, require
 
 pytestmark = pytest.mark.mysql
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from .conftest import TEST_DATABASE_URL
-from .load import Stats, register_users, report, run_load
-from .servers import AppInstance
+from .support.load import Stats, register_users, report, run_load
+from .support.servers import AppInstance
+from .support.settings import TEST_DATABASE_URL
 
 INSTANCES = 3
 # About 2,500 writes and checked listings, and the reads meanwhile. SQLite

@@ -26,9 +26,9 @@ from postservice.serve import (
     server_settings,
 )
 
-from .conftest import run_in_repo, server_env
-from .load import register_users
-from .servers import AppInstance
+from .support.load import register_users
+from .support.processes import run_in_repo, server_env
+from .support.servers import AppInstance
 
 
 def test_defaults():

@@ -13,7 +13,8 @@ from postservice.extensions import db
 from postservice.models import Post
 from postservice.posts import listing
 
-from .conftest import AuthActions, executed_sql
+from .support.auth import AuthActions
+from .support.sql import executed_sql
 
 GET_POSTS = "/api/v1/posts/get-posts"
 # Texts that JSON must escape or that are more than one byte in UTF-8.

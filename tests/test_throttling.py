@@ -6,7 +6,7 @@ import pytest
 
 import config
 
-from .conftest import PASSWORD, AuthActions
+from .support.auth import PASSWORD, AuthActions
 
 LOGIN = "/api/v1/users/login"
 REGISTER = "/api/v1/users/register"
@@ -283,7 +283,7 @@ def test_counters_are_kept_apart_from_the_cache(make_app, real_redis_url, tmp_pa
     """Flushing or filling the cache's Redis must not reset anyone's count."""
     import redis
 
-    from .servers import RedisServer
+    from .support.servers import RedisServer
 
     cache_server = RedisServer(tmp_path)
     cache_server.start()

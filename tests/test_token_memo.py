@@ -5,7 +5,7 @@ import time
 import jwt
 from flask_jwt_extended import get_jwt_header, verify_jwt_in_request
 
-from .conftest import AuthActions, changed
+from .support.auth import AuthActions, changed
 
 GET_POSTS = "/api/v1/posts/get-posts"
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from postservice.extensions import db
 from postservice.models import User
 
-from .conftest import AuthActions, changed
+from .support.auth import AuthActions, changed
 
 OTHER_KEY = "another-signing-key-that-is-long-enough-for-hs256-and-hs512!"
 ENDPOINTS = {

@@ -11,7 +11,8 @@ import pymysql
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import PASSWORD, TEST_DATABASE_URL, require
+from .support.auth import PASSWORD
+from .support.settings import TEST_DATABASE_URL, require
 
 # InnoDB's row locks: these run in the MariaDB pass; the SQLite pass
 # deselects them with -m "not mysql".

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from postservice.extensions import db
 from postservice.models import User
 
-from .conftest import PASSWORD
+from .support.auth import PASSWORD
 
 REGISTER = "/api/v1/users/register"
 LOGIN = "/api/v1/users/login"

@@ -18,7 +18,8 @@ import uuid
 import pytest
 import requests
 
-from .conftest import IN_CI, ROOT, free_port, run_in_repo
+from .processes import free_port, run_in_repo
+from .settings import IN_CI, ROOT
 
 # Debian's docker.io: the client that builds with BuildKit without plugins.
 DOCKER = "/usr/bin/docker"

@@ -8,9 +8,7 @@ gets a CA and certificates made by ``openssl`` for it alone.
 """
 
 import getpass
-import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,18 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pymysql
-import pytest
 import redis
 from flask_migrate import upgrade
 
 from postservice import create_app
 from postservice.extensions import db
 
-from .conftest import IN_CI, ROOT, run_in_repo, server_env, wait_for_http
-
-SEARCH_PATH = os.pathsep.join(
-    [os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"]
-)
+from .processes import require_program, run_in_repo, server_env, wait_for_http
+from .settings import ROOT
 
 
 def _bindable(port):
@@ -64,18 +58,6 @@ def spare_port(offset=None):
         if _bindable(port) and (offset is None or _bindable(port + offset)):
             return port
     raise RuntimeError("no spare port")
-
-
-def require_program(name):
-    """The program's path; skipped locally when it is missing, a failure in CI."""
-    path = shutil.which(name, path=SEARCH_PATH)
-    if path:
-        return path
-    why = f"{name} is not installed (Debian: mariadb-server, redis-server)"
-    if IN_CI:
-        pytest.fail(why)
-    pytest.skip(why)
-    return None
 
 
 def freeze(process, timeout=10):

@@ -20,7 +20,7 @@ import pymysql
 import pytest
 import redis
 
-from .conftest import IN_CI, run_in_repo
+from .processes import require_program, run_in_repo
 from .servers import (
     RedisServer,
     _tail,
@@ -29,9 +29,9 @@ from .servers import (
     create_database,
     freeze,
     install_datadir,
-    require_program,
     spare_port,
 )
+from .settings import IN_CI
 
 GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 SENTINEL_SERVICE = "postservice"

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from .conftest import PASSWORD
+from .auth import PASSWORD
 
 # Far above any expected answer: a request that takes this long is a hang.
 HANG = 15

@@ -8,9 +8,6 @@ tests against real servers. Both are wiped: the database's tables are
 dropped and migrated afresh, and the Redis database is flushed.
 """
 
-import subprocess
-import sys
-
 import pytest
 import redis
 from flask_migrate import upgrade
@@ -20,10 +17,9 @@ from postservice import create_app
 from postservice.extensions import db
 
 from .support.auth import AuthActions
-from .support.processes import free_port, server_env, wait_for_http
+from .support.servers import AppInstance
 from .support.settings import (
     JWT_SECRET,
-    ROOT,
     TEST_DATABASE_URL,
     TEST_REDIS_URL,
     require,
@@ -119,36 +115,22 @@ def auth(client):
 
 
 @pytest.fixture
-def start_server(database_url, redis_url):
-    """Start real waitress processes serving the app; yields a starter."""
-    processes = []
+def start_server(tmp_path, database_url, redis_url):
+    """Start ``python -m postservice.serve`` processes on the test database and
+    Redis (``support.servers.AppInstance``); yields a starter that returns
+    each one's base URL. Their logs are in the test's ``tmp_path``."""
+    instances = []
 
     def start(threads=8, **env_overrides):
-        port = free_port()
-        env = server_env(database_url, redis_url, **env_overrides)
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "waitress",
-                "--host=127.0.0.1",
-                f"--port={port}",
-                f"--threads={threads}",
-                "--call",
-                "postservice:create_app",
-            ],
-            env=env,
-            cwd=ROOT,
+        instance = AppInstance(
+            tmp_path, database_url, redis_url, threads=threads, **env_overrides
         )
-        processes.append(process)
-        base = f"http://127.0.0.1:{port}"
-        wait_for_http(base + "/", process)
-        return base
+        instances.append(instance)
+        return instance.start()
 
     yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
+    for instance in instances:
+        instance.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Concurrent clients against real waitress processes."""
+"""Concurrent clients against real servers (``python -m postservice.serve``)."""
 
 import threading
 from concurrent.futures import ThreadPoolExecutor

@@ -1,6 +1,7 @@
 """The live service against its own OpenAPI document, with schemathesis.
 
-A real waitress process is tested from the document it serves, with every
+The production server (``python -m postservice.serve``, through the
+``start_server`` fixture) is tested from the document it serves, with every
 schemathesis check: no 5xx; every status code, content type, header and
 body is one the document declares; invalid input is refused and valid
 input accepted; protected operations refuse a request without a token.

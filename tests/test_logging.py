@@ -7,7 +7,6 @@ values of SQL statements.
 import io
 import json
 import logging
-import sys
 
 import pytest
 import requests
@@ -18,7 +17,7 @@ from postservice.ops import logs
 
 from .support.auth import PASSWORD
 from .support.processes import run_in_repo, server_env
-from .support.servers import AppInstance
+from .support.servers import SERVE, AppInstance
 
 SECRET_PASSWORD = "Zebra-Quartz-8812"
 SECRET_TEXT = "my very private diary entry"
@@ -216,7 +215,7 @@ def test_unknown_log_format_is_refused(database_url):
     assert config.log_format({}) == "text"
     assert config.log_format({"LOG_FORMAT": " JSON "}) == "json"
     env = server_env(database_url, None, LOG_FORMAT="xml")
-    result = run_in_repo([sys.executable, "-m", "postservice.serve"], env)
+    result = run_in_repo([*SERVE], env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "postservice: configuration error: LOG_FORMAT must be text or json, got 'xml'"

@@ -4,7 +4,6 @@ import errno
 import json
 import signal
 import socket
-import sys
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -28,7 +27,7 @@ from postservice.serve import (
 
 from .support.load import register_users
 from .support.processes import run_in_repo, server_env
-from .support.servers import AppInstance
+from .support.servers import SERVE, AppInstance
 
 
 def test_defaults():
@@ -81,7 +80,7 @@ def test_unreadable_thread_count_is_refused(value):
 
 def test_server_refuses_to_start_with_too_many_threads(database_url):
     env = server_env(database_url, None, WAITRESS_THREADS="40", PORT="1")
-    result = run_in_repo([sys.executable, "-m", "postservice.serve"], env)
+    result = run_in_repo([*SERVE], env)
     assert result.returncode == 1
     assert (
         result.stderr.strip()

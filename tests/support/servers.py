@@ -1,5 +1,9 @@
 """Servers that a test owns and may kill: redis-server, mariadbd and app instances.
 
+An app instance is the production server, ``python -m postservice.serve``
+(``SERVE``), started by ``AppInstance`` alone: the ``start_server`` fixture
+and every test that needs the app behind a real socket go through it.
+
 Each listens on its own spare port on 127.0.0.1 and keeps its files in the
 test's temporary directory, so killing one never touches the shared servers.
 A killed Redis or MariaDB is restarted on the same port (and for MariaDB the
@@ -26,6 +30,9 @@ from postservice.extensions import db
 
 from .processes import require_program, run_in_repo, server_env, wait_for_http
 from .settings import ROOT
+
+# The production entry point, as the README and the image run it.
+SERVE = (sys.executable, "-m", "postservice.serve")
 
 
 def _bindable(port):
@@ -395,7 +402,12 @@ class MariaDBServer:
 
 
 class AppInstance:
-    """``python -m postservice.serve`` on a spare port, its log in ``workdir``."""
+    """``python -m postservice.serve`` on a spare port, its log in ``workdir``.
+
+    ``env`` adds to or overrides the test session's settings (``server_env``).
+    ``start`` takes another command only for a script that runs the same
+    entry point in the end, such as the image's ``docker/entrypoint.sh``.
+    """
 
     def __init__(self, workdir, database_url, redis_url, threads=8, **env):
         self.port = spare_port()
@@ -417,7 +429,7 @@ class AppInstance:
     def start(self, command=None):
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                command or [sys.executable, "-m", "postservice.serve"],
+                list(command or SERVE),
                 env=self.env,
                 cwd=ROOT,
                 stdout=log,

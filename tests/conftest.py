@@ -5,7 +5,8 @@ Fixtures and hooks only: what tests import lives in ``tests/support/``.
 The suite runs on SQLite and the in-process cache by default. Set
 ``TEST_DATABASE_URL`` (MySQL/MariaDB) and ``TEST_REDIS_URL`` to run the same
 tests against real servers. Both are wiped: the database's tables are
-dropped and migrated afresh, and the Redis database is flushed.
+dropped and migrated afresh once, its rows deleted after each test, and the
+Redis database is flushed before each test that can reach it.
 """
 
 import pytest
@@ -43,13 +44,28 @@ def database_url(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def redis_url():
-    if TEST_REDIS_URL:
-        redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+    """``TEST_REDIS_URL``, or None for the in-process cache; see ``_clean_redis``."""
     return TEST_REDIS_URL
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(request):
+    """Each test that can reach the test Redis starts with its database empty.
+
+    Cache entries, token verdicts and throttle counters a test leaves never
+    reach the next one. Only the test database is flushed; a fixture whose
+    state in Redis must outlive one test keeps it on a server of its own, as
+    the topology fixtures (``support/engines.py``) do.
+    """
+    if TEST_REDIS_URL and "redis_url" in request.fixturenames:
+        with redis.Redis.from_url(TEST_REDIS_URL) as server:
+            server.flushdb()
 
 
 @pytest.fixture
 def real_redis_url(redis_url):
+    """``TEST_REDIS_URL``; skipped without it, a failure in CI. Tests that use
+    it are marked ``redis`` (``pytest_collection_modifyitems``)."""
     return require(
         redis_url, "TEST_REDIS_URL", "it checks behaviour of the Redis cache"
     )
@@ -139,3 +155,10 @@ def engine():
     from .support.containers import engine_env
 
     return engine_env()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        # A fixture parametrized over caches marks its Redis case itself.
+        if "real_redis_url" in item.fixturenames:
+            item.add_marker(pytest.mark.redis)

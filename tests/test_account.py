@@ -30,7 +30,7 @@ def login(client, email):
     return {"Authorization": "Bearer " + response.json["access_token"]}
 
 
-@pytest.fixture(params=["in-process", "redis"])
+@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.redis)])
 def any_cache_app(request, make_app):
     if request.param == "redis":
         return make_app(REDIS_URL=request.getfixturevalue("real_redis_url"))

@@ -20,7 +20,7 @@ from .support.sql import executed_sql
 GET_POSTS = "/api/v1/posts/get-posts"
 
 
-@pytest.fixture(params=["in-process", "redis"])
+@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.redis)])
 def cached_app(request, make_app):
     if request.param == "redis":
         return make_app(REDIS_URL=request.getfixturevalue("real_redis_url"))

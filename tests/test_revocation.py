@@ -63,7 +63,7 @@ def warm(client, headers):
         response.get_data()  # a streamed listing is cached once read to its end
 
 
-@pytest.fixture(params=["in-process", "redis"])
+@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.redis)])
 def any_cache_app(request, make_app):
     if request.param == "redis":
         return make_app(REDIS_URL=request.getfixturevalue("real_redis_url"))

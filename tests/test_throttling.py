@@ -16,7 +16,7 @@ def credentials(email):
     return {"email": email, "password": PASSWORD}
 
 
-@pytest.fixture(params=["in-process", "redis"])
+@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.redis)])
 def storage(request):
     """Where the limits are counted; a fresh key prefix keeps tests apart."""
     if request.param == "redis":

@@ -1,40 +1,22 @@
-"""Prometheus metrics: exact counts after known traffic, and their own listener."""
+"""Prometheus metrics: exact counts after known traffic.
+
+Their own listener on the production server: server/test_metrics_listener.py.
+"""
 
 import secrets
-import threading
 from importlib import metadata
 
 import bcrypt
-import pytest
-import requests
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
-import config
 from postservice.ops import metrics
-from postservice.serve import metrics_port_setting
 
 from ..support.auth import PASSWORD, AuthActions
-from ..support.load import register_users
+from ..support.metrics import cache, parse, requests_total, value
 from ..support.processes import free_port
-from ..support.servers import AppInstance, RedisServer
+from ..support.servers import RedisServer
 
 GET_POSTS = "/api/v1/posts/get-posts"
 LOGIN = "/api/v1/users/login"
-
-
-def parse(exposition):
-    """``{(sample name, sorted labels): value}`` for every sample in a scrape."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(exposition)
-        for sample in family.samples
-    }
-
-
-def value(scrape, name, **labels):
-    """One sample's value; a series that does not exist yet is 0."""
-    return scrape.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def scrape(app):
@@ -54,20 +36,6 @@ def signed_up(app):
     """A client of ``app`` with a registered user, and that user's headers."""
     actions = AuthActions(app.test_client())
     return actions, actions.register()
-
-
-def requests_total(scrape, endpoint, method, status):
-    return value(
-        scrape,
-        "postservice_http_requests_total",
-        endpoint=endpoint,
-        method=method,
-        status=str(status),
-    )
-
-
-def cache(scrape, result):
-    return value(scrape, "postservice_cache_requests_total", result=result)
 
 
 def test_requests_are_counted_by_endpoint_method_and_status(app, auth, client):
@@ -251,103 +219,6 @@ def test_each_app_counts_on_its_own(make_app):
     busy.test_client().get("/healthz")
     assert requests_total(scrape(busy), "health.healthz", "GET", 200) == 1
     assert requests_total(scrape(idle), "health.healthz", "GET", 200) == 0
-
-
-def test_metrics_port_must_differ_from_the_public_port():
-    assert metrics_port_setting({}, 8000) is None
-    assert metrics_port_setting({"METRICS_PORT": "9100"}, 8000) == 9100
-    with pytest.raises(config.ConfigError, match="METRICS_PORT must differ"):
-        metrics_port_setting({"METRICS_PORT": "8000"}, 8000)
-    with pytest.raises(config.ConfigError):
-        metrics_port_setting({"METRICS_PORT": "ninety"}, 8000)
-
-
-@pytest.fixture
-def served(tmp_path, database_url, redis_url):
-    """The app under ``python -m postservice.serve`` with its metrics listener."""
-    instance = AppInstance(
-        tmp_path, database_url, redis_url, threads=8, METRICS_PORT=str(free_port())
-    )
-    instance.metrics = f"http://127.0.0.1:{instance.env['METRICS_PORT']}"
-    instance.start()
-    yield instance
-    instance.stop()
-
-
-def test_metrics_have_their_own_port_and_only_there(served):
-    public = requests.get(served.base + "/metrics", timeout=5)
-    assert public.status_code == 404
-    assert public.json() == {"detail": "Not Found"}
-
-    response = requests.get(served.metrics + "/metrics", timeout=5)
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain")
-    seen = parse(response.text)
-    assert requests_total(seen, "none", "GET", 404) == 1
-    assert value(seen, "postservice_dependency_up", dependency="database") == 1
-    # The server's queue is there too (see tests/server/test_serve.py for counts).
-    assert seen[("postservice_server_queue_depth", ())] == 0
-    assert ("postservice_server_queued_requests_total", ()) in seen
-    assert requests.get(served.metrics + "/", timeout=5).status_code == 404
-
-
-def test_counts_are_exact_under_concurrent_requests(served):
-    [headers] = register_users(served.base, 1, "concurrent")
-    listing = served.base + GET_POSTS
-    assert requests.get(listing, headers=headers, timeout=5).status_code == 200
-    threads, each = 8, 25
-    statuses = []
-
-    def client():
-        with requests.Session() as session:
-            for n in range(each):
-                url = listing if n % 5 else served.base + "/no/such/page"
-                statuses.append(
-                    session.get(url, headers=headers, timeout=10).status_code
-                )
-
-    workers = [threading.Thread(target=client) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-
-    assert statuses.count(200) == threads * each * 4 // 5
-    seen = parse(requests.get(served.metrics + "/metrics", timeout=5).text)
-    assert requests_total(seen, "posts.get_posts", "GET", 200) == 1 + threads * 20
-    assert requests_total(seen, "none", "GET", 404) == threads * 5
-    assert (cache(seen, "miss"), cache(seen, "hit")) == (1, threads * 20)
-
-
-def test_durations_land_in_the_same_buckets_as_a_prometheus_histogram():
-    ours, theirs = CollectorRegistry(), CollectorRegistry()
-    stats = metrics.RequestStats()
-    ours.register(stats)
-    reference = Histogram(
-        "postservice_http_request_duration_seconds",
-        "reference",
-        ("endpoint", "method"),
-        buckets=metrics.DURATION_BUCKETS,
-        registry=theirs,
-    ).labels("posts.get_posts", "GET")
-    for seconds in (0.0001, 0.0004, 0.0005, 0.0006, 0.3, 0.5, 20.0):
-        stats.record("posts.get_posts", "GET", 200, seconds)
-        reference.observe(seconds)
-
-    def histogram(registry):
-        return {
-            key: sample
-            for key, sample in parse(generate_latest(registry).decode()).items()
-            if key[0].startswith("postservice_http_request_duration_seconds")
-            and not key[0].endswith("_created")
-        }
-
-    assert histogram(ours) == histogram(theirs)
-    bucket = "postservice_http_request_duration_seconds_bucket"
-    labels = {"endpoint": "posts.get_posts", "method": "GET"}
-    seen = histogram(ours)
-    assert value(seen, bucket, le="0.0005", **labels) == 3  # bounds are inclusive
-    assert value(seen, bucket, le="+Inf", **labels) == 7
 
 
 def test_each_database_pool_has_its_series(make_app):

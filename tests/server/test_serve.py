@@ -1,4 +1,8 @@
-"""The serve module: settings from the environment, body limit, graceful stop."""
+"""The serve module's server: body limit, graceful stop, accepting, waitress's
+own answers in JSON, the trusted proxy and the request queue.
+
+Its settings from the environment: unit/test_server_settings.py.
+"""
 
 import errno
 import json
@@ -13,7 +17,7 @@ import requests
 from sqlalchemy import select
 from waitress import wasyncore
 
-from config import MAX_BODY_BYTES, ConfigError
+from config import MAX_BODY_BYTES
 from postservice import serve
 from postservice.extensions import db
 from postservice.models import Post
@@ -22,60 +26,11 @@ from postservice.serve import (
     LOCKED_OUTPUT_PAUSE,
     Channel,
     GracefulServer,
-    server_settings,
 )
 
 from ..support.load import register_users
 from ..support.processes import run_in_repo, server_env
 from ..support.servers import SERVE, AppInstance
-
-
-def test_defaults():
-    settings = server_settings({}, pool_size=10)
-    assert settings["threads"] == 8
-    assert settings["host"] == "127.0.0.1"
-    assert settings["port"] == 8000
-    assert settings["connection_limit"] == 100
-    assert settings["channel_timeout"] == 30
-    assert "trusted_proxy" not in settings
-    # Just above Flask's limit, so a slightly larger body gets the JSON 413.
-    assert settings["max_request_body_size"] > MAX_BODY_BYTES
-    assert settings["max_request_body_size"] <= 2 * MAX_BODY_BYTES
-
-
-def test_settings_from_the_environment():
-    env = {
-        "HOST": "10.1.2.3",
-        "PORT": "9000",
-        "WAITRESS_THREADS": "15",
-        "WAITRESS_CONNECTION_LIMIT": "500",
-        "WAITRESS_CHANNEL_TIMEOUT": "45",
-        "TRUSTED_PROXY": "10.0.0.2",
-        "TRUSTED_PROXY_HEADERS": "x-forwarded-for, x-forwarded-proto",
-    }
-    settings = server_settings(env, pool_size=10)
-    assert settings["host"] == "10.1.2.3"
-    assert settings["port"] == 9000
-    assert settings["threads"] == 15
-    assert settings["connection_limit"] == 500
-    assert settings["channel_timeout"] == 45
-    assert settings["trusted_proxy"] == "10.0.0.2"
-    assert settings["trusted_proxy_headers"] == ["x-forwarded-for", "x-forwarded-proto"]
-    assert settings["trusted_proxy_count"] == 1
-
-
-def test_more_threads_than_database_connections_is_refused():
-    with pytest.raises(ConfigError) as raised:
-        server_settings({"WAITRESS_THREADS": "16"}, pool_size=10)
-    assert "WAITRESS_THREADS is 16" in str(raised.value)
-    assert "at most 15 connections" in str(raised.value)
-    assert server_settings({"WAITRESS_THREADS": "16"}, pool_size=11)
-
-
-@pytest.mark.parametrize("value", ["many", "0", "-2"])
-def test_unreadable_thread_count_is_refused(value):
-    with pytest.raises(ConfigError):
-        server_settings({"WAITRESS_THREADS": value}, pool_size=10)
 
 
 def test_server_refuses_to_start_with_too_many_threads(database_url):

@@ -9,6 +9,8 @@ dropped and migrated afresh once, its rows deleted after each test, and the
 Redis database is flushed before each test that can reach it.
 """
 
+from pathlib import Path
+
 import pytest
 import redis
 from flask_migrate import upgrade
@@ -25,6 +27,10 @@ from .support.settings import (
     TEST_REDIS_URL,
     require,
 )
+
+TESTS = Path(__file__).parent
+# The directories tests are in, each the name of the marker its tests get.
+KINDS = ("unit", "api", "behaviour", "server", "topologies", "deploy")
 
 
 @pytest.fixture(scope="session")
@@ -158,7 +164,18 @@ def engine():
 
 
 def pytest_collection_modifyitems(items):
+    """Each test is marked with its kind, the directory it is in (setup.cfg
+    declares them), and ``redis`` when it needs ``TEST_REDIS_URL``."""
     for item in items:
+        if not item.path.is_relative_to(TESTS):
+            continue
+        kind = item.path.relative_to(TESTS).parts[0]
+        if kind not in KINDS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: test modules belong in one of the directories "
+                + ", ".join(f"tests/{name}/" for name in KINDS)
+            )
+        item.add_marker(kind)
         # A fixture parametrized over caches marks its Redis case itself.
         if "real_redis_url" in item.fixturenames:
             item.add_marker(pytest.mark.redis)

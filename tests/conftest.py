@@ -61,7 +61,7 @@ def _clean_redis(request):
     Cache entries, token verdicts and throttle counters a test leaves never
     reach the next one. Only the test database is flushed; a fixture whose
     state in Redis must outlive one test keeps it on a server of its own, as
-    the topology fixtures (``support/engines.py``) do.
+    the topology fixtures (``tests/support/engines.py``) do.
     """
     if TEST_REDIS_URL and "redis_url" in request.fixturenames:
         with redis.Redis.from_url(TEST_REDIS_URL) as server:
@@ -157,7 +157,7 @@ def start_server(tmp_path, database_url, redis_url):
 
 @pytest.fixture(scope="session")
 def engine():
-    """The environment for docker and docker-compose (support/containers.py)."""
+    """The environment for docker and docker-compose (tests/support/containers.py)."""
     from .support.containers import engine_env
 
     return engine_env()

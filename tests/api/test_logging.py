@@ -2,7 +2,7 @@
 
 Either way nothing secret is written: passwords, tokens, post text and the
 values of SQL statements. The production server's own log:
-server/test_server_logs.py.
+tests/server/test_server_logs.py.
 """
 
 import io

@@ -1,6 +1,6 @@
 """Prometheus metrics: exact counts after known traffic.
 
-Their own listener on the production server: server/test_metrics_listener.py.
+Their own listener on the production server: tests/server/test_metrics_listener.py.
 """
 
 import secrets

@@ -1,7 +1,7 @@
 """Deployment files: the compose files validate, refuse to run without their
 secrets, and nginx lets go of idle app connections first.
 
-The container's start script against real servers: server/test_entrypoint.py.
+The container's start script against real servers: tests/server/test_entrypoint.py.
 """
 
 import re

@@ -36,7 +36,7 @@ def test_metrics_have_their_own_port_and_only_there(served):
     seen = parse(response.text)
     assert requests_total(seen, "none", "GET", 404) == 1
     assert value(seen, "postservice_dependency_up", dependency="database") == 1
-    # The server's queue is there too (see test_serve.py for counts).
+    # The server's queue is there too (see tests/server/test_serve.py for counts).
     assert seen[("postservice_server_queue_depth", ())] == 0
     assert ("postservice_server_queued_requests_total", ()) in seen
     assert requests.get(served.metrics + "/", timeout=5).status_code == 404

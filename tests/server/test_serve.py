@@ -1,7 +1,7 @@
 """The serve module's server: body limit, graceful stop, accepting, waitress's
 own answers in JSON, the trusted proxy and the request queue.
 
-Its settings from the environment: unit/test_server_settings.py.
+Its settings from the environment: tests/unit/test_server_settings.py.
 """
 
 import errno

@@ -2,7 +2,7 @@
 # Regenerate requirements.lock: every package the image installs, pinned with
 # its hashes, resolved from setup.cfg's install_requires plus the build
 # backend named in pyproject.toml (the image installs the app itself without
-# fetching anything). Run after changing either file; tests/test_lock.py
+# fetching anything). Run after changing either file; tests/deploy/test_lock.py
 # fails while the lock no longer matches them.
 EXTRAS=""
 . "$(dirname "$0")/bootstrap.sh"

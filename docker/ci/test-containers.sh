@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The container tests (tests/test_containers*.py) as CI runs them: on the
+# The container tests (tests/deploy/test_containers*.py) as CI runs them: on the
 # Docker engine that answers, or on one started here and stopped again at
 # the end, pass or fail, with the host put back as it was
 # (docker/ci/dockerd.sh). Leftover test stacks are removed either way.
@@ -33,4 +33,4 @@ if ! /usr/bin/docker version >/dev/null 2>&1; then
     eval "$(docker/ci/dockerd.sh start)"
 fi
 docker/ci/build-bases.sh
-./scripts/test.sh -m containers "$@" tests/test_containers*.py
+./scripts/test.sh -m containers "$@" tests/deploy/test_containers*.py

@@ -1,0 +1,1 @@
+"""The HTTP API's behaviour through Flask's test client."""

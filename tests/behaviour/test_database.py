@@ -1,0 +1,126 @@
+"""Recovery from database connections that died while idle in the pool."""
+
+import contextlib
+import time
+
+import pymysql
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from postservice.extensions import db
+
+from ..support.auth import PASSWORD, AuthActions
+
+
+def kill_idle_connections(app):
+    """Kill the pool's idle connections behind its back, as a database restart would.
+
+    Returns how many were killed. Nothing is checked out, so the pool learns
+    of it only when it next hands one out.
+    """
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        idle = list(engine.pool._pool.queue)  # SQLite: no server to kill them
+        for record in idle:
+            record.dbapi_connection.close()
+        return len(idle)
+    with server_cursor(engine.url) as cursor:
+        cursor.execute(
+            "SELECT id FROM information_schema.processlist"
+            " WHERE db = %s AND id <> CONNECTION_ID()",
+            (engine.url.database,),
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        for thread_id in ids:
+            cursor.execute(f"KILL {int(thread_id)}")
+        # KILL returns before the server has closed the connection; a
+        # restart has closed them all by the time anyone asks again.
+        deadline = time.monotonic() + 10
+        while ids and time.monotonic() < deadline:
+            cursor.execute("SELECT id FROM information_schema.processlist")
+            if not set(ids) & {row[0] for row in cursor.fetchall()}:
+                break
+            time.sleep(0.05)
+    return len(ids)
+
+
+@contextlib.contextmanager
+def server_cursor(url):
+    """A cursor on a connection of its own to the server behind ``url``."""
+    conn = pymysql.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+    )
+    try:
+        with conn.cursor() as cursor:
+            yield cursor
+    finally:
+        conn.close()
+
+
+def test_requests_succeed_after_idle_connections_died(app):
+    actions = AuthActions(app.test_client())
+    headers = actions.register("survivor@example.com")
+    actions.add_post(headers, "kept")
+    assert kill_idle_connections(app) >= 1
+    login = actions.client.post(
+        "/api/v1/users/login",
+        json={"email": "survivor@example.com", "password": PASSWORD},
+    )
+    assert login.status_code == 200, login.get_data(as_text=True)
+    assert [post["text"] for post in actions.posts(headers)] == ["kept"]
+
+
+def test_killed_connections_really_are_dead_without_pre_ping(make_app):
+    """Guards the test above: what it kills fails when nothing pings it first."""
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": False})
+    AuthActions(app.test_client()).register("fragile@example.com")
+    assert kill_idle_connections(app) >= 1
+    with app.app_context(), pytest.raises(DBAPIError):
+        db.session.execute(text("SELECT 1"))
+
+
+def test_token_of_a_deleted_account_cannot_add_posts(app, auth, client):
+    headers = auth.register("gone@example.com")
+    auth.add_post(headers, "orphan-to-be")
+    with app.app_context():
+        db.session.execute(text("DELETE FROM users WHERE email = 'gone@example.com'"))
+        db.session.commit()
+        # The schema's ON DELETE CASCADE removed the posts, on every backend.
+        assert db.session.execute(text("SELECT COUNT(*) FROM posts")).scalar() == 0
+    response = client.post(
+        "/api/v1/posts/add-post", json={"text": "orphan"}, headers=headers
+    )
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    with app.app_context():
+        assert db.session.execute(text("SELECT COUNT(*) FROM posts")).scalar() == 0
+
+
+def test_only_the_connection_the_server_closed_is_replaced(app):
+    """Checkout finds a dead connection by itself and keeps the healthy ones."""
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        pytest.skip("SQLite connections have no server that could close them")
+
+    def checked_out_ids():
+        conns = [engine.connect() for _ in range(3)]
+        try:
+            return [c.execute(text("SELECT CONNECTION_ID()")).scalar() for c in conns]
+        finally:
+            for c in conns:
+                c.close()
+
+    first = checked_out_ids()
+    victim, *survivors = first
+    with server_cursor(engine.url) as cursor:
+        cursor.execute(f"KILL {int(victim)}")
+    second = checked_out_ids()
+    assert set(survivors) <= set(second)
+    (replacement,) = set(second) - set(survivors)
+    assert replacement not in first

@@ -1,0 +1,41 @@
+"""/readyz answers in bounded time whatever its dependencies do.
+
+A frozen server (SIGSTOP) accepts nothing and answers nothing: without a
+deadline the check would hang for the driver's read timeout.
+"""
+
+import signal
+import time
+
+from postservice.ops import health
+
+from ..support.servers import MariaDBServer, freeze
+
+# Far above the check's deadline, so only the deadline can end it in time.
+READ_TIMEOUT = 30
+
+
+def test_readyz_gives_up_on_a_frozen_database(make_app, tmp_path):
+    server = MariaDBServer(tmp_path)
+    server.start()
+    server.create_database("ready")
+    app = make_app(
+        SQLALCHEMY_DATABASE_URI=server.url("ready"),
+        DATABASE_READ_TIMEOUT=READ_TIMEOUT,
+        REDIS_URL=None,
+    )
+    client = app.test_client()
+    assert client.get("/readyz").json["database"] == "ok"  # a pooled connection
+    freeze(server.process)
+    try:
+        started = time.monotonic()
+        response = client.get("/readyz")
+        elapsed = time.monotonic() - started
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        server.stop()
+    assert response.status_code == 503
+    assert response.json["database"] == "unavailable"
+    assert response.headers["Retry-After"] == "1"
+    assert elapsed < READ_TIMEOUT / 3, elapsed  # the deadline, not the driver
+    assert health.READY_DEADLINE < READ_TIMEOUT / 3

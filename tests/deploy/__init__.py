@@ -1,0 +1,1 @@
+"""What ships: the image, the compose files, the lock file."""

@@ -1,0 +1,126 @@
+"""Deployment files: the compose files validate, refuse to run without their
+secrets, and nginx lets go of idle app connections first.
+
+The container's start script against real servers: tests/server/test_entrypoint.py.
+"""
+
+import re
+import secrets
+import subprocess
+
+import pytest
+import yaml
+
+import config
+
+from ..support.processes import require_program, run_in_repo
+from ..support.settings import ROOT
+
+
+def settings_with_secrets(folder):
+    """.env.example with a generated value for each secret it leaves empty."""
+    lines = []
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not value and not name.startswith("#"):
+            line = f"{name}={secrets.token_urlsafe(32)}"
+        lines.append(line)
+    path = folder / "generated.env"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def compose(folder, *files):
+    program = require_program("docker-compose")
+    args = [program, "--env-file", str(settings_with_secrets(folder))]
+    for name in files:
+        args += ["-f", str(ROOT / name)]
+    return args
+
+
+@pytest.mark.parametrize(
+    ("files", "services"),
+    [
+        (
+            ["docker-compose.yml", "docker-compose.override.yml"],
+            {"mysql", "redis", "redis-state", "app", "nginx"},
+        ),
+        (
+            ["docker-compose.yml", "docker-compose.scale.yml"],
+            {"mysql", "redis", "redis-state", "app", "nginx"},
+        ),
+        (
+            ["docker-compose.yml", "docker-compose.redis-cluster.yml"],
+            {"mysql", "redis", "redis-state", "app", "nginx", "redis-cluster-init"}
+            | {f"redis-node-{n}" for n in range(1, 7)},
+        ),
+        (
+            ["docker-compose.yml", "docker-compose.galera.yml"],
+            {"mysql", "redis", "redis-state", "app", "nginx"}
+            | {"galera-1", "galera-2", "galera-3"},
+        ),
+    ],
+)
+def test_compose_files_are_valid(files, services, tmp_path):
+    check = subprocess.run(
+        [*compose(tmp_path, *files), "config", "--services"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+    assert set(check.stdout.split()) == services
+    # nginx, the only way in, is published whichever files are named.
+    full = subprocess.run(
+        [*compose(tmp_path, *files), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    nginx = yaml.safe_load(full.stdout)["services"]["nginx"]
+    assert nginx["ports"] == ["127.0.0.1:8000:8000/tcp"]
+
+
+def test_compose_refuses_to_run_without_the_secrets(tmp_path):
+    program = require_program("docker-compose")
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    check = run_in_repo(
+        [program, "--env-file", str(empty), "-f", "docker-compose.yml", "config"]
+    )
+    assert check.returncode != 0
+    assert "in .env" in check.stderr
+
+
+def test_example_settings_hold_no_secret():
+    example = (ROOT / ".env.example").read_text()
+    values = dict(
+        line.split("=", 1)
+        for line in example.splitlines()
+        if line and not line.startswith("#")
+    )
+    for name in ("JWT_SECRET_KEY", "MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD"):
+        assert values[name] == "", name
+    assert "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'" in example
+
+
+def test_compose_refuses_the_example_settings_as_they_are():
+    """Every secret empty: compose stops before starting anything."""
+    program = require_program("docker-compose")
+    check = run_in_repo(
+        [program, "--env-file", ".env.example", "-f", "docker-compose.yml", "config"]
+    )
+    assert check.returncode != 0
+    assert "in .env" in check.stderr
+
+
+def test_nginx_closes_idle_app_connections_before_the_app_does():
+    """A kept-alive connection closed by the app as nginx sends a POST on it
+    is a 502 (nginx sends a POST only once): nginx must let go first."""
+    conf = (ROOT / "nginx.conf").read_text()
+    upstream = re.search(r"upstream postservice \{(.*?)\}", conf, re.S).group(1)
+    assert re.search(r"^\s*keepalive \d+;", upstream, re.M)  # connections reused
+    nginx_idle = int(re.search(r"keepalive_timeout (\d+)s;", upstream).group(1))
+    assert nginx_idle < config.DEFAULT_CHANNEL_TIMEOUT

@@ -1,0 +1,1 @@
+"""The production server and the documented entry points, over real sockets."""

@@ -1,0 +1,96 @@
+"""The flask CLI database commands, the WSGI entry points and the factory."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+from sqlalchemy import create_engine, inspect
+
+from postservice import create_app
+
+from ..support.processes import free_port, run_in_repo, server_env, wait_for_http
+from ..support.settings import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def run(args, env, check=True):
+    result = run_in_repo(args, env, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_db_upgrade_creates_schema_on_fresh_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    env = server_env(url, None)
+    run([BIN / "flask", "--app", "postservice", "db", "upgrade"], env)
+    tables = set(inspect(create_engine(url)).get_table_names())
+    assert {"users", "posts", "alembic_version"} <= tables
+    check = run([BIN / "flask", "--app", "postservice", "db", "check"], env)
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
+
+
+def test_db_check_is_clean_on_the_test_database(runner):
+    result = runner.invoke(args=["db", "check"])
+    assert result.exit_code == 0, result.output
+
+
+def test_each_factory_call_builds_an_independent_app(database_url):
+    first = create_app({"MODE": "testing", "SQLALCHEMY_DATABASE_URI": database_url})
+    second = create_app({"MODE": "testing", "POSTS_CACHE_TTL": 5})
+    assert first is not second
+    assert second.config["POSTS_CACHE_TTL"] == 5
+    assert first.config["POSTS_CACHE_TTL"] == 300
+    assert first.config["TESTING"] is True
+
+
+def test_wsgi_module_exposes_app(database_url):
+    env = server_env(database_url, None)
+    result = run([sys.executable, "-c", "import wsgi; print(wsgi.app.name)"], env)
+    assert result.stdout.strip() == "postservice"
+
+
+def test_waitress_serve_console_script_serves_the_app(database_url, redis_url):
+    port = free_port()
+    env = server_env(database_url, redis_url)
+    process = subprocess.Popen(
+        [
+            BIN / "waitress-serve",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--call",
+            "postservice:create_app",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(base + "/", process)
+        response = requests.post(
+            base + "/api/v1/users/register",
+            json={"email": "served@example.com", "password": "password123"},
+            timeout=10,
+        )
+        assert response.status_code == 201
+        assert response.json()["token_type"] == "bearer"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_production_refuses_to_start_in_one_line(tmp_path):
+    env = dict(os.environ, POSTSERVICE_ENV="production", BCRYPT_ROUNDS="12")
+    env.pop("JWT_SECRET_KEY", None)
+    result = run(
+        [BIN / "waitress-serve", "--port=0", "--call", "postservice:create_app"],
+        env,
+        check=False,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "JWT_SECRET_KEY" in lines[0]

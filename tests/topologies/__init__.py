@@ -1,0 +1,1 @@
+"""Redis Cluster, Sentinel and TLS, Galera, and several instances, run locally."""

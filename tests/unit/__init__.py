@@ -1,0 +1,1 @@
+"""Functions, settings and parsing, checked without a server."""

@@ -1,0 +1,245 @@
+"""Settings: read from the environment per mode, refused when unsafe."""
+
+import os
+import re
+import secrets
+import sys
+from datetime import timedelta
+
+import pytest
+
+import config as settings
+from postservice import create_app
+
+from ..support.processes import run_in_repo
+from ..support.settings import ROOT
+
+SETTINGS_FROM_ENV = (
+    "POSTSERVICE_ENV",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "JWT_SECRET_KEY",
+    "BCRYPT_ROUNDS",
+    "JWT_ACCESS_TOKEN_EXPIRES",
+    "POSTS_CACHE_TTL",
+    "REDIS_TIMEOUT",
+    "DATABASE_POOL_SIZE",
+    "DATABASE_CONNECT_TIMEOUT",
+)
+# As the README says to make one.
+STRONG_SECRET = secrets.token_urlsafe(32)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """Each test starts from an environment that sets none of the app's variables."""
+    for name in SETTINGS_FROM_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def refused(config):
+    with pytest.raises(SystemExit) as excinfo:
+        create_app(config)
+    return str(excinfo.value)
+
+
+def test_production_requires_a_secret():
+    assert "JWT_SECRET_KEY" in refused({"MODE": "production"})
+
+
+def test_production_refuses_a_31_byte_secret():
+    message = refused({"MODE": "production", "JWT_SECRET_KEY": "s" * 31})
+    assert "JWT_SECRET_KEY" in message
+
+
+def test_production_accepts_every_generated_secret():
+    for _ in range(2000):
+        for secret in (secrets.token_urlsafe(32), secrets.token_hex(32)):
+            assert settings.secret_weakness(secret) is None, secret
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        # token_urlsafe(32) outputs whose hyphens split them into runs of
+        # letters: random case, not words.
+        "nP-dAhVmiXIBuJvvbkYWZzOQjI-WvEjbPSjcYSLNOig",
+        "QwErTyUiOpAsDfGhJkLz-XcVbNmQwErTyUiOp-AsDfG",
+    ],
+)
+def test_random_keys_with_hyphens_are_not_passphrases(secret):
+    assert settings.secret_weakness(secret) is None
+
+
+def published_placeholders():
+    """Every value given for JWT_SECRET_KEY in the files a reader can see."""
+    found = set()
+    names = (".env.example", "README.md", "docker-compose.yml", "bench/README.md")
+    manual = sorted((ROOT / "docs").rglob("*.md"))
+    for path in [*(ROOT / name for name in names), *manual]:
+        if path.exists():
+            text = path.read_text(encoding="utf-8")
+            found.update(re.findall(r"JWT_SECRET_KEY[=:]\s*([^\s`'\"]+)", text))
+    return found - {"", "${JWT_SECRET_KEY"}
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "replace-with-the-output-of-the-command-above",
+        "s" * 64,
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        "0123456789" * 6,
+        "correct-horse-battery-staple-correct-horse-battery-staple",
+        "the quick brown fox jumps over the lazy dog and runs away again",
+        "abcabcabcabcabcabcabcabcabcabcabcabcabcabcabcabcabc",
+        "Passw0rd!" * 6,
+        "é" * 16,  # 32 bytes, but 16 of the same character
+        secrets.token_urlsafe(24),  # random, but only 192 bits
+    ],
+)
+def test_production_refuses_weak_or_published_secrets(secret):
+    message = refused({"MODE": "production", "JWT_SECRET_KEY": secret})
+    assert "JWT_SECRET_KEY" in message
+    assert "token_urlsafe(32)" in message  # says how to make a good one
+
+
+def test_production_refuses_every_placeholder_the_repository_shows():
+    for placeholder in published_placeholders():
+        assert settings.secret_weakness(placeholder), placeholder
+
+
+def test_production_refuses_fewer_than_12_bcrypt_rounds():
+    config = {
+        "MODE": "production",
+        "JWT_SECRET_KEY": STRONG_SECRET,
+        "BCRYPT_ROUNDS": 11,
+    }
+    assert "BCRYPT_ROUNDS" in refused(config)
+
+
+def test_production_builds_with_safe_settings(database_url):
+    app = create_app(
+        {
+            "MODE": "production",
+            "JWT_SECRET_KEY": STRONG_SECRET,
+            "BCRYPT_ROUNDS": 12,
+            "SQLALCHEMY_DATABASE_URI": database_url,
+        }
+    )
+    assert app.config["MODE"] == "production"
+    assert app.config["JWT_SECRET_KEY"] == STRONG_SECRET
+    assert app.config["TESTING"] is False
+    assert app.config["DEBUG"] is False
+
+
+def test_production_secret_from_environment_is_checked(monkeypatch):
+    monkeypatch.setenv("POSTSERVICE_ENV", "production")
+    monkeypatch.setenv("JWT_SECRET_KEY", "short")
+    with pytest.raises(SystemExit, match="JWT_SECRET_KEY"):
+        create_app()
+
+
+def test_production_refusal_is_one_line_without_traceback():
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_FROM_ENV}
+    env["POSTSERVICE_ENV"] = "production"
+    result = run_in_repo(
+        [sys.executable, "-c", "from postservice import create_app; create_app()"],
+        env,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "JWT_SECRET_KEY" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_mode_is_refused(monkeypatch):
+    monkeypatch.setenv("POSTSERVICE_ENV", "staging")
+    with pytest.raises(SystemExit, match="POSTSERVICE_ENV"):
+        create_app()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BCRYPT_ROUNDS", "abc"),
+        ("BCRYPT_ROUNDS", "3"),
+        ("BCRYPT_ROUNDS", "32"),
+        ("JWT_ACCESS_TOKEN_EXPIRES", "0"),
+        ("POSTS_CACHE_TTL", "1.5"),
+        ("REDIS_TIMEOUT", "-1"),
+    ],
+)
+def test_unreadable_or_out_of_range_number_is_refused(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit, match=name):
+        create_app({"MODE": "testing"})
+
+
+def test_development_builds_with_no_variables():
+    app = create_app()
+    assert app.config["MODE"] == "development"
+    assert app.config["BCRYPT_ROUNDS"] == 12
+    assert app.config["POSTS_CACHE_TTL"] == 300
+    assert app.config["JWT_SECRET_KEY"]
+    assert app.config["CACHE_TYPE"] == "SimpleCache"
+    assert app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///")
+
+
+def test_development_secret_survives_a_restart():
+    assert (
+        create_app().config["JWT_SECRET_KEY"] == create_app().config["JWT_SECRET_KEY"]
+    )
+
+
+def test_testing_mode_uses_cheap_bcrypt():
+    app = create_app({"MODE": "testing"})
+    assert app.config["BCRYPT_ROUNDS"] == 4
+    assert app.config["TESTING"] is True
+
+
+def test_testing_mode_without_secret_gets_a_random_one():
+    first = create_app({"MODE": "testing"}).config["JWT_SECRET_KEY"]
+    second = create_app({"MODE": "testing"}).config["JWT_SECRET_KEY"]
+    assert first
+    assert first != second
+
+
+def test_token_lifetime_is_read_from_environment(monkeypatch):
+    monkeypatch.setenv("JWT_ACCESS_TOKEN_EXPIRES", "120")
+    app = create_app({"MODE": "testing"})
+    assert app.config["JWT_ACCESS_TOKEN_EXPIRES"] == timedelta(seconds=120)
+
+
+def test_cache_ttl_is_read_from_environment(monkeypatch):
+    monkeypatch.setenv("POSTS_CACHE_TTL", "42")
+    app = create_app({"MODE": "testing"})
+    assert app.config["POSTS_CACHE_TTL"] == 42
+    assert app.config["CACHE_DEFAULT_TIMEOUT"] == 42
+
+
+def test_bcrypt_rounds_are_read_from_environment(monkeypatch):
+    monkeypatch.setenv("BCRYPT_ROUNDS", "6")
+    assert create_app({"MODE": "testing"}).config["BCRYPT_ROUNDS"] == 6
+
+
+def test_redis_url_selects_the_redis_cache(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    app = create_app({"MODE": "testing"})
+    assert app.config["CACHE_TYPE"] == "postservice.cache.backend.RedisBytesCache"
+    assert app.config["CACHE_REDIS_URL"] == "redis://127.0.0.1:1/0"
+
+
+def test_database_url_is_read_from_environment(monkeypatch, tmp_path):
+    url = f"sqlite:///{tmp_path / 'env.sqlite'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert create_app({"MODE": "testing"}).config["SQLALCHEMY_DATABASE_URI"] == url
+
+
+def test_overrides_win_over_environment(monkeypatch):
+    monkeypatch.setenv("POSTS_CACHE_TTL", "42")
+    assert (
+        create_app({"MODE": "testing", "POSTS_CACHE_TTL": 7}).config["POSTS_CACHE_TTL"]
+        == 7
+    )

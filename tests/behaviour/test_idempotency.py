@@ -62,11 +62,31 @@ def test_same_key_with_another_text_is_refused(app, client, auth):
 
 
 def test_keys_belong_to_their_user(client, auth):
+    """Two users sending one key each get their own post, whatever its text."""
     alice, bob = auth.register(), auth.register()
-    a = add(client, alice, "alice's", "shared-key")
-    b = add(client, bob, "bob's", "shared-key")
-    assert a.json["PostID"] != b.json["PostID"]
-    assert [p["text"] for p in auth.posts(bob)] == ["bob's"]
+    sent = {"alice": [], "bob": []}  # (response, text) of each user, in order
+    for key, alice_text, bob_text in (
+        ("shared-key", "same words", "same words"),
+        ("also-shared", "alice's", "bob's"),
+    ):
+        sent["alice"].append((add(client, alice, alice_text, key), alice_text))
+        sent["bob"].append((add(client, bob, bob_text, key), bob_text))
+
+    (alice_same, _), _ = sent["alice"]
+    (bob_same, _), _ = sent["bob"]
+    assert bob_same.json.get("PostID") != alice_same.json["PostID"], (
+        "bob was answered alice's post for the key they both sent"
+    )
+    for name, headers in (("alice", alice), ("bob", bob)):
+        answered = [
+            {"id": response.json.get("PostID"), "text": text}
+            for response, text in sent[name]
+        ]
+        assert auth.posts(headers) == answered, (
+            f"{name}'s posts are not the ones {name} was answered"
+        )
+        for response, text in sent[name]:
+            assert response.status_code == 200, (name, text, response.json)
 
 
 def test_invalid_keys_are_422(app, client, auth):

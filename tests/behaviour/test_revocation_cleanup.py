@@ -20,7 +20,7 @@ from postservice.auth import revocation
 from postservice.extensions import db
 from postservice.models import RevokedToken
 
-from .conftest import PASSWORD, AuthActions
+from ..support.auth import PASSWORD, AuthActions
 
 ME = "/api/v1/users/me"
 LOGOUT = "/api/v1/users/logout"

@@ -9,7 +9,8 @@ import pytest
 import redis
 from flask_jwt_extended import decode_token
 
-from .conftest import PASSWORD, AuthActions, executed_sql
+from ..support.auth import PASSWORD, AuthActions
+from ..support.sql import executed_sql
 
 GET_POSTS = "/api/v1/posts/get-posts"
 ADD_POST = "/api/v1/posts/add-post"

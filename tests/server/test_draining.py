@@ -20,8 +20,8 @@ from sqlalchemy import insert
 from postservice.extensions import db
 from postservice.models import Post
 
-from .load import register_users
-from .servers import AppInstance
+from ..support.load import register_users
+from ..support.servers import AppInstance
 
 GET_POSTS = "/api/v1/posts/get-posts"
 # 10 MiB: over the kernel's buffers between the two ends (a send buffer

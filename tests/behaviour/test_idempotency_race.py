@@ -17,7 +17,8 @@ from postservice.extensions import db
 from postservice.models import IdempotencyKey, Post
 from postservice.posts import service
 
-from .conftest import TEST_DATABASE_URL, AuthActions, require
+from ..support.auth import AuthActions
+from ..support.settings import TEST_DATABASE_URL, require
 
 # InnoDB's row locks make the loser wait for the winner's commit and then
 # fail on the duplicate key; SQLite would refuse the second writer otherwise.

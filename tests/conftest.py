@@ -78,6 +78,12 @@ def real_redis_url(redis_url):
 
 
 @pytest.fixture
+def redis_app(make_app, real_redis_url):
+    """An app on the real Redis."""
+    return make_app(REDIS_URL=real_redis_url)
+
+
+@pytest.fixture
 def make_app(database_url, redis_url):
     """Build apps on the test database; ``settings`` override the defaults."""
     apps = []

@@ -7,7 +7,6 @@ the cache key's format all come from ``posts.schemas.POST_WIRE_FORMAT``.
 import json
 
 import redis
-from flask_jwt_extended import decode_token
 
 from postservice.cache import generations
 from postservice.http.api import document
@@ -15,14 +14,9 @@ from postservice.posts import cache as posts_cache
 from postservice.posts.cache import format_digest, listing_format, listing_key
 from postservice.posts.schemas import LISTING_ENCODING, POST_FIELDS, PostSchema
 
-from ..support.auth import AuthActions
+from ..support.auth import AuthActions, token_user_id
 
 GET_POSTS = "/api/v1/posts/get-posts"
-
-
-def user_id(app, headers):
-    with app.app_context():
-        return int(decode_token(headers["Authorization"].split()[1])["sub"])
 
 
 def test_documented_schema_and_cached_bytes_agree(make_app, real_redis_url):
@@ -35,7 +29,7 @@ def test_documented_schema_and_cached_bytes_agree(make_app, real_redis_url):
     answered = client.get(GET_POSTS, headers=headers).data  # the miss stores it
 
     server = redis.Redis.from_url(real_redis_url)
-    uid = user_id(app, headers)
+    uid = token_user_id(app, headers)
     prefix = app.config["REDIS_KEY_PREFIX"]
     generation = server.get(f"{prefix}:{generations.gen_key(generations.POSTS, uid)}")
     cached = generations.unwrap(server.get(f"{prefix}:{listing_key(uid)}"), generation)

@@ -6,7 +6,6 @@ import time
 
 import pytest
 import redis
-from flask_jwt_extended import decode_token
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from postservice.cache import generations
@@ -15,7 +14,7 @@ from postservice.extensions import cache
 from postservice.posts import service
 from postservice.posts.cache import listing_format
 
-from ..support.auth import AuthActions
+from ..support.auth import AuthActions, token_user_id
 from ..support.sql import executed_sql
 
 GET_POSTS = "/api/v1/posts/get-posts"
@@ -26,16 +25,6 @@ def cached_app(request, make_app):
     if request.param == "redis":
         return make_app(REDIS_URL=request.getfixturevalue("real_redis_url"))
     return make_app(REDIS_URL=None)
-
-
-@pytest.fixture
-def redis_app(make_app, real_redis_url):
-    return make_app(REDIS_URL=real_redis_url)
-
-
-def user_id(app, headers):
-    with app.app_context():
-        return int(decode_token(headers["Authorization"].split()[1])["sub"])
 
 
 def texts(actions, headers):
@@ -121,7 +110,7 @@ def test_redis_entry_is_plain_json_with_configured_ttl(make_app, real_redis_url)
     headers = actions.register()
     actions.add_post(headers, "zürich ☃")
     body = client.get(GET_POSTS, headers=headers).data
-    uid = user_id(app, headers)
+    uid = token_user_id(app, headers)
     server = redis.Redis.from_url(real_redis_url)
     prefix = app.config["REDIS_KEY_PREFIX"]
     generation = server.get(f"{prefix}:posts:{{{uid}}}:gen")
@@ -151,7 +140,7 @@ def test_hit_is_one_redis_round_trip(redis_app, monkeypatch):
     assert texts(actions, headers) == ["x"]
     # One MGET in all: the token's verdict rides along with the entry.
     assert [command[0] for command in commands] == ["MGET"]
-    uid = user_id(redis_app, headers)
+    uid = token_user_id(redis_app, headers)
     keys = [key.decode() if isinstance(key, bytes) else key for key in commands[0][1:]]
     prefix = redis_app.config["REDIS_KEY_PREFIX"]
     assert keys[0] == f"{prefix}:tokens:{{{uid}}}:gen"
@@ -260,7 +249,7 @@ def test_write_is_invalidated_before_it_is_acknowledged(redis_app, monkeypatch):
     """
     actions = AuthActions(redis_app.test_client())
     headers = actions.register()
-    uid = user_id(redis_app, headers)
+    uid = token_user_id(redis_app, headers)
     assert texts(actions, headers) == []  # cached, under the current token
     server = redis.Redis.from_url(redis_app.config["REDIS_URL"])
     key = f"{redis_app.config['REDIS_KEY_PREFIX']}:posts:{{{uid}}}:gen"

@@ -5,25 +5,13 @@ Each write path names the cached answers it makes stale
 so a path that names the wrong ones is served from the cache afterwards.
 """
 
-import pytest
 import redis
-from flask_jwt_extended import decode_token
 
-from ..support.auth import PASSWORD, AuthActions
+from ..support.auth import PASSWORD, AuthActions, token_user_id
 from ..support.sql import executed_sql
 
 GET_POSTS = "/api/v1/posts/get-posts"
 ADD_POST = "/api/v1/posts/add-post"
-
-
-@pytest.fixture
-def redis_app(make_app, real_redis_url):
-    return make_app(REDIS_URL=real_redis_url)
-
-
-def user_id(app, headers):
-    with app.app_context():
-        return int(decode_token(headers["Authorization"].split()[1])["sub"])
 
 
 def warm(app, client, headers):
@@ -72,7 +60,7 @@ def test_a_deleted_accounts_cached_listing_leaves_redis(redis_app):
     actions = AuthActions(client)
     headers = actions.register()
     actions.add_post(headers, "private words")
-    uid = user_id(redis_app, headers)
+    uid = token_user_id(redis_app, headers)
     warm(redis_app, client, headers)
     assert listing_keys(redis_app, uid), "the listing was not cached in Redis"
 

@@ -6,24 +6,18 @@ import pymysql.cursors
 import pytest
 import redis
 import requests
-from flask_jwt_extended import decode_token
 from sqlalchemy import insert, select
 
 from postservice.extensions import db
 from postservice.models import Post
 from postservice.posts import listing
 
-from ..support.auth import AuthActions
+from ..support.auth import AuthActions, token_user_id
 from ..support.sql import executed_sql
 
 GET_POSTS = "/api/v1/posts/get-posts"
 # Texts that JSON must escape or that are more than one byte in UTF-8.
 SAMPLES = ['quote " backslash \\ slash /', "tab\tnew\nline\x01", "zürich ☃ 😀", "</x>"]
-
-
-def user_id(app, headers):
-    with app.app_context():
-        return int(decode_token(headers["Authorization"].split()[1])["sub"])
 
 
 def add_posts(app, uid, texts):
@@ -65,8 +59,8 @@ def owner(big_app):
     mine, theirs = actions.register(), actions.register()
     texts = big_texts()
     for start in range(0, len(texts), 40):
-        add_posts(big_app, user_id(big_app, mine), texts[start : start + 40])
-        add_posts(big_app, user_id(big_app, theirs), ["someone else's"] * 5)
+        add_posts(big_app, token_user_id(big_app, mine), texts[start : start + 40])
+        add_posts(big_app, token_user_id(big_app, theirs), ["someone else's"] * 5)
     return mine, texts
 
 
@@ -80,7 +74,7 @@ def test_big_listing_is_streamed_in_chunks_byte_identical(big_app, owner):
     assert len(chunks) > 2
     body = b"".join(chunks)
     assert len(body) > 2 * listing.CHUNK_BYTES
-    assert body == expected_body(big_app, user_id(big_app, headers))
+    assert body == expected_body(big_app, token_user_id(big_app, headers))
     posts = json.loads(body)
     # Every post of the owner, in order, and none of the other user's.
     assert [p["text"] for p in posts] == texts
@@ -112,7 +106,7 @@ def test_big_listing_is_not_cached(big_app, owner):
     )
     if big_app.config["REDIS_URL"]:
         server = redis.Redis.from_url(big_app.config["REDIS_URL"])
-        uid = user_id(big_app, headers)
+        uid = token_user_id(big_app, headers)
         prefix = big_app.config["REDIS_KEY_PREFIX"]
         # Every listing key of the user, whatever its format: none was stored.
         listing_keys = list(server.scan_iter(match=f"{prefix}:posts:{{{uid}}}:list*"))
@@ -165,9 +159,9 @@ def test_waitress_sends_big_listing_chunked(start_server, make_app):
     headers = {"Authorization": "Bearer " + response.json()["access_token"]}
     app = make_app()
     texts = big_texts(count=60)
-    add_posts(app, user_id(app, headers), texts)
+    add_posts(app, token_user_id(app, headers), texts)
     response = requests.get(base + GET_POSTS, headers=headers, timeout=30)
     assert response.status_code == 200
     assert response.headers["Transfer-Encoding"] == "chunked"
     assert "Content-Length" not in response.headers
-    assert response.content == expected_body(app, user_id(app, headers))
+    assert response.content == expected_body(app, token_user_id(app, headers))

@@ -12,7 +12,6 @@ import signal
 import socket
 import time
 
-import pytest
 import requests
 from flask_jwt_extended import decode_token
 from sqlalchemy import insert
@@ -21,7 +20,6 @@ from postservice.extensions import db
 from postservice.models import Post
 
 from ..support.load import register_users
-from ..support.servers import AppInstance
 
 GET_POSTS = "/api/v1/posts/get-posts"
 # 10 MiB: over the kernel's buffers between the two ends (a send buffer
@@ -38,14 +36,6 @@ RECEIVE_BUFFER = 4096
 # worker takes to hand over the whole listing and the loop to notice the
 # signal, so a server that does not wait for output has closed by then.
 PAUSE = 2.0
-
-
-@pytest.fixture
-def instance(tmp_path, database_url, redis_url):
-    server = AppInstance(tmp_path, database_url, redis_url, threads=4)
-    server.start()
-    yield server
-    server.stop()
 
 
 def store_big_listing(make_app, headers):

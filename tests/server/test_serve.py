@@ -30,7 +30,7 @@ from postservice.serve.channel import LOCKED_OUTPUT_PAUSE
 
 from ..support.load import register_users
 from ..support.processes import run_in_repo, server_env
-from ..support.servers import SERVE, AppInstance
+from ..support.servers import SERVE
 
 
 def test_server_refuses_to_start_with_too_many_threads(database_url):
@@ -42,14 +42,6 @@ def test_server_refuses_to_start_with_too_many_threads(database_url):
         .splitlines()[-1]
         .startswith("postservice: configuration error: WAITRESS_THREADS is 40")
     )
-
-
-@pytest.fixture
-def instance(tmp_path, database_url, redis_url):
-    server = AppInstance(tmp_path, database_url, redis_url, threads=4)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_body_just_over_the_limit_gets_the_json_413(instance):

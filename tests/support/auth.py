@@ -1,5 +1,7 @@
 """Accounts through the test client, and tokens changed by a byte."""
 
+from flask_jwt_extended import decode_token
+
 PASSWORD = "correct horse battery"
 
 
@@ -42,3 +44,9 @@ class AuthActions:
         response = self.client.get("/api/v1/posts/get-posts", headers=headers)
         assert response.status_code == 200, response.get_data(as_text=True)
         return response.json
+
+
+def token_user_id(app, headers):
+    """The id of the account whose token ``headers`` carry."""
+    with app.app_context():
+        return int(decode_token(headers["Authorization"].split()[1])["sub"])

@@ -65,8 +65,9 @@ log = logging.getLogger(__name__)
 
 # While the shared store is failing, it is left alone this long.
 RETRY_AFTER = 5.0
-# Takes one back from a count, never below zero and never into a window
-# that has not begun: a count that expired meanwhile stays gone.
+# Takes one back from a count: never below zero, and never by creating the
+# key, so a count whose window ended meanwhile stays gone instead of starting
+# the next window at -1.
 GIVE_BACK = """
 local count = tonumber(redis.call('get', KEYS[1]) or '0')
 if count > 0 then

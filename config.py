@@ -142,8 +142,11 @@ class Config:
     # locking the owner out, who logs in from elsewhere.
     LOGIN_FAILURE_RATE_LIMIT = "5 per 15 minutes"
     # Failed logins for one account from anywhere: the ceiling against guessing
-    # spread over many addresses. Only failures count.
+    # spread over many addresses. Only failures count. It holds back addresses
+    # new to the account, never one the account logged in from lately.
     ACCOUNT_FAILURE_RATE_LIMIT = "100 per hour"
+    # Days an address is remembered as the account's after a successful login.
+    LOGIN_KNOWN_ADDRESS_DAYS = 30
     REGISTER_RATE_LIMIT = "5/minute"
     DEBUG = False
     TESTING = False
@@ -201,6 +204,9 @@ class Config:
             ),
             "REGISTER_RATE_LIMIT": _rate_limit(
                 env, "REGISTER_RATE_LIMIT", cls.REGISTER_RATE_LIMIT
+            ),
+            "LOGIN_KNOWN_ADDRESS_DAYS": _int(
+                env, "LOGIN_KNOWN_ADDRESS_DAYS", cls.LOGIN_KNOWN_ADDRESS_DAYS, 1
             ),
             **proxy_settings(env),
             "LOG_FORMAT": log_format(env),

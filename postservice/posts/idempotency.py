@@ -7,14 +7,16 @@ the post stored the first time. The key is recorded in the transaction
 that stores the post, under a primary key of (user, key): of concurrent
 requests with one key, one commits and the others find its row. Keys hold
 for ``TTL`` seconds; the same key with a different text is refused (422),
-as that is a client bug, not a retry.
+as that is a client bug, not a retry. Past ``TTL`` the key is free for one
+new post: its record is renewed by a single conditional update, which one
+of any number of concurrent copies wins.
 """
 
 import hashlib
 import re
 import time
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from postservice.cache import generations
@@ -109,15 +111,8 @@ def _once(user_id, key, digest, insert):
     now = int(time.time())
     row = _recorded(user_id, key, digest, now)
     if row == "expired":
-        # Deleted only when there is a row: deleting a missing one would
-        # lock the gap, and concurrent first requests would deadlock on it.
-        db.session.execute(
-            delete(IdempotencyKey).where(
-                IdempotencyKey.user_id == user_id,
-                IdempotencyKey.idempotency_key == key,
-            )
-        )
-    elif row is not None:
+        return _renew(user_id, key, digest, now, insert)
+    if row is not None:
         db.session.rollback()  # nothing to write; end the read
         return row.post_id, False
     post_id = insert()
@@ -136,20 +131,59 @@ def _once(user_id, key, digest, insert):
         # Another request with this key committed first (or the account is
         # gone): its row decides, read in a new transaction.
         db.session.rollback()
-        row = _recorded(user_id, key, digest, now)
-        db.session.rollback()
-        if row is None or row == "expired":
-            raise Unauthorized("Could not validate credentials") from None
-        return row.post_id, False
+        return _winners(user_id, key, digest, now)
     return post_id, True
+
+
+def _renew(user_id, key, digest, now, insert):
+    """Record ``key`` afresh over its expired row, for one new post.
+
+    Renewing is one conditional ``UPDATE``: of concurrent copies that all
+    read the row expired, the first takes its row lock and renews it; the
+    others wait for its commit, find the row no longer expired (InnoDB's
+    update reads the latest committed row, and SQLite has one writer at a
+    time) and change nothing. They then answer the winner's post. Deleting
+    and inserting instead would let each copy delete the previous winner's
+    row and store a post of its own.
+    """
+    record = (
+        IdempotencyKey.user_id == user_id,
+        IdempotencyKey.idempotency_key == key,
+    )
+    claimed = db.session.execute(
+        update(IdempotencyKey)
+        .where(*record, IdempotencyKey.created_at <= now - TTL)
+        .values(request_hash=digest, created_at=now)
+    ).rowcount
+    if not claimed:
+        # Renewed by another request first, or purged meanwhile.
+        db.session.rollback()
+        return _winners(user_id, key, digest, now, insert)
+    post_id = insert()
+    db.session.execute(update(IdempotencyKey).where(*record).values(post_id=post_id))
+    db.session.commit()
+    return post_id, True
+
+
+def _winners(user_id, key, digest, now, insert=None):
+    """The post another request recorded under ``key``, read afresh.
+
+    ``insert`` given: a row purged meanwhile is recorded anew with it.
+    """
+    row = _recorded(user_id, key, digest, now)
+    db.session.rollback()
+    if row is None and insert is not None:
+        return _once(user_id, key, digest, insert)
+    if row is None or row == "expired":
+        raise Unauthorized("Could not validate credentials") from None
+    return row.post_id, False
 
 
 def purge_expired(now=None, batch=PURGE_BATCH):
     """Delete the records of keys older than ``TTL``; returns how many.
 
     Runs in transactions of at most ``batch`` rows. A key that a request
-    renews meanwhile (deleted as expired and recorded again) carries a new
-    ``created_at`` and is kept.
+    renews meanwhile (``_renew``) carries a new ``created_at`` and is kept.
     """
     now = int(time.time()) if now is None else now
     cutoff = now - TTL

@@ -64,10 +64,12 @@ def login(body):
     """Get a token for an existing account
 
     Failed attempts are counted per account and address, and per account:
-    a guesser is slowed down while the owner, elsewhere, still logs in.
+    a guesser is slowed down while the owner, elsewhere or from an address
+    they logged in from before, still logs in.
     """
-    with throttling.password_attempt(body["email"]):
+    with throttling.password_attempt(body["email"]) as attempt:
         user_id, version = service.authenticate(**body)
+        attempt.known_as(f"user:{user_id}")
     return token_response(user_id, version)
 
 

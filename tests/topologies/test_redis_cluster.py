@@ -9,7 +9,7 @@ goes stale.
 
 import pytest
 
-from ..support.auth import AuthActions
+from ..support.auth import PASSWORD, AuthActions
 from ..support.engines import RedisCluster, running
 from ..support.load import register_users, report
 from ..support.topology_checks import (
@@ -118,3 +118,21 @@ def test_failover_under_load_loses_and_stales_nothing(
     assert during > 0
     assert stats.failed == 0, stats.summary("cluster")
     assert stats.stale == 0, stats.summary("cluster")
+
+
+def test_login_failures_are_counted_and_given_back_on_a_cluster(
+    make_app, redis_cluster, caplog
+):
+    app = make_app(REDIS_URL=redis_cluster.url, LOGIN_FAILURE_RATE_LIMIT="2/minute")
+    client = app.test_client()
+    AuthActions(client).register(email="counted@example.com")
+    right = {"email": "counted@example.com", "password": PASSWORD}
+    wrong = {"email": "counted@example.com", "password": "not the password"}
+    # Each success gives back the failure it reserved.
+    for _ in range(4):
+        assert client.post("/api/v1/users/login", json=right).status_code == 200
+    for _ in range(2):
+        assert client.post("/api/v1/users/login", json=wrong).status_code == 401
+    assert client.post("/api/v1/users/login", json=right).status_code == 429
+    unavailable = [r for r in caplog.records if "throttle store" in r.getMessage()]
+    assert not unavailable, "the counts fell back to memory"

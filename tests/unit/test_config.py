@@ -169,6 +169,8 @@ def test_unknown_mode_is_refused(monkeypatch):
         ("JWT_ACCESS_TOKEN_EXPIRES", "0"),
         ("POSTS_CACHE_TTL", "1.5"),
         ("REDIS_TIMEOUT", "-1"),
+        ("LOGIN_KNOWN_ADDRESS_DAYS", "0"),
+        ("LOGIN_KNOWN_ADDRESS_DAYS", "a month"),
     ],
 )
 def test_unreadable_or_out_of_range_number_is_refused(monkeypatch, name, value):
@@ -217,6 +219,13 @@ def test_cache_ttl_is_read_from_environment(monkeypatch):
     app = create_app({"MODE": "testing"})
     assert app.config["POSTS_CACHE_TTL"] == 42
     assert app.config["CACHE_DEFAULT_TIMEOUT"] == 42
+
+
+def test_known_address_days_are_read_from_environment(tmp_path):
+    defaults = settings.settings_for({}, str(tmp_path))
+    assert defaults["LOGIN_KNOWN_ADDRESS_DAYS"] == 30
+    env = {"LOGIN_KNOWN_ADDRESS_DAYS": "7"}
+    assert settings.settings_for(env, str(tmp_path))["LOGIN_KNOWN_ADDRESS_DAYS"] == 7
 
 
 def test_bcrypt_rounds_are_read_from_environment(monkeypatch):

@@ -215,8 +215,9 @@ def client_address():
     """The caller as the limits count it: ``counted_address`` of the peer, or
     of X-Forwarded-For behind trusted proxies.
 
-    ``TRUSTED_PROXY_COUNT`` makes the factory install ProxyFix, which
-    rewrites ``remote_addr``; otherwise the header is not believed.
+    The proxy in front (``postservice.http.proxy``) has rewritten
+    ``remote_addr`` from the header it trusts; otherwise the header is not
+    believed.
     """
     return counted_address(request.remote_addr or "unknown")
 

@@ -22,8 +22,8 @@ from sqlalchemy import event, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from postservice import create_app  # noqa: E402
-from postservice.extensions import db  # noqa: E402
+from postservice import create_app
+from postservice.extensions import db
 
 
 def main():
@@ -51,7 +51,7 @@ def main():
         "/api/v1/users/register",
         json={"email": "bench@example.com", "password": "correct horse"},
     ).json
-    statements, commands = [], []
+    statements = []
 
     def record(conn, cursor, statement, *rest):
         statements.append(statement.split()[0].upper())

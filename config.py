@@ -134,7 +134,12 @@ class Config:
     """Defaults shared by every mode; each can be overridden from the environment."""
 
     BCRYPT_ROUNDS = 12
-    JWT_ACCESS_TOKEN_EXPIRES = 3600
+    JWT_ACCESS_TOKEN_EXPIRES = 900
+    # Counted from the last refresh: a session used once a month stays open.
+    JWT_REFRESH_TOKEN_EXPIRES = 30 * 24 * 3600
+    # Seconds a rotated refresh token is still answered like the first time
+    # (two tabs refreshing at once); later, it is taken for a stolen one.
+    REFRESH_REUSE_INTERVAL = 10
     POSTS_CACHE_TTL = 300
     # Every login attempt from one address, whatever its outcome or body.
     LOGIN_RATE_LIMIT = "10/minute"
@@ -168,6 +173,14 @@ class Config:
                 seconds=_int(
                     env, "JWT_ACCESS_TOKEN_EXPIRES", cls.JWT_ACCESS_TOKEN_EXPIRES, 1
                 )
+            ),
+            "JWT_REFRESH_TOKEN_EXPIRES": timedelta(
+                seconds=_int(
+                    env, "JWT_REFRESH_TOKEN_EXPIRES", cls.JWT_REFRESH_TOKEN_EXPIRES, 60
+                )
+            ),
+            "REFRESH_REUSE_INTERVAL": _int(
+                env, "REFRESH_REUSE_INTERVAL", cls.REFRESH_REUSE_INTERVAL, 0
             ),
             "BCRYPT_ROUNDS": _int(env, "BCRYPT_ROUNDS", cls.BCRYPT_ROUNDS, 4),
             "PASSWORD_HASH_SLOTS": _int(

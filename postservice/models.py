@@ -1,4 +1,4 @@
-"""The database tables: users and their posts."""
+"""The database tables: users, their sessions and their posts."""
 
 from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.dialects import mysql
@@ -45,6 +45,9 @@ class User(db.Model):
     # Every token carries the version it was issued under (claim ``ver``);
     # raising it voids them all at once: change of password, log out everywhere.
     token_version: Mapped[int] = mapped_column(Integer, server_default="0")
+    # When an operator suspended the account (Unix seconds, UTC), or None.
+    # Its tokens, refresh and login answer 403 meanwhile; nothing is deleted.
+    suspended_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Post(db.Model):
@@ -56,6 +59,43 @@ class Post(db.Model):
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     text: Mapped[str] = mapped_column(POST_TEXT_TYPE)
+
+
+USER_AGENT_MAX_CHARS = 255
+
+
+class UserSession(db.Model):
+    """A login and the refresh tokens that follow from it (a token family).
+
+    One refresh token of the session is current; refreshing with it replaces
+    it (rotation). The one it replaced is remembered with the time of the
+    rotation, so a client that refreshed twice at once is answered the same
+    new token, and a rotated token that comes back later revokes the session.
+    Access tokens carry the session's id (claim ``sid``) and are void once it
+    is revoked. Times are Unix seconds (UTC).
+    """
+
+    __tablename__ = "sessions"
+    __table_args__ = TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[int] = mapped_column(Integer)
+    # The last login or refresh; requests with access tokens do not write it.
+    last_used_at: Mapped[int] = mapped_column(Integer)
+    user_agent: Mapped[str | None] = mapped_column(
+        String(USER_AGENT_MAX_CHARS), nullable=True
+    )
+    # The current refresh token: what is needed to issue it again, identical.
+    refresh_jti: Mapped[str] = mapped_column(String(64))
+    refresh_issued_at: Mapped[int] = mapped_column(Integer)
+    refresh_expires_at: Mapped[int] = mapped_column(Integer, index=True)
+    # The refresh token it replaced, and when.
+    previous_jti: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rotated_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    revoked_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class RevokedToken(db.Model):

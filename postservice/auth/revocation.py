@@ -1,10 +1,11 @@
 """Whether a token still opens the door: revocations owned by the database.
 
 A token is refused when its ``jti`` was logged out (table
-``revoked_tokens``), when its account's ``token_version`` moved past the
-token's ``ver`` claim (a new password, log out everywhere), or when its
-account is gone. The database is the source of truth; Redis only caches the
-verdict per token, stored under the user's tokens generation
+``revoked_tokens``), when its session (claim ``sid``, table ``sessions``) was
+revoked, when its account's ``token_version`` moved past the token's ``ver``
+claim (a new password, log out everywhere), or when its account is gone; a
+suspended account's tokens answer 403. The database is the source of truth;
+Redis only caches the verdict per token, stored under the user's tokens generation
 (``user_state``), so a verdict is never served after a change it did not see.
 
 - A cached verdict is one ``MGET`` (with the generation; get-posts reads its
@@ -25,15 +26,15 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from flask import current_app, request
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, exists, select, true, update
 from sqlalchemy.exc import IntegrityError
 
 from postservice.cache import clients, generations
 from postservice.cache import health as cache_health
 from postservice.db import transactions
 from postservice.extensions import db
-from postservice.http.errors import Unauthorized
-from postservice.models import RevokedToken, User
+from postservice.http.errors import Forbidden, Unauthorized
+from postservice.models import RevokedToken, User, UserSession
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ VERSION_CLAIM = "ver"
 ALLOWED = b"ok"
 REVOKED = b"revoked"
 NO_ACCOUNT = b"no-account"
+SUSPENDED = b"suspended"
+SESSION_CLAIM = "sid"
 
 
 class ReadAlong(NamedTuple):
@@ -82,13 +85,15 @@ def token_key(user_id, jti):
 def is_revoked(jwt_header, jwt_payload):
     """Flask-JWT-Extended's blocklist check.
 
-    Raises ``Unauthorized`` when the token names no account; True when it
-    was revoked.
+    Raises ``Unauthorized`` when the token names no account and ``Forbidden``
+    when the account is suspended; True when the token was revoked.
     """
     user_id = _user_id(jwt_payload)
     verdict = _cached_verdict(user_id, jwt_payload)
     if verdict == NO_ACCOUNT:
         raise Unauthorized("Could not validate credentials")
+    if verdict == SUSPENDED:
+        raise Forbidden("Account suspended")
     return verdict != ALLOWED
 
 
@@ -133,20 +138,40 @@ def _cached_verdict(user_id, payload):
 
 
 def verdict_from_database(user_id, payload):
-    """One SELECT: does the account exist, and is this token still good?"""
+    """One SELECT: does the account exist, is it suspended, is the token's
+    session live, and is this token still good?
+
+    A token without a session (``sid``) was issued before sessions existed;
+    the other checks still hold for it.
+    """
+    session_id = payload.get(SESSION_CLAIM)
+    if session_id is None:
+        session_live = True
+    elif isinstance(session_id, int):
+        session_live = exists().where(
+            UserSession.id == session_id,
+            UserSession.user_id == user_id,
+            UserSession.revoked_at.is_(None),
+        )
+    else:
+        return REVOKED
     row = db.session.execute(
         select(
             User.token_version,
+            User.suspended_at,
             exists().where(RevokedToken.jti == payload["jti"]),
+            session_live if session_live is not True else true(),
         ).where(User.id == user_id)
     ).first()
     # End the read snapshot: a view's later reads must see later commits.
     db.session.rollback()
     if row is None:
         return NO_ACCOUNT
-    version, logged_out = row
-    if logged_out or payload.get(VERSION_CLAIM, 0) != version:
+    version, suspended_at, logged_out, live = row
+    if logged_out or not live or payload.get(VERSION_CLAIM, 0) != version:
         return REVOKED
+    if suspended_at is not None:
+        return SUSPENDED
     return ALLOWED
 
 
@@ -168,6 +193,18 @@ def revoke(jwt_payload):
                 expires_at=int(jwt_payload["exp"]),
             )
         )
+        # The session ends with it: its refresh token and its other tokens.
+        session_id = jwt_payload.get(SESSION_CLAIM)
+        if isinstance(session_id, int):
+            db.session.execute(
+                update(UserSession)
+                .where(
+                    UserSession.id == session_id,
+                    UserSession.user_id == user_id,
+                    UserSession.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
         try:
             db.session.commit()
         except IntegrityError:
@@ -191,6 +228,13 @@ def revoke_all(user_id, *, expected_version=None):
     ).rowcount
     if not changed:
         return None
+    # Every session ends: refresh tokens carry the version too, but a session
+    # listed as live must be one that still works.
+    db.session.execute(
+        update(UserSession)
+        .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
+        .values(revoked_at=int(time.time()))
+    )
     return db.session.scalar(select(User.token_version).where(User.id == user_id))
 
 

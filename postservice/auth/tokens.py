@@ -1,12 +1,13 @@
-"""Everything about tokens: issuing them, and the 401s for every way they fail.
+"""Everything about tokens: their response body, and the 401s for every way
+they fail (issuing them is ``auth.sessions``).
 
 Flask-JWT-Extended answers bad signatures, malformed tokens and wrong
 algorithms with 422 and ``{"msg": ...}`` by default. The API promises 401
 with ``WWW-Authenticate: Bearer`` and ``{"detail": ...}`` for all of them.
 """
 
-from flask import current_app, jsonify
-from flask_jwt_extended import create_access_token, get_jwt_identity
+from flask import current_app
+from flask_jwt_extended import get_jwt_identity
 from jwt.exceptions import MissingRequiredClaimError
 from marshmallow import Schema, fields, validate
 
@@ -16,39 +17,35 @@ from postservice.http.errors import BEARER, Unauthorized, error_response
 
 
 class TokenSchema(Schema):
-    """The body of a token response."""
+    """The body of a token response: an access token and a refresh token."""
 
-    access_token = fields.String(required=True, metadata={"description": "a JWT"})
+    access_token = fields.String(
+        required=True, metadata={"description": "a JWT, sent as a bearer token"}
+    )
     token_type = fields.String(
         required=True,
         dump_default="bearer",
         validate=validate.OneOf(["bearer"]),
     )
+    expires_in = fields.Integer(
+        required=True,
+        metadata={"description": "seconds the access token is valid for"},
+    )
+    refresh_token = fields.String(
+        required=True,
+        metadata={
+            "description": "a JWT for POST /api/v1/users/refresh; "
+            "replaced by each refresh"
+        },
+    )
 
-
-token_schema = TokenSchema()
 
 # Every token this service issues has them; one without them was not made
 # here, whatever key signed it.
 REQUIRED_CLAIMS = ("exp", "iat", "jti", "sub", "type")
 
-
-def token_response(user_id, version, status=200):
-    """The response of register and login: a new token, never stored by caches.
-
-    ``version`` is the account's ``token_version``: the token is void once
-    it moves on.
-    """
-    # PyJWT requires "sub" to be a string; an int would make every later
-    # request with the token fail verification.
-    token = create_access_token(
-        identity=str(user_id),
-        additional_claims={revocation.VERSION_CLAIM: version},
-    )
-    response = jsonify(token_schema.dump({"access_token": token}))
-    response.status_code = status
-    response.headers["Cache-Control"] = "no-store"
-    return response
+# Flask-JWT-Extended's words for a token of the other type.
+WRONG_TYPE = {"Only non-refresh tokens are allowed": "Only access tokens are allowed"}
 
 
 def current_user_id():
@@ -81,7 +78,9 @@ def register_jwt_callbacks():
     jwt.token_in_blocklist_loader(revocation.is_revoked)
     jwt.unauthorized_loader(lambda reason: _unauthorized("Not authenticated"))
     jwt.invalid_token_loader(
-        lambda reason: _unauthorized("Could not validate credentials")
+        lambda reason: _unauthorized(
+            WRONG_TYPE.get(reason, "Could not validate credentials")
+        )
     )
     jwt.expired_token_loader(lambda header, payload: _unauthorized("Token has expired"))
     jwt.revoked_token_loader(

@@ -95,10 +95,19 @@ def write(work, *, user_id, invalidates, drop=(), after_lost_commit=False):
     (``generations.invalidate``); the write is answered either way.
     """
     result = run(work, after_lost_commit=after_lost_commit)
-    if invalidates and not generations.invalidate(user_id, *invalidates, drop=drop):
+    invalidate(user_id, invalidates, drop)
+    return result
+
+
+def invalidate(user_id, kinds, drop=()):
+    """After a commit: make the user's cached answers of ``kinds`` stale.
+
+    For work that decides only once it has run whether it changed what a
+    cache holds (``write`` calls it for every change it commits).
+    """
+    if kinds and not generations.invalidate(user_id, *kinds, drop=drop):
         log.warning(
             "cache not told of a change for user %s; it is sent when the cache "
             "answers again",
             user_id,
         )
-    return result

@@ -51,6 +51,7 @@ ERRORS = {
         ErrorSchema,
         {"WWW-Authenticate": WWW_AUTHENTICATE},
     ),
+    403: ("The account is suspended: `Account suspended`", ErrorSchema, None),
     404: ("Not found", ErrorSchema, None),
     413: ("The body is over 8 MiB", ErrorSchema, None),
     415: ("The body is not sent as application/json", ErrorSchema, None),
@@ -138,14 +139,14 @@ class Blueprint(flask_smorest.Blueprint):
         return _documenting_only(flask_smorest.Blueprint.doc(**kwargs))
 
     def protected(self, view):
-        """Only for a valid token; documents the 401 and 503 that can follow.
+        """Only for a valid token; documents the 401, 403 and 503 that can follow.
 
         Outermost, below the route: the token is checked before the body is
         read. Descriptions given by decorators below it win.
         """
         view = jwt_required()(view)
         view = self.doc(security=[{BEARER_SCHEME: []}])(view)
-        for status in (401, 503):
+        for status in (401, 403, 503):
             view = self.alt_response(status)(view)
         return view
 

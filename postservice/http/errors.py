@@ -59,6 +59,11 @@ class NotFound(APIError):
         super().__init__(404, detail)
 
 
+class Forbidden(APIError):
+    def __init__(self, detail):
+        super().__init__(403, detail)
+
+
 class PayloadTooLarge(APIError):
     def __init__(self, detail):
         super().__init__(413, detail)

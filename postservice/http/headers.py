@@ -7,7 +7,7 @@ are data, never pages. The docs page loads only its own scripts, styles
 and the document, from this server, with no inline script.
 
 A response to a request carrying a token, and every response carrying a
-token (``auth.token_response``), is ``Cache-Control: no-store``: what one
+token (``auth.sessions.token_pair``), is ``Cache-Control: no-store``: what one
 user sees must never be served to another by a shared cache.
 """
 

@@ -9,7 +9,7 @@ from flask.cli import AppGroup
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from postservice.auth import revocation
+from postservice.auth import revocation, sessions
 from postservice.cache import health as cache_health
 from postservice.extensions import db
 from postservice.posts import idempotency
@@ -86,10 +86,32 @@ def revoke_user(email):
     click.echo(f"every token of {email} is revoked")
 
 
+@users_cli.command("suspend")
+@click.argument("email")
+def suspend_user(email):
+    """Suspend the account EMAIL: its tokens, refresh and login answer 403.
+
+    Nothing is deleted; ``users unsuspend`` restores it.
+    """
+    sessions.set_suspended(_account(email), True)
+    _cache_told()
+    click.echo(f"suspended {email}")
+
+
+@users_cli.command("unsuspend")
+@click.argument("email")
+def unsuspend_user(email):
+    """Lift the suspension of the account EMAIL."""
+    sessions.set_suspended(_account(email), False)
+    _cache_told()
+    click.echo(f"unsuspended {email}")
+
+
 @tokens_cli.command("purge")
 def purge_tokens():
-    """Forget revocations of tokens that have expired anyway."""
+    """Forget revocations of tokens that have expired anyway, and ended sessions."""
     click.echo(f"purged {revocation.purge_expired()} expired revocation(s)")
+    click.echo(f"purged {sessions.purge_ended()} ended session(s)")
 
 
 @tokens_cli.command("import-legacy")

@@ -1,19 +1,22 @@
 """Account endpoints: /api/v1/users/..."""
 
-from flask import Response
+from flask import Response, jsonify
 from flask_jwt_extended import get_jwt
 
-from postservice.auth import throttling
+from postservice.auth import sessions, throttling
 from postservice.auth.revocation import revoke
-from postservice.auth.tokens import TokenSchema, current_user_id, token_response
+from postservice.auth.tokens import TokenSchema, current_user_id
 from postservice.http.api import Blueprint
+from postservice.models import ID_MAX
 from postservice.ops import metrics
 from postservice.users import service
 from postservice.users.schemas import (
     ChangePasswordSchema,
     DeleteAccountSchema,
     LoginSchema,
+    RefreshSchema,
     RegisterSchema,
+    SessionSchema,
     UserSchema,
 )
 
@@ -36,41 +39,65 @@ def _no_content():
 @bp.post("/register")
 @throttling.limit("REGISTER_RATE_LIMIT")
 @bp.arguments(RegisterSchema)
-@bp.response(201, TokenSchema, description="Registered")
+@bp.response(201, TokenSchema, description="Registered: a token pair")
 @bp.alt_response(
     400, description="The email is already registered, or the body is not JSON"
 )
 @bp.alt_response(429)
 @bp.alt_response(503, description=PASSWORDS_BUSY)
 def register(body):
-    """Create an account and get a token
+    """Create an account and get a token pair
 
     The email is trimmed and lower-cased. The password needs 8 characters to
-    72 bytes of UTF-8.
+    72 bytes of UTF-8. Starts the account's first session.
     """
-    user = service.register(**body)
-    return token_response(user.id, user.token_version, status=201)
+    return sessions.token_pair(service.register(**body), status=201)
 
 
 @bp.post("/login")
 @throttling.limit("LOGIN_RATE_LIMIT")
 @bp.arguments(LoginSchema)
-@bp.response(200, TokenSchema, description="Logged in")
+@bp.response(200, TokenSchema, description="Logged in: a token pair")
 @bp.alt_response(401, description="Wrong password")
+@bp.alt_response(403)
 @bp.alt_response(404, description="No account has this email")
 @bp.alt_response(429)
 @bp.alt_response(503, description=PASSWORDS_BUSY)
 def login(body):
-    """Get a token for an existing account
+    """Get a token pair for an existing account: a new session
 
     Failed attempts are counted per account and address, and per account:
     a guesser is slowed down while the owner, elsewhere or from an address
-    they logged in from before, still logs in.
+    they logged in from before, still logs in. A suspended account answers
+    403, only once the password is right.
     """
     with throttling.password_attempt(body["email"]) as attempt:
-        user_id, version = service.authenticate(**body)
-        attempt.known_as(f"user:{user_id}")
-    return token_response(user_id, version)
+        issued = service.log_in(**body)
+        attempt.known_as(f"user:{issued.user_id}")
+    return sessions.token_pair(issued)
+
+
+@bp.post("/refresh")
+@throttling.limit("LOGIN_RATE_LIMIT")
+@bp.arguments(RefreshSchema)
+@bp.response(200, TokenSchema, description="A new token pair of the same session")
+@bp.alt_response(
+    401,
+    description="The refresh token is invalid, expired or revoked, or was "
+    "already used (the session is then revoked): log in again",
+)
+@bp.alt_response(403)
+@bp.alt_response(429)
+@bp.alt_response(503, description="The database is unavailable; retry")
+def refresh(body):
+    """Get a new token pair with a refresh token
+
+    The refresh token sent is replaced by the new one (rotation). Sent again
+    within `REFRESH_REUSE_INTERVAL` seconds it gets the same new pair's
+    refresh token; later, it is taken for a stolen copy and the whole
+    session is revoked. Throttled like login.
+    """
+    return sessions.token_pair(sessions.refresh(body["refresh_token"]))
 
 
 @bp.get("/me")
@@ -108,20 +135,21 @@ def delete_me(body):
 @bp.protected
 @throttling.limit("LOGIN_RATE_LIMIT")
 @bp.arguments(ChangePasswordSchema)
-@bp.response(200, TokenSchema, description="Changed: a new token")
+@bp.response(200, TokenSchema, description="Changed: a new session's token pair")
 @bp.alt_response(401, description=NOT_THE_OWNER)
 @bp.alt_response(429)
 @bp.alt_response(503, description=PASSWORDS_BUSY)
 def change_password(body):
-    """Change the password; every older token is revoked
+    """Change the password; every session and older token is revoked
 
-    The new password follows the rules of registration. Throttled like login.
+    The new password follows the rules of registration. Answers the token
+    pair of a new session. Throttled like login.
     """
     user_id = current_user_id()
     with throttling.password_attempt(f"user:{user_id}"):
-        version = service.change_password(user_id=user_id, **body)
+        issued = service.change_password(user_id=user_id, **body)
     metrics.revoked("password_change")
-    return token_response(user_id, version)
+    return sessions.token_pair(issued)
 
 
 @bp.post("/logout")
@@ -129,9 +157,10 @@ def change_password(body):
 @bp.response(204, description="Revoked: the token is refused from now on")
 @bp.alt_response(503, description="The database is unavailable; retry")
 def logout():
-    """Revoke the token sent with this request
+    """End the session of the token sent with this request
 
-    Other tokens of the same account keep working.
+    The token, its session's refresh token and the session's other access
+    tokens are refused from now on. Other sessions keep working.
     """
     revoke(get_jwt())
     metrics.revoked("logout")
@@ -143,10 +172,41 @@ def logout():
 @bp.response(204, description="Revoked: every token issued so far is refused")
 @bp.alt_response(503, description="The database is unavailable; retry")
 def logout_all():
-    """Revoke every token of the account
+    """Revoke every token and end every session of the account
 
-    Log in again for a new token.
+    Log in again for a new token pair.
     """
     service.log_out_everywhere(user_id=current_user_id())
     metrics.revoked("logout_all")
+    return _no_content()
+
+
+@bp.get("/me/sessions")
+@bp.protected
+@bp.response(200, SessionSchema(many=True), description="The live sessions")
+@bp.alt_response(503, description="The database is unavailable")
+def list_sessions():
+    """The caller's live sessions, oldest first
+
+    `current` is true for the session of the token sent.
+    """
+    response = jsonify(
+        sessions.live(current_user_id(), get_jwt().get(sessions.SESSION_CLAIM))
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.delete(f"/me/sessions/<int(max={ID_MAX}):session_id>")
+@bp.protected
+@bp.response(204, description="Ended: the session's tokens are refused from now on")
+@bp.alt_response(404, description="No live session of this account has this id")
+@bp.alt_response(503, description="The database is unavailable; retry")
+def end_session(session_id):
+    """End one of the caller's sessions
+
+    Its refresh token and access tokens are refused at once, on every
+    instance. Ending the current session is logging out.
+    """
+    sessions.end(current_user_id(), session_id)
     return _no_content()

@@ -72,3 +72,41 @@ class DeleteAccountSchema(RequestSchema):
 class UserSchema(Schema):
     id = fields.Integer(required=True)
     email = fields.String(required=True, metadata={"format": "email"})
+
+
+# A token of this service is a few hundred characters; far more is not one.
+REFRESH_TOKEN_MAX_CHARS = 4096
+
+
+class RefreshSchema(RequestSchema):
+    refresh_token = UnicodeString(
+        required=True,
+        validate=validate.Length(min=1, max=REFRESH_TOKEN_MAX_CHARS),
+        metadata={"description": "the refresh token of the last token pair"},
+    )
+
+
+class SessionSchema(Schema):
+    """A session: a login and the refresh tokens that followed from it."""
+
+    id = fields.Integer(required=True)
+    created_at = fields.String(
+        required=True,
+        metadata={"format": "date-time", "description": "RFC 3339, UTC"},
+    )
+    last_used_at = fields.String(
+        required=True,
+        metadata={
+            "format": "date-time",
+            "description": "the last login or refresh; RFC 3339, UTC",
+        },
+    )
+    current = fields.Boolean(
+        required=True,
+        metadata={"description": "whether the token of this request is of it"},
+    )
+    user_agent = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the User-Agent of the login, cut to 255"},
+    )

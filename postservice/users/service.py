@@ -4,7 +4,7 @@ from flask import current_app
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from postservice.auth import revocation
+from postservice.auth import revocation, sessions
 from postservice.cache import generations
 from postservice.db import transactions
 from postservice.extensions import db
@@ -36,7 +36,7 @@ def password_matches(password, password_hash):
 
 
 def register(*, email, password):
-    """Create the account and return it.
+    """Create the account with its first session; returns ``sessions.Issued``.
 
     Raises ``EmailTaken`` when the email is registered, also when another
     request registers it at the same moment (the unique index decides, or
@@ -64,28 +64,46 @@ def _create_user(email, password_hash):
         # bcrypt salts every hash: an equal one is this request's own row,
         # committed by a try whose answer the lost connection swallowed.
         if existing.password_hash == password_hash:
-            return db.session.get(User, existing.id)
+            session = sessions.new_session(existing.id)
+            db.session.commit()
+            return sessions.Issued.of(session, 0)
         raise EmailTaken()
     user = User(email=email, password_hash=password_hash, token_version=0)
     db.session.add(user)
     try:
+        db.session.flush()  # the user's id, for its first session
+        session = sessions.new_session(user.id)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
         raise EmailTaken() from None
-    return user
+    return sessions.Issued.of(session, 0)
+
+
+def log_in(*, email, password):
+    """Start a session for the user with these credentials; ``sessions.Issued``.
+
+    Raises ``NotFound`` for an unknown email and ``Unauthorized`` for a
+    wrong password, as the API has always answered, and
+    ``sessions.Suspended`` for a suspended account, only once the password
+    is right: who does not know it learns nothing of the suspension.
+    """
+    user_id, version, suspended_at = authenticate(email=email, password=password)
+    if suspended_at is not None:
+        raise sessions.Suspended()
+    return sessions.start(user_id, version)
 
 
 def authenticate(*, email, password):
-    """``(id, token_version)`` of the user with these credentials.
+    """``(id, token_version, suspended_at)`` of the user with these credentials.
 
     Raises ``NotFound`` for an unknown email and ``Unauthorized`` for a
-    wrong password, as the API has always answered.
+    wrong password.
     """
     row = db.session.execute(
-        select(User.id, User.password_hash, User.token_version).where(
-            User.email == email
-        )
+        select(
+            User.id, User.password_hash, User.token_version, User.suspended_at
+        ).where(User.email == email)
     ).first()
     # Give the connection back before the slow hash: a burst of logins must
     # not hold the pool's connections while they wait for the CPU.
@@ -94,7 +112,7 @@ def authenticate(*, email, password):
         raise NotFound("User not found")
     if not password_matches(password, row.password_hash):
         raise Unauthorized("Incorrect password")
-    return row.id, row.token_version
+    return row.id, row.token_version, row.suspended_at
 
 
 def _verified_account(user_id, password):
@@ -114,7 +132,9 @@ def _verified_account(user_id, password):
 
 
 def change_password(*, user_id, current_password, new_password):
-    """Set a new password and void every token issued before; returns the new version.
+    """Set a new password, end every session and start a new one.
+
+    Returns the new session's ``sessions.Issued``.
 
     Raises ``Unauthorized`` for a wrong current password, and when another
     change to the account's tokens won the race (the caller's token is void).
@@ -130,14 +150,15 @@ def change_password(*, user_id, current_password, new_password):
         db.session.execute(
             update(User).where(User.id == user_id).values(password_hash=new_hash)
         )
+        session = sessions.new_session(user_id)
         db.session.commit()
-        return version
+        return sessions.Issued.of(session, version)
 
     return transactions.write(change, user_id=user_id, invalidates=TOKENS)
 
 
 def log_out_everywhere(*, user_id):
-    """Void every token of the user.
+    """Void every token of the user and end every session.
 
     Raises ``Unauthorized`` when the account is gone.
     """
@@ -152,7 +173,7 @@ def log_out_everywhere(*, user_id):
 
 
 def delete_account(*, user_id, password):
-    """Delete the account, its posts and its revocations; every token is void.
+    """Delete the account, its posts, sessions and revocations; every token is void.
 
     Raises ``Unauthorized`` for a wrong password.
     """

@@ -53,7 +53,12 @@ def test_token_responses_are_not_stored(client):
     assert logged_in.status_code == 200
     for response in (registered, logged_in):
         assert response.headers["Cache-Control"] == "no-store"
-        assert set(response.json) == {"access_token", "token_type"}
+        assert set(response.json) == {
+            "access_token",
+            "token_type",
+            "expires_in",
+            "refresh_token",
+        }
         assert response.json["token_type"] == "bearer"
 
 

@@ -59,7 +59,19 @@ def test_request_bodies_are_the_validating_schemas(document):
 
 def test_response_schemas_match_the_wire_format(document):
     schemas = document["components"]["schemas"]
-    assert set(schemas["Token"]["properties"]) == {"access_token", "token_type"}
+    assert set(schemas["Token"]["properties"]) == {
+        "access_token",
+        "token_type",
+        "expires_in",
+        "refresh_token",
+    }
+    assert set(schemas["Session"]["properties"]) == {
+        "id",
+        "created_at",
+        "last_used_at",
+        "current",
+        "user_agent",
+    }
     assert set(schemas["PostCreated"]["properties"]) == {"PostID", "detail"}
     assert set(schemas["Post"]["properties"]) == {"id", "text"}
     assert set(schemas["User"]["properties"]) == {"id", "email"}
@@ -77,19 +89,38 @@ def test_status_codes_and_security(document):
     assert scheme == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     expected = {
         ("POST", "/api/v1/users/register"): {"201", "429", "503"} | BODY_ERRORS,
-        ("POST", "/api/v1/users/login"): {"200", "401", "404", "429", "503"}
+        ("POST", "/api/v1/users/login"): {"200", "401", "403", "404", "429", "503"}
         | BODY_ERRORS,
-        ("GET", "/api/v1/users/me"): {"200", "401", "503"},
-        ("POST", "/api/v1/users/logout"): {"204", "401", "503"},
-        ("POST", "/api/v1/posts/add-post"): {"200", "401", "503"} | BODY_ERRORS,
-        ("GET", "/api/v1/posts/get-posts"): {"200", "401", "422", "503"},
-        ("DELETE", "/api/v1/posts/delete-post/{post_id}"): {"204", "401", "404", "503"},
+        ("POST", "/api/v1/users/refresh"): {"200", "401", "403", "429", "503"}
+        | BODY_ERRORS,
+        ("GET", "/api/v1/users/me"): {"200", "401", "403", "503"},
+        ("GET", "/api/v1/users/me/sessions"): {"200", "401", "403", "503"},
+        ("DELETE", "/api/v1/users/me/sessions/{session_id}"): {
+            "204",
+            "401",
+            "403",
+            "404",
+            "503",
+        },
+        ("POST", "/api/v1/users/logout"): {"204", "401", "403", "503"},
+        ("POST", "/api/v1/posts/add-post"): {"200", "401", "403", "503"} | BODY_ERRORS,
+        ("GET", "/api/v1/posts/get-posts"): {"200", "401", "403", "422", "503"},
+        ("DELETE", "/api/v1/posts/delete-post/{post_id}"): {
+            "204",
+            "401",
+            "403",
+            "404",
+            "503",
+        },
     }
     found = {(m, p): op for m, p, op in operations(document)}
     for key, statuses in expected.items():
         operation = found[key]
         assert set(operation["responses"]) == statuses, key
-        protected = "401" in statuses and key[1] != "/api/v1/users/login"
+        protected = "401" in statuses and key[1] not in (
+            "/api/v1/users/login",
+            "/api/v1/users/refresh",
+        )
         assert (operation.get("security") == [{"bearerAuth": []}]) == protected, key
         for status, response in operation["responses"].items():
             if status.startswith("4") or status.startswith("5"):

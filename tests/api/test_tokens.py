@@ -182,6 +182,7 @@ def test_issued_tokens_carry_exactly_the_claims_needed(owner):
         "type",
         "fresh",
         "ver",
+        "sid",
     }
 
 

@@ -51,7 +51,12 @@ def stored_user(app, email=EMAIL):
 def assert_token(response, status):
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "application/json"
-    assert set(response.json) == {"access_token", "token_type"}
+    assert set(response.json) == {
+        "access_token",
+        "token_type",
+        "expires_in",
+        "refresh_token",
+    }
     assert response.json["token_type"] == "bearer"
     return {"Authorization": "Bearer " + response.json["access_token"]}
 

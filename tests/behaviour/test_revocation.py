@@ -197,7 +197,12 @@ def test_change_password_voids_older_tokens_on_every_instance(make_app, redis_ur
     )
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
-    assert set(response.json) == {"access_token", "token_type"}
+    assert set(response.json) == {
+        "access_token",
+        "token_type",
+        "expires_in",
+        "refresh_token",
+    }
     new = {"Authorization": "Bearer " + response.json["access_token"]}
     if redis_url:  # instances share their verdicts only through Redis
         assert_refused(two, kept_elsewhere)

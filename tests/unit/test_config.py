@@ -21,6 +21,8 @@ SETTINGS_FROM_ENV = (
     "JWT_SECRET_KEY",
     "BCRYPT_ROUNDS",
     "JWT_ACCESS_TOKEN_EXPIRES",
+    "JWT_REFRESH_TOKEN_EXPIRES",
+    "REFRESH_REUSE_INTERVAL",
     "POSTS_CACHE_TTL",
     "REDIS_TIMEOUT",
     "DATABASE_POOL_SIZE",
@@ -167,6 +169,10 @@ def test_unknown_mode_is_refused(monkeypatch):
         ("BCRYPT_ROUNDS", "3"),
         ("BCRYPT_ROUNDS", "32"),
         ("JWT_ACCESS_TOKEN_EXPIRES", "0"),
+        ("JWT_REFRESH_TOKEN_EXPIRES", "59"),
+        ("JWT_REFRESH_TOKEN_EXPIRES", "1h"),
+        ("REFRESH_REUSE_INTERVAL", "-1"),
+        ("REFRESH_REUSE_INTERVAL", "2.5"),
         ("POSTS_CACHE_TTL", "1.5"),
         ("REDIS_TIMEOUT", "-1"),
         ("LOGIN_KNOWN_ADDRESS_DAYS", "0"),
@@ -212,6 +218,21 @@ def test_token_lifetime_is_read_from_environment(monkeypatch):
     monkeypatch.setenv("JWT_ACCESS_TOKEN_EXPIRES", "120")
     app = create_app({"MODE": "testing"})
     assert app.config["JWT_ACCESS_TOKEN_EXPIRES"] == timedelta(seconds=120)
+
+
+def test_token_lifetimes_and_reuse_interval_defaults():
+    app = create_app({"MODE": "testing"})
+    assert app.config["JWT_ACCESS_TOKEN_EXPIRES"] == timedelta(seconds=900)
+    assert app.config["JWT_REFRESH_TOKEN_EXPIRES"] == timedelta(days=30)
+    assert app.config["REFRESH_REUSE_INTERVAL"] == 10
+
+
+def test_refresh_lifetime_and_reuse_interval_are_read_from_environment(monkeypatch):
+    monkeypatch.setenv("JWT_REFRESH_TOKEN_EXPIRES", "86400")
+    monkeypatch.setenv("REFRESH_REUSE_INTERVAL", "0")
+    app = create_app({"MODE": "testing"})
+    assert app.config["JWT_REFRESH_TOKEN_EXPIRES"] == timedelta(days=1)
+    assert app.config["REFRESH_REUSE_INTERVAL"] == 0
 
 
 def test_cache_ttl_is_read_from_environment(monkeypatch):

@@ -21,9 +21,8 @@ A client is its address as the service sees it (``client_address``): an
 IPv4 address, or the /64 network of an IPv6 address (one host usually
 holds a whole /64, so counting single IPv6 addresses would give it an
 unlimited supply of them); an IPv4-mapped IPv6 address counts as its IPv4
-address. The login answer's body stays ``{"access_token", "token_type"}``:
-no device token is handed out, so the address is all that recognises a
-client.
+address. The login answer is the token pair and nothing else: no device
+token is handed out, so the address is all that recognises a client.
 
 Failures are counted before the password is checked: each attempt takes
 one from the counts at once (an atomic increment, ``limits``' ``hit``) and

@@ -6,7 +6,7 @@ from datetime import timedelta
 import jwt
 import pytest
 
-from ..support.auth import PASSWORD
+from ..support.auth import PASSWORD, TOKEN_PAIR_FIELDS
 
 REGISTER = "/api/v1/users/register"
 LOGIN = "/api/v1/users/login"
@@ -56,7 +56,7 @@ def refreshed(client, token):
 def assert_pair(response, status):
     assert response.status_code == status, response.json
     body = response.json
-    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    assert set(body) == TOKEN_PAIR_FIELDS
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 900
     assert response.headers["Cache-Control"] == "no-store"

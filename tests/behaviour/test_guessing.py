@@ -18,7 +18,7 @@ from limits import parse_many
 import config
 from postservice.users import passwords
 
-from ..support.auth import PASSWORD, AuthActions
+from ..support.auth import PASSWORD, TOKEN_PAIR_FIELDS, AuthActions
 
 LOGIN = "/api/v1/users/login"
 CHANGE_PASSWORD = "/api/v1/users/change-password"
@@ -83,7 +83,7 @@ def test_guesses_from_twenty_addresses_do_not_lock_the_owner_out(make_app, stora
     # ...while the owner, from where they logged in before, is not.
     owner = login(client, OWNER, "owner@example.com")
     assert owner.status_code == 200, owner.get_data(as_text=True)
-    assert set(owner.json) == {"access_token", "token_type"}
+    assert set(owner.json) == TOKEN_PAIR_FIELDS
 
 
 def test_a_known_address_keeps_only_its_own_budget(make_app, storage):

@@ -9,7 +9,7 @@ import requests
 
 import config
 
-from ..support.auth import PASSWORD
+from ..support.auth import PASSWORD, TOKEN_PAIR_FIELDS
 
 LOGIN = "/api/v1/users/login"
 REGISTER = "/api/v1/users/register"
@@ -56,7 +56,7 @@ def test_guesses_through_the_proxy_do_not_lock_the_owner_out(start_server):
         # ...and not the owner, where they logged in before.
         owner = login(session, base, OWNER)
         assert owner.status_code == 200, owner.text
-        assert set(owner.json()) == {"access_token", "token_type"}
+        assert set(owner.json()) == TOKEN_PAIR_FIELDS
 
         # One IPv6 /64 is one client: its addresses share its 10 logins a
         # minute (to emails of no account: each of them one failure).

@@ -3,6 +3,8 @@
 from flask_jwt_extended import decode_token
 
 PASSWORD = "correct horse battery"
+# What register, login and refresh answer.
+TOKEN_PAIR_FIELDS = {"access_token", "token_type", "expires_in", "refresh_token"}
 
 
 def changed(segment):

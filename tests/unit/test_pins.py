@@ -10,6 +10,8 @@ import logging
 
 import pymysql
 from flask_jwt_extended import JWTManager, view_decorators
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
 from postservice.auth import memo
@@ -67,3 +69,33 @@ def test_waitress_still_reports_queued_requests_through_its_queue_logger():
     call = source.index("self.queue_logger.warning(")
     assert locked < call
     assert '"Task queue depth is %d", queue_size - idle_threads' in source
+
+
+def test_waitress_channels_still_keep_what_close_stalled_reads():
+    # serve.channel.close_stalled closes a connection that moved no bytes
+    # for the channel timeout, from waitress's ``last_activity`` (on
+    # time.time(), set when bytes are read or sent and when an answer
+    # ends), ``requests``, ``total_outbufs_len`` and ``outbuf_lock``;
+    # ``handle_close`` frees the output buffers and wakes a worker waiting
+    # to write, which then stops. GracefulServer replaces the listener's
+    # ``maintenance``, which waitress calls from ``readable``.
+    read = inspect.getsource(HTTPChannel.handle_read)
+    assert "self.last_activity = time.time()" in read
+    flush = inspect.getsource(HTTPChannel._flush_some)
+    assert "self.last_activity = time.time()" in flush
+    assert "self.last_activity = time.time()" in inspect.getsource(HTTPChannel.service)
+    close = inspect.getsource(HTTPChannel.handle_close)
+    assert "with self.outbuf_lock:" in close
+    assert "outbuf.close()" in close
+    assert "self.connected = False" in close
+    assert "self.outbuf_lock.notify()" in close
+    waiting = inspect.getsource(HTTPChannel._flush_outbufs_below_high_watermark)
+    assert "self.connected" in waiting
+    assert "self.outbuf_lock.wait()" in waiting
+    write = inspect.getsource(HTTPChannel.write_soon)
+    assert "raise ClientDisconnected" in write
+    assert "self.maintenance(now)" in inspect.getsource(BaseWSGIServer.readable)
+    assert list(inspect.signature(BaseWSGIServer.maintenance).parameters) == [
+        "self",
+        "now",
+    ]

@@ -15,7 +15,7 @@ import time
 
 from flask import g, request
 
-from postservice.ops import metrics
+from postservice.ops import logs, metrics
 
 log = logging.getLogger("postservice.request")
 
@@ -61,7 +61,7 @@ def _start():
 def _printable(path):
     # A decoded path can hold newlines (%0A): escape them so one request is
     # always one line.
-    return path[:512].encode("unicode_escape").decode("ascii")
+    return logs.printable(path[:512])
 
 
 def _finish(response, record):

@@ -7,6 +7,7 @@ from waitress import create_server, wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 
+from postservice.ops import logs
 from postservice.serve import queue_log
 from postservice.serve.channel import (
     Channel,
@@ -43,6 +44,8 @@ class GracefulServer:
             # Replaced by ``close_stalled``: waitress's would close a client
             # that reads slowly, counting only the bytes it sent itself.
             listener.maintenance = no_maintenance
+        # Whatever app it serves, waitress's lines stay one line each.
+        logs.escape_waitress_lines()
         # waitress's public queue logger, filtered (see ``queue_log``).
         self.queue_log = queue_log.installed(
             self.server.task_dispatcher.queue_logger.name

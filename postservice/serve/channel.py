@@ -14,9 +14,11 @@ import time
 
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
+from waitress.utilities import RequestHeaderFieldsTooLarge
 
 from postservice.http.errors import json_error_body
 from postservice.http.headers import ERROR_HEADERS
+from postservice.ops import requestlog
 
 log = logging.getLogger("postservice.serve")
 
@@ -44,16 +46,42 @@ class JsonErrorTask(ErrorTask):
     JSON every other error is, with the same ``detail`` the app gives an
     HTTP error (the status's reason) and the API's security headers. The
     connection still closes after it, as waitress closes it.
+
+    Served with the app's request log and metrics (the channel's
+    ``answered``, see ``requestlog.early_answers``), it is counted and
+    logged as any answer of the app, and carries its ``X-Request-ID``.
     """
 
     def execute(self):
-        error = self.request.error
+        started = time.perf_counter()
+        request = self.request
+        error = request.error
+        answered = self.channel.answered
         body = json_error_body(error.reason)
         self.status = f"{error.code} {error.reason}"
         self.response_headers.extend(ERROR_HEADERS)
+        if answered is not None:
+            incoming = request.headers.get("X_REQUEST_ID")
+            rid = requestlog.incoming_or_new_id(incoming)
+            self.response_headers.append(("X-Request-ID", rid))
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
+        if answered is not None:
+            method, path = request_line(request)
+            answered(method, path, error.code, time.perf_counter() - started, rid)
+
+
+def request_line(request):
+    """The method and the path (decoded as the app decodes it) of a request
+    waitress refused; None for what it did not read."""
+    if isinstance(request.error, RequestHeaderFieldsTooLarge):
+        return None, None  # its request line is waitress's stand-in
+    method = getattr(request, "command", None)
+    path = getattr(request, "path", None)
+    if path is not None:  # the WSGI string: bytes as latin-1
+        path = path.encode("latin-1").decode(errors="replace")
+    return method, path
 
 
 class Channel(HTTPChannel):
@@ -68,10 +96,13 @@ class Channel(HTTPChannel):
     millisecond instead hands the GIL over. Nothing else changes: a worker
     that leaves output behind still wakes the loop to send it.
 
-    Its error answers are JSON (``JsonErrorTask``).
+    Its error answers are JSON (``JsonErrorTask``). ``answered`` is how they
+    are counted and logged, when the app keeps a request log
+    (``GracefulServer`` sets it on a class of its own).
     """
 
     error_task_class = JsonErrorTask
+    answered = None
 
     def _flush_some_if_lockable(self, do_close=True):
         # The lock is reentrant (a Condition's RLock), so waitress's own

@@ -7,7 +7,7 @@ from waitress import create_server, wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 
-from postservice.ops import logs
+from postservice.ops import logs, requestlog
 from postservice.serve import queue_log
 from postservice.serve.channel import (
     Channel,
@@ -38,8 +38,9 @@ class GracefulServer:
         # app decides which to believe (``postservice.http.proxy``).
         settings = {"clear_untrusted_proxy_headers": False, **settings}
         self.server = create_server(app, map=self.map, **settings)
+        channel_class = _channel_class(app)
         for listener in self._listeners():
-            listener.channel_class = Channel
+            listener.channel_class = channel_class
             listener.handle_accept = accept_pending(listener, self.map)
             # Replaced by ``close_stalled``: waitress's would close a client
             # that reads slowly, counting only the bytes it sent itself.
@@ -119,6 +120,15 @@ class GracefulServer:
         wasyncore.close_all(self.map)
         self.server.task_dispatcher.shutdown(timeout=1)
         log.info("stopped")
+
+
+def _channel_class(app):
+    """``Channel``, whose own answers ``app``'s request log and metrics
+    count (``requestlog.early_answers``) when it keeps them."""
+    if "metrics" not in getattr(app, "extensions", {}):
+        return Channel  # not the service's app: nothing to count into
+    answered = requestlog.early_answers(app)
+    return type("Channel", (Channel,), {"answered": staticmethod(answered)})
 
 
 def _in_flight(channel):

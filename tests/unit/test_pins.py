@@ -13,7 +13,9 @@ from pathlib import Path
 import pymysql
 import waitress
 from flask_jwt_extended import JWTManager, view_decorators
+from waitress import parser
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
@@ -114,3 +116,16 @@ def test_waitress_logs_through_its_two_loggers_only():
         names.update(re.findall(r"getLogger\(([^)]*)\)", source.read_text()))
     assert names == {'"waitress"', '"waitress.queue"'}
     assert logs.WAITRESS_LOGGERS == ("waitress", "waitress.queue")
+
+
+def test_waitress_requests_keep_what_its_own_answers_are_logged_with():
+    # serve.JsonErrorTask logs a refused request's ``command`` and ``path``
+    # (the path as a WSGI string), reads its ``headers`` by waitress's keys,
+    # and says "-" for a 431's, which waitress parses from a stand-in line.
+    source = inspect.getsource(HTTPRequestParser)
+    assert "self.command = command" in source
+    assert "self.path," in source
+    assert 'key.upper().replace(b"-", b"_").decode("latin-1")' in source
+    stand_in = source.index('self.parse_header(b"GET / HTTP/1.0\\r\\n")')
+    assert stand_in < source.index("RequestHeaderFieldsTooLarge(", stand_in)
+    assert "unquote_bytes_to_wsgi(path)" in inspect.getsource(parser.split_uri)

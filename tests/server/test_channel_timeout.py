@@ -29,7 +29,7 @@ from postservice.serve.channel import close_stalled
 from ..support.load import register_users
 from ..support.servers import AppInstance
 
-CHANNEL_TIMEOUT = 2
+CHANNEL_TIMEOUT = 3
 CONNECTION_LIMIT = 10
 # What fills it: waitress counts its listener and its trigger among the
 # connections.

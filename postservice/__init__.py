@@ -32,6 +32,7 @@ def create_app(config=None):
     register_blueprints(app)
     register_answers(app)
     logs.configure_unless_done(app.config["LOG_FORMAT"])
+    logs.escape_waitress_lines()
     return app
 
 

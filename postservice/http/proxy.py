@@ -13,6 +13,7 @@ trusted proxy in the API's error shape instead of waitress's plain text.
 """
 
 import logging
+import time
 
 from waitress.adjustments import Adjustments
 from waitress.proxy_headers import (
@@ -21,10 +22,12 @@ from waitress.proxy_headers import (
     clear_untrusted_headers,
     parse_proxy_headers,
 )
+from werkzeug.wsgi import get_path_info
 
 from config import ConfigError
 from postservice.http.errors import json_error_body
 from postservice.http.headers import ERROR_HEADERS
+from postservice.ops import requestlog
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,9 @@ def init_app(app):
         )
     except ValueError as e:
         raise ConfigError(f"TRUSTED_PROXY_HEADERS: {e}") from None
-    app.wsgi_app = trusting_proxy(app.wsgi_app, adjustments)
+    app.wsgi_app = trusting_proxy(
+        app.wsgi_app, adjustments, requestlog.early_answers(app)
+    )
 
 
 def ignoring_proxy_headers(wsgi_app):
@@ -62,8 +67,12 @@ def ignoring_proxy_headers(wsgi_app):
     return ignore
 
 
-def trusting_proxy(wsgi_app, adj):
-    """``wsgi_app`` behind the proxy handling that waitress's ``adj`` describe."""
+def trusting_proxy(wsgi_app, adj, answered=None):
+    """``wsgi_app`` behind the proxy handling that waitress's ``adj`` describe.
+
+    Its 400 comes before the app's hooks: ``answered``
+    (``requestlog.early_answers``) counts and logs it as theirs would.
+    """
 
     def translate(environ, start_response):
         untrusted = PROXY_HEADERS
@@ -76,18 +85,31 @@ def trusting_proxy(wsgi_app, adj):
                     trusted_proxy_headers=adj.trusted_proxy_headers,
                 )
             except MalformedProxyHeader as e:
-                # waitress names a bad proto= in Forwarded "Forwarded Proto=".
-                header = e.header.split()[0]
-                log.warning("malformed %s header from %s: %s", header, peer, e.reason)
-                body = json_error_body(f"Malformed {header} header")
-                start_response(
-                    "400 Bad Request",
-                    [*ERROR_HEADERS, ("Content-Length", str(len(body)))],
-                )
-                return [body]
+                return malformed(environ, start_response, e, peer)
         clear_untrusted_headers(
             environ, untrusted, log_warning=adj.log_untrusted_proxy_headers
         )
         return wsgi_app(environ, start_response)
+
+    def malformed(environ, start_response, e, peer):
+        started = time.perf_counter()
+        # waitress names a bad proto= in Forwarded "Forwarded Proto=".
+        header = e.header.split()[0]
+        log.warning("malformed %s header from %s: %s", header, peer, e.reason)
+        body = json_error_body(f"Malformed {header} header")
+        headers = [*ERROR_HEADERS, ("Content-Length", str(len(body)))]
+        if answered is not None:
+            rid = requestlog.incoming_or_new_id(environ.get("HTTP_X_REQUEST_ID"))
+            headers.append(("X-Request-ID", rid))
+        start_response("400 Bad Request", headers)
+        if answered is not None:
+            answered(
+                environ.get("REQUEST_METHOD"),
+                get_path_info(environ),
+                400,
+                time.perf_counter() - started,
+                rid,
+            )
+        return [body]
 
     return translate

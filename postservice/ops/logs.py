@@ -9,13 +9,63 @@ Python warnings become log lines too, so nothing else reaches stderr.
 
 Called by ``python -m postservice.serve`` before the app is built; under
 any other server, ``create_app`` sets it up unless logging already is.
+
+Every line is one line: the request log escapes the path it writes, and
+the lines of waitress, which hold the decoded path of a request in some of
+its messages, are escaped the same way (``escape_waitress_lines``).
 """
 
 import logging
 import sys
+import threading
 
 from flask import g, has_request_context
 from pythonjsonlogger.json import JsonFormatter
+
+# The loggers waitress writes through (``waitress.utilities``). A filter on
+# a logger applies to its own lines only, not to its children's: each one is
+# given its own.
+WAITRESS_LOGGERS = ("waitress", "waitress.queue")
+
+
+def printable(text):
+    """``text`` on one line: newlines, other control characters, non-ASCII
+    characters and backslashes escaped as in a Python string literal."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
+class PrintableLines(logging.Filter):
+    """Escapes a line's message (``printable``) when it needs it.
+
+    waitress writes ``Client disconnected while serving <path>`` and
+    ``Exception while serving <path>`` with the request's decoded path: a
+    ``%0A`` in it put what followed, a forged request line say, alone on a
+    line. A line that needs no escaping is left as it is, its arguments
+    too (``serve.QueueLog`` reads the queue's depth from them).
+    """
+
+    def filter(self, record):
+        message = record.getMessage()
+        escaped = printable(message)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        return True
+
+
+_install_lock = threading.Lock()
+
+
+def escape_waitress_lines():
+    """Put a ``PrintableLines`` on each of waitress's loggers, once.
+
+    ``create_app`` calls it, so the app under ``waitress-serve`` has it, and
+    so does ``python -m postservice.serve``'s server.
+    """
+    with _install_lock:
+        for name in WAITRESS_LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, PrintableLines) for f in logger.filters):
+                logger.addFilter(PrintableLines())
 
 
 class _RequestIdFilter(logging.Filter):

@@ -6,6 +6,9 @@ headers or bodies, so passwords, tokens and post text never reach the logs.
 The same measurement feeds the request metrics. An incoming
 ``X-Request-ID`` is kept when it looks like an id (a proxy or client chose
 it); otherwise one is generated. Either way it is echoed in the response.
+
+Answers given before the app's hooks run, by the server itself or by the
+proxy handling, are counted and logged the same way (``early_answers``).
 """
 
 import logging
@@ -15,7 +18,7 @@ import time
 
 from flask import g, request
 
-from postservice.ops import metrics
+from postservice.ops import logs, metrics
 
 log = logging.getLogger("postservice.request")
 
@@ -23,6 +26,8 @@ HEADER = "X-Request-ID"
 # Letters, digits and a few separators only: the id goes into log lines and
 # response headers, where anything else could forge a line or a header.
 VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# The method or path of a request not read as far as its request line.
+UNREAD = "-"
 
 
 def init_app(app):
@@ -46,6 +51,36 @@ def request_id():
     return g.request_id
 
 
+def incoming_or_new_id(incoming):
+    """``incoming`` (an ``X-Request-ID``, or None) when it looks like an id,
+    else a new one: the rule of ``_start``, for answers outside Flask."""
+    return incoming if incoming and VALID_ID.fullmatch(incoming) else _new_id()
+
+
+def early_answers(app):
+    """``answered(method, path, status, seconds, request_id)`` for ``app``.
+
+    For the answers given before the app's hooks run: waitress's own (the
+    server's ``JsonErrorTask``: a request it cannot read, over its limits,
+    in a transfer coding it does not know) and the proxy handling's 400
+    (``postservice.http.proxy``). Each is counted in the app's request
+    metrics under the endpoint ``none`` and written as one request line,
+    as ``_finish`` does for the app's own answers. ``method`` and ``path``
+    are None when the request was not read that far: its line says ``-``.
+    Raises ``RuntimeError`` before ``metrics.init_app``.
+    """
+    record = metrics.request_recorder(app)
+
+    def answered(method, path, status, seconds, rid):
+        method = method or UNREAD
+        record(metrics.NO_ENDPOINT, method, status, seconds)
+        if log.isEnabledFor(logging.INFO):
+            path = UNREAD if path is None else _printable(path)
+            _write_line(method, path, metrics.NO_ENDPOINT, status, seconds * 1000, rid)
+
+    return answered
+
+
 def _new_id():
     # 128 random bits as 32 hex digits, as uuid4().hex gives, without
     # building a UUID object on every request.
@@ -61,7 +96,7 @@ def _start():
 def _printable(path):
     # A decoded path can hold newlines (%0A): escape them so one request is
     # always one line.
-    return path[:512].encode("unicode_escape").decode("ascii")
+    return logs.printable(path[:512])
 
 
 def _finish(response, record):
@@ -100,3 +135,28 @@ def _finish(response, record):
         )
     )
     return response
+
+
+def _write_line(method, path, endpoint, status, duration_ms, rid):
+    """The request line of an answer outside Flask, as ``_finish`` writes
+    it for the app's (which builds its own, to spare a call per request)."""
+    log.handle(
+        log.makeRecord(
+            log.name,
+            logging.INFO,
+            __file__,
+            0,
+            "%s %s %s %.1fms request_id=%s",
+            (method, path, status, duration_ms, rid),
+            None,
+            func="early_answers",
+            extra={
+                "method": method,
+                "path": path,
+                "endpoint": endpoint,
+                "status": status,
+                "duration_ms": round(duration_ms, 1),
+                "request_id": rid,
+            },
+        )
+    )

@@ -7,14 +7,23 @@ from waitress import create_server, wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 
+from postservice.ops import logs, requestlog
 from postservice.serve import queue_log
-from postservice.serve.channel import Channel, accept_pending
+from postservice.serve.channel import (
+    Channel,
+    accept_pending,
+    close_stalled,
+    no_maintenance,
+)
 
 log = logging.getLogger("postservice.serve")
 
 # How often the loop looks at the stop flag; also the longest delay between a
 # signal and the listening socket closing.
 POLL_INTERVAL = 0.2
+# How often connections that moved no bytes for the channel timeout are
+# looked for (``close_stalled``): each lives at most twice this longer.
+STALLED_INTERVAL = 1.0
 
 
 class GracefulServer:
@@ -29,15 +38,22 @@ class GracefulServer:
         # app decides which to believe (``postservice.http.proxy``).
         settings = {"clear_untrusted_proxy_headers": False, **settings}
         self.server = create_server(app, map=self.map, **settings)
+        channel_class = _channel_class(app)
         for listener in self._listeners():
-            listener.channel_class = Channel
+            listener.channel_class = channel_class
             listener.handle_accept = accept_pending(listener, self.map)
+            # Replaced by ``close_stalled``: waitress's would close a client
+            # that reads slowly, counting only the bytes it sent itself.
+            listener.maintenance = no_maintenance
+        # Whatever app it serves, waitress's lines stay one line each.
+        logs.escape_waitress_lines()
         # waitress's public queue logger, filtered (see ``queue_log``).
         self.queue_log = queue_log.installed(
             self.server.task_dispatcher.queue_logger.name
         )
         self.queue_log.restart()
         self.queued_before = self.queue_log.queued
+        self.channel_timeout = self.server.adj.channel_timeout
         self.stop_requested = False
         self.accepting = True
 
@@ -70,16 +86,22 @@ class GracefulServer:
 
     def _busy(self):
         """Connections with a request being received, run or sent."""
-        return [
-            channel
-            for channel in list(self.map.values())
-            if isinstance(channel, HTTPChannel) and _in_flight(channel)
-        ]
+        return [channel for channel in self._channels() if _in_flight(channel)]
+
+    def _channels(self):
+        return [obj for obj in list(self.map.values()) if isinstance(obj, HTTPChannel)]
 
     def run(self, grace):
         deadline = None
+        next_sweep = 0.0
         while True:
             wasyncore.loop(timeout=POLL_INTERVAL, map=self.map, count=1)
+            # Between turns of the loop, never within one: closing a
+            # channel changes the map the loop walks.
+            now = time.time()  # the clock of waitress's last_activity
+            if now >= next_sweep:
+                next_sweep = now + STALLED_INTERVAL
+                close_stalled(self._channels(), self.channel_timeout, now)
             if not self.stop_requested:
                 continue
             if self.accepting:
@@ -98,6 +120,15 @@ class GracefulServer:
         wasyncore.close_all(self.map)
         self.server.task_dispatcher.shutdown(timeout=1)
         log.info("stopped")
+
+
+def _channel_class(app):
+    """``Channel``, whose own answers ``app``'s request log and metrics
+    count (``requestlog.early_answers``) when it keeps them."""
+    if "metrics" not in getattr(app, "extensions", {}):
+        return Channel  # not the service's app: nothing to count into
+    answered = requestlog.early_answers(app)
+    return type("Channel", (Channel,), {"answered": staticmethod(answered)})
 
 
 def _in_flight(channel):

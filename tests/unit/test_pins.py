@@ -7,12 +7,20 @@ release that changes one of them fails here, not silently in production.
 
 import inspect
 import logging
+import re
+from pathlib import Path
 
 import pymysql
+import waitress
 from flask_jwt_extended import JWTManager, view_decorators
+from waitress import parser
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.server import BaseWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
 from postservice.auth import memo
+from postservice.ops import logs
 
 
 def test_the_token_decode_that_is_remembered_keeps_its_signature():
@@ -67,3 +75,57 @@ def test_waitress_still_reports_queued_requests_through_its_queue_logger():
     call = source.index("self.queue_logger.warning(")
     assert locked < call
     assert '"Task queue depth is %d", queue_size - idle_threads' in source
+
+
+def test_waitress_channels_still_keep_what_close_stalled_reads():
+    # serve.channel.close_stalled closes a connection that moved no bytes
+    # for the channel timeout, from waitress's ``last_activity`` (on
+    # time.time(), set when bytes are read or sent and when an answer
+    # ends), ``requests``, ``total_outbufs_len`` and ``outbuf_lock``;
+    # ``handle_close`` frees the output buffers and wakes a worker waiting
+    # to write, which then stops. GracefulServer replaces the listener's
+    # ``maintenance``, which waitress calls from ``readable``.
+    read = inspect.getsource(HTTPChannel.handle_read)
+    assert "self.last_activity = time.time()" in read
+    flush = inspect.getsource(HTTPChannel._flush_some)
+    assert "self.last_activity = time.time()" in flush
+    assert "self.last_activity = time.time()" in inspect.getsource(HTTPChannel.service)
+    close = inspect.getsource(HTTPChannel.handle_close)
+    assert "with self.outbuf_lock:" in close
+    assert "outbuf.close()" in close
+    assert "self.connected = False" in close
+    assert "self.outbuf_lock.notify()" in close
+    waiting = inspect.getsource(HTTPChannel._flush_outbufs_below_high_watermark)
+    assert "self.connected" in waiting
+    assert "self.outbuf_lock.wait()" in waiting
+    write = inspect.getsource(HTTPChannel.write_soon)
+    assert "raise ClientDisconnected" in write
+    assert "self.maintenance(now)" in inspect.getsource(BaseWSGIServer.readable)
+    assert list(inspect.signature(BaseWSGIServer.maintenance).parameters) == [
+        "self",
+        "now",
+    ]
+
+
+def test_waitress_logs_through_its_two_loggers_only():
+    # ops.logs escapes the lines of these two loggers (a filter on a logger
+    # does not see its children's lines): a third would go unescaped.
+    package = Path(waitress.__file__).parent
+    names = set()
+    for source in package.glob("*.py"):
+        names.update(re.findall(r"getLogger\(([^)]*)\)", source.read_text()))
+    assert names == {'"waitress"', '"waitress.queue"'}
+    assert logs.WAITRESS_LOGGERS == ("waitress", "waitress.queue")
+
+
+def test_waitress_requests_keep_what_its_own_answers_are_logged_with():
+    # serve.JsonErrorTask logs a refused request's ``command`` and ``path``
+    # (the path as a WSGI string), reads its ``headers`` by waitress's keys,
+    # and says "-" for a 431's, which waitress parses from a stand-in line.
+    source = inspect.getsource(HTTPRequestParser)
+    assert "self.command = command" in source
+    assert "self.path," in source
+    assert 'key.upper().replace(b"-", b"_").decode("latin-1")' in source
+    stand_in = source.index('self.parse_header(b"GET / HTTP/1.0\\r\\n")')
+    assert stand_in < source.index("RequestHeaderFieldsTooLarge(", stand_in)
+    assert "unquote_bytes_to_wsgi(path)" in inspect.getsource(parser.split_uri)

@@ -100,3 +100,7 @@ class PageQuerySchema(RequestSchema):
             data.setdefault("limit", PAGE_DEFAULT_LIMIT)
             data.setdefault("after_id", 0)
         return data
+
+
+# The query parameters that ask for a page rather than the whole listing.
+PAGE_PARAMETERS = frozenset(PageQuerySchema().fields)

@@ -7,11 +7,14 @@ release that changes one of them fails here, not silently in production.
 
 import inspect
 import logging
+import math
 
 import pymysql
 from flask_jwt_extended import JWTManager, view_decorators
 from waitress.task import ThreadedTaskDispatcher
+from zxcvbn import matching, scoring
 
+import config
 from postservice.auth import memo
 
 
@@ -67,3 +70,30 @@ def test_waitress_still_reports_queued_requests_through_its_queue_logger():
     call = source.index("self.queue_logger.warning(")
     assert locked < call
     assert '"Task queue depth is %d", queue_size - idle_threads' in source
+
+
+def test_zxcvbn_still_has_the_matchers_and_the_pricing_the_secret_check_uses():
+    # config.secret_guess_bits calls zxcvbn's matchers and its pricing of a
+    # match directly (its public zxcvbn() prices random characters at 10
+    # each and reads at most 72), and merges its ranked word lists.
+    assert set(matching.RANKED_DICTIONARIES) >= {"passwords", "english_wikipedia"}
+    assert matching.RANKED_DICTIONARIES["passwords"]["password"] == 2
+    walk = matching.spatial_match("qwertyuiop")
+    assert any(m["token"] == "qwertyuiop" and m["graph"] == "qwerty" for m in walk)
+    [sequence] = matching.sequence_match("abcdefgh")
+    assert (sequence["i"], sequence["j"]) == (0, 7)
+    [year] = matching.regex_match("x2026x", _regexen={"recent_year": config.YEAR})
+    assert year["token"] == "2026"
+    assert any(m["token"] == "2026-01-15" for m in matching.date_match("2026-01-15"))
+    word = {
+        "pattern": "dictionary",
+        "i": 0,
+        "j": 7,
+        "token": "Password",
+        "matched_word": "password",
+        "rank": 2,
+        "reversed": False,
+        "l33t": False,
+    }
+    # Rank 2, times 2 for the capital; the whole key, so no floor.
+    assert math.log2(int(scoring.estimate_guesses(word, "Password"))) == 2

@@ -625,6 +625,7 @@ class ServerSettings:
     shutdown_timeout: float
     metrics_port: int | None
     log_format: str
+    metrics_host: str = "127.0.0.1"
     max_request_body_size: int = SERVER_BODY_LIMIT
 
     def waitress(self):
@@ -679,5 +680,8 @@ def server_settings(env=None, *, pool_size=None):
         ),
         shutdown_timeout=_float(env, "SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT),
         metrics_port=metrics_port,
+        # Scrapers only: on this machine unless told otherwise, whatever
+        # HOST the public port is on.
+        metrics_host=(env.get("METRICS_HOST") or "").strip() or "127.0.0.1",
         log_format=log_format(env),
     )

@@ -8,7 +8,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 
 from postservice.serve import queue_log
-from postservice.serve.channel import Channel, accept_pending
+from postservice.serve.channel import AcceptGuard, Channel, accept_pending
 
 log = logging.getLogger("postservice.serve")
 
@@ -32,6 +32,7 @@ class GracefulServer:
         for listener in self._listeners():
             listener.channel_class = Channel
             listener.handle_accept = accept_pending(listener, self.map)
+            AcceptGuard(listener).install(listener)
         # waitress's public queue logger, filtered (see ``queue_log``).
         self.queue_log = queue_log.installed(
             self.server.task_dispatcher.queue_logger.name

@@ -11,6 +11,7 @@ import math
 
 import pymysql
 from flask_jwt_extended import JWTManager, view_decorators
+from waitress.server import BaseWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 from zxcvbn import matching, scoring
 
@@ -70,6 +71,18 @@ def test_waitress_still_reports_queued_requests_through_its_queue_logger():
     call = source.index("self.queue_logger.warning(")
     assert locked < call
     assert '"Task queue depth is %d", queue_size - idle_threads' in source
+
+
+def test_waitress_still_accepts_through_the_listeners_accept_and_readable():
+    # serve.AcceptGuard replaces the listener's ``accept`` (returning None
+    # when out of descriptors) and ``readable`` (False while paused): the
+    # listener must still look both up on itself, and take None as nothing
+    # to accept.
+    source = inspect.getsource(BaseWSGIServer.handle_accept)
+    assert "v = self.accept()" in source
+    assert "if v is None:\n                return" in source
+    assert "def readable(self)" in inspect.getsource(BaseWSGIServer)
+    assert "self.maintenance(now)" in inspect.getsource(BaseWSGIServer.readable)
 
 
 def test_zxcvbn_still_has_the_matchers_and_the_pricing_the_secret_check_uses():

@@ -37,7 +37,7 @@ MAX_SECRET_RUN = 8
 # passwords, keyboard walks, repetitions, sequences and dates first
 # (``secret_guess_bits``), as a power of two: the usual 128-bit security
 # level. Generated keys are far above it (token_urlsafe(32) scored at least
-# 165 in 100,000 samples, token_hex(32) at least 190); typed phrases of a
+# 162 in 100,000 samples, token_hex(32) at least 175); typed phrases of a
 # dozen words, with their capitals, digits and dates, score 70 to 115.
 MIN_SECRET_GUESS_BITS = 128
 # The estimate reads at most this many characters: its cost grows with the

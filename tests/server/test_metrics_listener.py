@@ -293,7 +293,7 @@ def test_running_out_of_descriptors_on_the_public_port_is_logged_once(
                 descriptors(served.process) < FEW_FILES and time.monotonic() < deadline
             ):
                 time.sleep(0.1)
-            assert descriptors(served.process) == FEW_FILES, "never ran out"
+            assert descriptors(served.process) >= FEW_FILES, "never ran out"
             time.sleep(3)  # the server goes on trying to accept meanwhile
             log = served.log.read_text(errors="replace")
         finally:

@@ -10,6 +10,7 @@ configured apps side by side.
 """
 
 import collections
+import functools
 import hashlib
 import itertools
 import math
@@ -32,8 +33,55 @@ MIN_SECRET_ESTIMATED_BITS = 170
 # A random key of 32 bytes has a run like "abcdefgh" or "44444444" once in
 # millions; a typed one often does.
 MAX_SECRET_RUN = 8
-# Bits a word of a passphrase is worth (a Diceware word is 12.9).
-BITS_PER_WORD = 13
+# The guesses a key needs when the attacker tries words, names, common
+# passwords, keyboard walks, repetitions, sequences and dates first
+# (``secret_guess_bits``), as a power of two: the usual 128-bit security
+# level. Generated keys are far above it (token_urlsafe(32) scored at least
+# 162 in 100,000 samples, token_hex(32) at least 175); typed phrases of a
+# dozen words, with their capitals, digits and dates, score 70 to 115.
+MIN_SECRET_GUESS_BITS = 128
+# The estimate reads at most this many characters: its cost grows with the
+# length, and a key's first characters are never harder to guess than the
+# whole key, so judging them alone can only refuse, never let a weak key in.
+SECRET_CHARS_JUDGED = 128
+# A repetition, greedy ("aabaab" twice) and lazy ("aa" twice), as zxcvbn
+# looks for them.
+REPEATED = re.compile(r"(.+)\1+", re.DOTALL)
+REPEATED_LAZILY = re.compile(r"(.+?)\1+", re.DOTALL)
+# The fewest guesses zxcvbn counts for a part of a longer key: 50.
+MIN_PART_BITS = math.log2(50)
+# The beginnings of words kept to cut the search for words short.
+WORD_PREFIX_CHARS = 4
+# Character classes a random character is drawn from, and their sizes.
+SECRET_CHARACTER_CLASSES = (
+    (str.islower, 26),
+    (str.isupper, 26),
+    (str.isdigit, 10),
+    (lambda c: not c.isalnum(), 33),
+)
+# Letters people write as digits or signs ("p4ssw0rd"), read back as the
+# letters before looking for words; "1", "|" and "7" may stand for "l" too.
+L33T_READINGS = (
+    str.maketrans(
+        {
+            **dict.fromkeys("4@", "a"),
+            "8": "b",
+            **dict.fromkeys("({[<", "c"),
+            "3": "e",
+            **dict.fromkeys("69", "g"),
+            **dict.fromkeys("!1|", "i"),
+            "0": "o",
+            **dict.fromkeys("$5", "s"),
+            **dict.fromkeys("+7", "t"),
+            "%": "x",
+            "2": "z",
+        }
+    ),
+    str.maketrans(dict.fromkeys("1|7", "l")),
+)
+# zxcvbn knows the years up to 2019 by pattern; these are any year written
+# with four digits that a person may put in a key.
+YEAR = re.compile(r"1[89]\d\d|20\d\d")
 # Values published as examples: anyone who read the repository knows them.
 PLACEHOLDER_SECRETS = frozenset(
     {
@@ -286,35 +334,177 @@ def settings_for(env, instance_path, overrides=None):
 def secret_weakness(secret):
     """Why ``secret`` is not fit to sign tokens, or None when it is.
 
-    Anyone who can guess the key can sign a token for any user, so it must
-    be as strong as ``secrets.token_urlsafe(32)``: 256 random bits. Randomness
-    cannot be proven from one string; these rules refuse what is known
-    (published placeholders) and what is plainly not random (short,
-    repeated, sequential, or made of words).
+    Anyone who can guess the key can sign a token for any user, and anyone
+    holding one token can try guesses offline, so it must be as strong as
+    ``secrets.token_urlsafe(32)``: 256 random bits. Randomness cannot be
+    proven from one string; these rules refuse what is known (published
+    placeholders), what is plainly not random (short, runs like "abcdefgh",
+    few characters repeated), and what takes fewer than
+    2^``MIN_SECRET_GUESS_BITS`` guesses to an attacker who tries what people
+    type first (``secret_guess_bits``).
     """
     if secret.strip().lower() in PLACEHOLDER_SECRETS:
         return "is a published placeholder"
     if len(secret) < MIN_SECRET_CHARS:
         return f"is shorter than {MIN_SECRET_CHARS} characters"
-    words = re.split(r"[\s-]+", secret.strip())
-    if len(words) >= 3 and all(_is_word(word) for word in words):
-        if len(words) * BITS_PER_WORD < 256:
-            return f"is a passphrase of {len(words)} words, too few to guess"
-        return None
     if _longest_run(secret) >= MAX_SECRET_RUN:
         return "has a run of repeated or consecutive characters"
     if _estimated_bits(secret) < MIN_SECRET_ESTIMATED_BITS:
         return "repeats too few characters too often to be random"
+    bits = secret_guess_bits(secret)
+    if bits < MIN_SECRET_GUESS_BITS:
+        return (
+            "is made of guessable parts (words, names, keyboard walks, "
+            f"repetitions, sequences or dates): about 2^{bits:.0f} guesses "
+            f"find it, fewer than 2^{MIN_SECRET_GUESS_BITS}"
+        )
     return None
 
 
-def _is_word(text):
-    """Written as a word is: letters in one case, or capitalised.
+def secret_guess_bits(secret):
+    """log2 of the guesses ``secret`` takes to an attacker who knows how
+    people make keys: zxcvbn's patterns, priced as zxcvbn prices them.
 
-    ``token_urlsafe`` output may hold hyphens between runs of letters, but
-    its letters change case at random, which words do not.
+    The key is covered by the cheapest sequence of parts: a word, name or
+    common password of zxcvbn's lists (its rank; more for capitals, digits
+    written for letters, or reversed), a keyboard walk, a repetition, a
+    sequence or a date, and otherwise one character at a time, at the size
+    of the character classes the key uses (a sign used again between words
+    is counted as one choice). Only the first ``SECRET_CHARS_JUDGED``
+    characters are read.
     """
-    return text.isalpha() and (text.islower() or text.isupper() or text.istitle())
+    from zxcvbn import matching  # its word lists load only to judge a key
+
+    text = secret[:SECRET_CHARS_JUDGED]
+    matches = [
+        *_word_matches(text),
+        *matching.spatial_match(text),
+        *matching.sequence_match(text),
+        *matching.regex_match(text, _regexen={"recent_year": YEAR}),
+        *matching.date_match(text),
+    ]
+    ending = collections.defaultdict(list)
+    for match in matches:
+        ending[match["j"]].append(match)
+    repeats = collections.defaultdict(list)
+    for i, j, bits in _repeats(text):
+        repeats[j].append((i, bits))
+    character_bits = math.log2(
+        sum(size for test, size in SECRET_CHARACTER_CLASSES if any(map(test, text)))
+    )
+    uses = collections.Counter(text)
+    cheapest = [0.0]
+    for j, character in enumerate(text):
+        cost = character_bits
+        if not character.isalnum():
+            cost /= uses[character]
+        best = cheapest[j] + cost
+        for match in ending[j]:
+            before = cheapest[match["i"]]
+            # A word costs at least its rank: most cannot beat what is known.
+            if before + math.log2(match.get("rank", 1)) < best:
+                best = min(best, before + _guess_bits(match, text))
+        for i, bits in repeats[j]:
+            best = min(best, cheapest[i] + bits)
+        cheapest.append(best)
+    return cheapest[-1]
+
+
+def _guess_bits(match, text):
+    from zxcvbn import scoring
+
+    return math.log2(int(scoring.estimate_guesses(match, text)))
+
+
+def _repeats(text):
+    """``(i, j, bits)`` for each repetition in ``text``, as zxcvbn finds them
+    ("abcabcabc": "abc" three times): the bits of what is repeated, judged
+    as a key of its own, and of how many times."""
+    found = []
+    start = 0
+    while match := REPEATED.search(text, start):
+        shortest = REPEATED_LAZILY.search(text, start)
+        if len(match[0]) <= len(shortest[0]):
+            match = shortest
+        unit = REPEATED_LAZILY.fullmatch(match[0])[1]
+        times = len(match[0]) // len(unit)
+        bits = secret_guess_bits(unit) + math.log2(times)
+        if match.end() - match.start() < len(text):  # zxcvbn's floor for a part
+            bits = max(bits, MIN_PART_BITS)
+        found.append((match.start(), match.end() - 1, bits))
+        start = match.end()
+    return found
+
+
+@functools.cache
+def _ranked_words():
+    """Each word of zxcvbn's lists with its best rank; the longest length;
+    and every beginning of a word up to ``WORD_PREFIX_CHARS`` characters,
+    so that a search gives up early on what starts no word."""
+    from zxcvbn.matching import RANKED_DICTIONARIES
+
+    ranks = {}
+    for ranked in RANKED_DICTIONARIES.values():
+        for word, rank in ranked.items():
+            if rank < ranks.get(word, rank + 1):
+                ranks[word] = rank
+    beginnings = {
+        word[:size] for word in ranks for size in range(1, WORD_PREFIX_CHARS + 1)
+    }
+    return ranks, max(map(len, ranks)), beginnings
+
+
+def _word_matches(text):
+    """zxcvbn's dictionary matches of ``text``: forward, reversed, and in
+    each of ``L33T_READINGS`` (zxcvbn's own l33t matcher tries every mix of
+    readings, which takes tens of milliseconds on a key of hex digits)."""
+    matches = _words_in(text, text)
+    last = len(text) - 1
+    backwards = text[::-1]
+    for match in _words_in(backwards, backwards):
+        i, j = last - match["j"], last - match["i"]
+        match.update(i=i, j=j, token=text[i : j + 1], reversed=True)
+        matches.append(match)
+    for reading in L33T_READINGS:
+        read = text.translate(reading)
+        if read == text:
+            continue
+        for match in _words_in(read, text):
+            token = match["token"]
+            if token.lower() == match["matched_word"]:
+                continue  # a word as written, found above
+            written = read[match["i"] : match["j"] + 1]
+            match["l33t"] = True
+            match["sub"] = {c: r for c, r in zip(token, written, strict=True) if c != r}
+            matches.append(match)
+    return matches
+
+
+def _words_in(read, text):
+    """Dictionary matches in ``read``, whose tokens are taken from ``text``."""
+    ranks, longest, beginnings = _ranked_words()
+    lower = read.lower()
+    found = []
+    for i in range(len(lower)):
+        for j in range(i + 1, min(len(lower), i + longest) + 1):
+            part = lower[i:j]
+            rank = ranks.get(part)
+            if rank is not None:
+                found.append(
+                    {
+                        "pattern": "dictionary",
+                        "i": i,
+                        "j": j - 1,
+                        "token": text[i:j],
+                        "matched_word": part,
+                        "rank": rank,
+                        "reversed": False,
+                        "l33t": False,
+                    }
+                )
+            elif j - i <= WORD_PREFIX_CHARS and part not in beginnings:
+                break  # no word starts so
+    return found
 
 
 def _estimated_bits(text):
@@ -454,6 +644,7 @@ class ServerSettings:
     shutdown_timeout: float
     metrics_port: int | None
     log_format: str
+    metrics_host: str = "127.0.0.1"
     max_request_body_size: int = SERVER_BODY_LIMIT
 
     def waitress(self):
@@ -508,5 +699,8 @@ def server_settings(env=None, *, pool_size=None):
         ),
         shutdown_timeout=_float(env, "SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT),
         metrics_port=metrics_port,
+        # Scrapers only: on this machine unless told otherwise, whatever
+        # HOST the public port is on.
+        metrics_host=(env.get("METRICS_HOST") or "").strip() or "127.0.0.1",
         log_format=log_format(env),
     )

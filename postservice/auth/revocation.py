@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from flask import current_app, request
+from flask import Request, current_app, request
 from sqlalchemy import delete, exists, select, true, update
 from sqlalchemy.exc import IntegrityError
 
@@ -51,11 +51,14 @@ class ReadAlong(NamedTuple):
 
     ``keys(user_id)`` names them (keys of the same user, so of one slot);
     ``keep(user_id, values)`` is handed what was read, before the view runs,
-    or None when Redis failed.
+    or None when Redis failed. ``wanted(request)`` says whether this request
+    will use them (a paged get-posts does not): when it is false nothing is
+    read along, so no request fetches bytes it ignores.
     """
 
     keys: Callable[[int], list]
     keep: Callable[[int, list | None], None]
+    wanted: Callable[[Request], bool] = lambda request: True
 
 
 def reads_along(along):
@@ -74,8 +77,12 @@ def reads_along(along):
 
 
 def _read_along():
-    view = current_app.view_functions.get(request.endpoint)
-    return getattr(view, "read_along", None)
+    current = request._get_current_object()
+    view = current_app.view_functions.get(current.endpoint)
+    along = getattr(view, "read_along", None)
+    if along is None or not along.wanted(current):
+        return None
+    return along
 
 
 def token_key(user_id, jti):

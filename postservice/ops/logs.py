@@ -18,6 +18,7 @@ its messages, are escaped the same way (``escape_waitress_lines``).
 import logging
 import sys
 import threading
+import time
 
 from flask import g, has_request_context
 from pythonjsonlogger.json import JsonFormatter
@@ -110,3 +111,35 @@ def configure_unless_done(log_format):
     """``configure`` unless a server or test runner has set up logging already."""
     if not logging.getLogger().handlers:
         configure(log_format)
+
+
+class IntervalLog:
+    """One line per ``interval`` about something that may happen thousands
+    of times a second (an accept that fails for want of file descriptors):
+    the first time at once, then at most once an interval, each line saying
+    how many times it happened since the one before.
+    """
+
+    def __init__(self, logger, interval=60.0, clock=time.monotonic):
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.times = 0  # since the last line
+        self.quiet_until = None
+
+    def happened(self, message, *args):
+        """Count one more; log ``message % args`` with the count if it is time.
+
+        The count is appended as ``(N time(s) since the last such line)``.
+        """
+        with self.lock:
+            self.times += 1
+            now = self.clock()
+            if self.quiet_until is not None and now < self.quiet_until:
+                return
+            self.quiet_until = now + self.interval
+            times, self.times = self.times, 0
+        self.logger.warning(
+            message + " (%d time(s) since the last such line)", *args, times
+        )

@@ -21,8 +21,13 @@ and under ``python -m postservice.serve`` the server's queue of requests
 waiting for a worker thread (``watch_server``).
 """
 
+import errno
+import io
+import logging
 import socket
+import sys
 import threading
+import time
 from bisect import bisect_left
 from importlib import metadata
 from socketserver import ThreadingMixIn
@@ -46,8 +51,36 @@ from prometheus_client.utils import floatToGoString
 from postservice.cache import health as cache_health
 from postservice.extensions import db
 from postservice.ops import health
+from postservice.ops.logs import IntervalLog
+
+log = logging.getLogger("postservice.metrics")
+# Errors of accept() that say the process is out of something (descriptors,
+# memory): trying again at once fails the same way.
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 PATH = "/metrics"
+# Scrapes the listener serves at once, a thread each; a connection beyond
+# them is answered 503 and closed at once. A scraper needs one; a flood of
+# connections holds no more threads and file descriptors than this, however
+# many it opens, so it cannot take the public port's descriptors.
+LISTENER_CONNECTIONS = 4
+# Seconds a scrape has to send its whole request (one deadline for every
+# read, not one per read): a connection that sends half a request is
+# closed then.
+LISTENER_READ_TIMEOUT = 5.0
+# Seconds the listener stops accepting after running out of descriptors,
+# rather than failing again at once.
+LISTENER_ACCEPT_PAUSE = 0.5
+# One line a minute at most about connections turned away or failed accepts.
+LISTENER_LOG_INTERVAL = 60.0
+# What a connection beyond LISTENER_CONNECTIONS gets before it is closed.
+_BUSY_BODY = b"Too many scrapes at once.\n"
+BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
 # From a cached listing (under a millisecond) to a bcrypt login and a slow
 # large listing: each of them lands between two close bounds.
 DURATION_BUCKETS = (
@@ -339,14 +372,109 @@ def exposition(app):
     return generate_latest(app.extensions["metrics"].registry).decode("utf-8")
 
 
-class _QuietHandler(WSGIRequestHandler):
+class _ReadWithin(io.RawIOBase):
+    """A connection's reading side, with one deadline for all its reads."""
+
+    def __init__(self, sock, seconds):
+        self.sock = sock
+        self.deadline = time.monotonic() + seconds
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
+class _Handler(WSGIRequestHandler):
+    """wsgiref's handler, reading the request within ``LISTENER_READ_TIMEOUT``."""
+
+    timeout = LISTENER_READ_TIMEOUT
+
+    def setup(self):
+        super().setup()
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_ReadWithin(self.connection, self.timeout))
+
+    def get_environ(self):
+        # Called once the request line and headers are in: the answer gets
+        # a timeout of its own for each write, not what is left of the read's.
+        self.connection.settimeout(self.timeout)
+        return super().get_environ()
+
     def log_message(self, format, *args):
         """Scrapes every few seconds would drown the request log."""
 
 
 class _MetricsServer(ThreadingMixIn, WSGIServer):
-    # A slow scrape must not hold up the next; the threads die with the process.
+    """wsgiref's server, a thread per scrape, at most ``LISTENER_CONNECTIONS``.
+
+    A connection beyond them is answered ``BUSY`` and closed without a
+    thread; an accept that fails for want of descriptors pauses the
+    listener for ``LISTENER_ACCEPT_PAUSE``. Both are logged once per
+    ``LISTENER_LOG_INTERVAL``, with how often they happened.
+    """
+
+    # The threads die with the process; stopping waits for none of them.
     daemon_threads = True
+    block_on_close = False
+    request_queue_size = 64  # the listen backlog
+
+    def __init__(self, *args, **kwargs):
+        self.slots = threading.BoundedSemaphore(LISTENER_CONNECTIONS)
+        self.turned_away = IntervalLog(log, LISTENER_LOG_INTERVAL)
+        self.accept_failures = IntervalLog(log, LISTENER_LOG_INTERVAL)
+        super().__init__(*args, **kwargs)
+
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as e:
+            if e.errno in OUT_OF_RESOURCES:
+                self.accept_failures.happened(
+                    "metrics listener: accept() failed: %s", e.strerror
+                )
+                time.sleep(LISTENER_ACCEPT_PAUSE)
+            raise  # socketserver lets it go, and waits for the next
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.turned_away.happened(
+                "metrics listener: a connection turned away, %d already being served",
+                LISTENER_CONNECTIONS,
+            )
+            _answer_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()  # no thread started to release it
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address):
+        """A scraper that went away or sent too slowly: nothing to report."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            log.exception("metrics listener: a scrape failed")
+
+
+def _answer_busy(sock):
+    """Send ``BUSY`` if the socket takes it at once; never wait for the client."""
+    try:
+        sock.setblocking(False)
+        sock.send(BUSY)
+    except OSError:
+        pass
 
 
 class _MetricsServer6(_MetricsServer):
@@ -364,7 +492,8 @@ def _only_metrics(app):
 
 
 def start_listener(app, host, port):
-    """Serve the app's ``/metrics`` on ``host:port`` from a daemon thread.
+    """Serve the app's ``/metrics`` on ``host:port`` from a daemon thread,
+    at most ``LISTENER_CONNECTIONS`` scrapes at once (``_MetricsServer``).
 
     Returns the server; ``shutdown()`` stops it. Raises ``OSError`` when the
     port cannot be bound.
@@ -374,7 +503,7 @@ def start_listener(app, host, port):
         port,
         _only_metrics(make_wsgi_app(app.extensions["metrics"].registry)),
         server_class=_MetricsServer6 if ":" in host else _MetricsServer,
-        handler_class=_QuietHandler,
+        handler_class=_Handler,
     )
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

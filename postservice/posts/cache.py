@@ -11,7 +11,9 @@ its own shape.
 The token check of a get-posts request reads the listing in the same
 ``MGET`` as the token's verdict and the generation (``READ_ALONG``, declared
 on the view with ``revocation.reads_along``),
-so a hit is one round trip and no SQL.
+so a hit is one round trip and no SQL. A page (``?limit``, ``?after_id``)
+is read from the database and reads nothing along: not the listing's bytes,
+which can be a megabyte.
 """
 
 import functools
@@ -25,7 +27,7 @@ from postservice.cache import generations
 from postservice.cache import health as cache_health
 from postservice.cache.clients import REDIS_ERRORS
 from postservice.ops import metrics
-from postservice.posts.schemas import LISTING_ENCODING, POST_FIELDS
+from postservice.posts.schemas import LISTING_ENCODING, PAGE_PARAMETERS, POST_FIELDS
 
 
 def format_digest(encoding, fields):
@@ -54,6 +56,11 @@ def _keep(user_id, values):
         metrics.cache_result("error")
     else:
         g.posts_listing_read = (user_id, *values)
+
+
+def _whole_listing(request):
+    """Whether this get-posts answers the whole listing, not one page."""
+    return not request.query_string or PAGE_PARAMETERS.isdisjoint(request.args)
 
 
 def lookup(user_id):
@@ -102,4 +109,4 @@ def invalidate(user_id):
 
 
 # What get-posts reads in its token check's round trip.
-READ_ALONG = revocation.ReadAlong(keys=_keys, keep=_keep)
+READ_ALONG = revocation.ReadAlong(keys=_keys, keep=_keep, wanted=_whole_listing)

@@ -63,7 +63,8 @@ def add_post(body):
     200, schema=PostSchema(many=True), description="The posts", success=True
 )
 @bp.alt_response(
-    422, description="`limit` or `after_id` is not a whole number in range"
+    422,
+    description="`limit` or `after_id` is not a whole number in range, in ASCII digits",
 )
 @bp.alt_response(503, description=DATABASE_DOWN)
 def get_posts():

@@ -1,7 +1,9 @@
 """Wire format of the post endpoints."""
 
+import re
+
 from flask import current_app
-from marshmallow import Schema, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from postservice.http.errors import PayloadTooLarge
 from postservice.http.parsing import RequestSchema, UnicodeString
@@ -57,6 +59,31 @@ LISTING_ENCODING = 1
 PostSchema = Schema.from_dict(POST_WIRE_FORMAT, name="PostSchema")
 
 
+# A page parameter as it is written: ASCII digits, nothing else. int() also
+# reads "+5", " 5", "1_0" and digits of other scripts (a full-width 3, U+FF13):
+# the document says integer, and only the plain decimal form is one.
+ASCII_DIGITS = re.compile(r"[0-9]+")
+# More than a page parameter can need (ID_MAX has 19 digits), fewer than
+# int() refuses to read.
+MAX_DIGITS = 40
+
+
+class QueryInteger(fields.Integer):
+    """A whole number in a query string, written in ASCII digits only."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=False, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not (
+            isinstance(value, str)
+            and len(value) <= MAX_DIGITS
+            and ASCII_DIGITS.fullmatch(value)
+        ):
+            raise ValidationError(self.error_messages["invalid"])
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class PageQuerySchema(RequestSchema):
     """``?limit=N&after_id=K`` on get-posts: one page, ids ascending.
 
@@ -64,10 +91,8 @@ class PageQuerySchema(RequestSchema):
     always); with one of them the other takes its default.
     """
 
-    limit = fields.Integer(
-        strict=False, validate=validate.Range(min=1, max=PAGE_MAX_LIMIT)
-    )
-    after_id = fields.Integer(strict=False, validate=validate.Range(min=0, max=ID_MAX))
+    limit = QueryInteger(validate=validate.Range(min=1, max=PAGE_MAX_LIMIT))
+    after_id = QueryInteger(validate=validate.Range(min=0, max=ID_MAX))
 
     @post_load
     def _defaults(self, data, **kwargs):
@@ -75,3 +100,7 @@ class PageQuerySchema(RequestSchema):
             data.setdefault("limit", PAGE_DEFAULT_LIMIT)
             data.setdefault("after_id", 0)
         return data
+
+
+# The query parameters that ask for a page rather than the whole listing.
+PAGE_PARAMETERS = frozenset(PageQuerySchema().fields)

@@ -10,17 +10,24 @@ a listener of their own that stays up while the requests in flight finish.
 """
 
 import logging
+import resource
 import signal
 
 import config
 from config import ConfigError
 from postservice import create_app
 from postservice.ops import logs, metrics
-from postservice.serve.channel import Channel, JsonErrorTask, accept_pending
+from postservice.serve.channel import (
+    AcceptGuard,
+    Channel,
+    JsonErrorTask,
+    accept_pending,
+)
 from postservice.serve.queue_log import QueueLog
 from postservice.serve.server import GracefulServer
 
 __all__ = [
+    "AcceptGuard",
     "Channel",
     "GracefulServer",
     "JsonErrorTask",
@@ -30,6 +37,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("postservice.serve")  # not __main__ under -m
+# Descriptors the process holds besides its connections: the interpreter's,
+# the database and Redis pools', waitress's trigger, the logs, with room.
+DESCRIPTORS_BESIDES_CONNECTIONS = 64
 
 
 def main():
@@ -39,7 +49,8 @@ def main():
     app = create_app()
     server = GracefulServer(app, settings.waitress())
     metrics.watch_server(app, server)
-    listener = _metrics_listener(app, settings.host, settings.metrics_port)
+    listener = _metrics_listener(app, settings.metrics_host, settings.metrics_port)
+    _warn_if_descriptors_run_short(settings)
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)
     log.info(
@@ -61,6 +72,28 @@ def _metrics_listener(app, host, port):
     try:
         listener = metrics.start_listener(app, host, port)
     except OSError as e:
-        raise ConfigError(f"METRICS_PORT {port} cannot be used: {e}") from None
+        raise ConfigError(
+            f"METRICS_PORT {port} on METRICS_HOST {host} cannot be used: {e}"
+        ) from None
     log.info("metrics on http://%s:%s%s", host, port, metrics.PATH)
     return listener
+
+
+def _warn_if_descriptors_run_short(settings):
+    """Say at start when the open files limit is below what the connection
+    limit needs: accepting would then fail before the limit is reached."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = (
+        settings.connection_limit
+        + metrics.LISTENER_CONNECTIONS
+        + DESCRIPTORS_BESIDES_CONNECTIONS
+    )
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "the open files limit (ulimit -n) is %d, below the %d that "
+            "WAITRESS_CONNECTION_LIMIT %d needs: connections beyond what it "
+            "allows wait until others close",
+            soft,
+            needed,
+            settings.connection_limit,
+        )

@@ -19,6 +19,8 @@ from waitress.utilities import RequestHeaderFieldsTooLarge
 from postservice.http.errors import json_error_body
 from postservice.http.headers import ERROR_HEADERS
 from postservice.ops import requestlog
+from postservice.ops.logs import IntervalLog
+from postservice.ops.metrics import OUT_OF_RESOURCES
 
 log = logging.getLogger("postservice.serve")
 
@@ -34,6 +36,11 @@ ACCEPT_BATCH = 128
 # acknowledged by the peer (``kernel_queue``).
 _OUTQ = getattr(termios, "TIOCOUTQ", None)
 _INT = struct.Struct("i")
+# Seconds a listener leaves its waiting connections alone after such an
+# error, instead of failing again on every turn of the main loop.
+ACCEPT_PAUSE = 0.5
+# At most one line a minute says that accepting fails, and how often it did.
+ACCEPT_LOG_INTERVAL = 60.0
 
 
 class JsonErrorTask(ErrorTask):
@@ -127,8 +134,8 @@ def accept_pending(listener, socket_map):
     latency (bench/results/decisions.md). Each turn now accepts what the kernel
     holds, up to ``ACCEPT_BATCH``, as long as the listener is still
     ``readable`` (below waitress's connection limit) and each accept added
-    a connection to ``socket_map``: one that fails (out of file
-    descriptors, say) is logged by waitress and ends the turn, as before.
+    a connection to ``socket_map``: one that fails ends the turn (out of
+    file descriptors, ``AcceptGuard`` also pauses the listener).
     """
     accept_one = listener.handle_accept
     waiting = select.poll()
@@ -228,3 +235,50 @@ def kernel_queue(sock):
     except (OSError, ValueError):  # closed meanwhile
         return None
     return _INT.unpack(answer)[0]
+
+
+class AcceptGuard:
+    """A listener that runs out of file descriptors pauses instead of spinning.
+
+    waitress's ``accept()`` raises when the process has no descriptor left
+    (``ulimit -n``); its ``handle_accept`` then logs a traceback and
+    returns, and since the connection is still waiting, the main loop calls
+    it again at once: a core spent, and tens of thousands of lines a second.
+    Here such an error stops the listener for ``ACCEPT_PAUSE`` (its
+    connections wait in the kernel's backlog meanwhile, and the
+    connections already accepted go on being served), and is logged once
+    per ``ACCEPT_LOG_INTERVAL`` with how many times it happened. Other
+    accept errors are waitress's own concern, as before.
+    """
+
+    def __init__(self, listener, clock=time.monotonic):
+        self.accept = listener.accept
+        self.readable = listener.readable
+        self.port = listener.effective_port
+        self.clock = clock
+        self.paused_until = 0.0
+        self.failures = IntervalLog(log, ACCEPT_LOG_INTERVAL, clock)
+
+    def install(self, listener):
+        listener.accept = self.guarded_accept
+        listener.readable = self.guarded_readable
+
+    def guarded_accept(self):
+        try:
+            return self.accept()
+        except OSError as e:
+            if e.errno not in OUT_OF_RESOURCES:
+                raise
+            self.paused_until = self.clock() + ACCEPT_PAUSE
+            self.failures.happened(
+                "accept() failed on port %s: %s; connections wait until "
+                "descriptors are free (raise the open files limit, ulimit -n, "
+                "or lower WAITRESS_CONNECTION_LIMIT)",
+                self.port,
+                e.strerror,
+            )
+            return None  # waitress's handle_accept: nothing to accept
+
+    def guarded_readable(self):
+        # waitress's own first: it also closes idle connections.
+        return self.readable() and self.clock() >= self.paused_until

@@ -10,6 +10,7 @@ from waitress.server import BaseWSGIServer
 from postservice.ops import logs, requestlog
 from postservice.serve import queue_log
 from postservice.serve.channel import (
+    AcceptGuard,
     Channel,
     accept_pending,
     close_stalled,
@@ -45,6 +46,7 @@ class GracefulServer:
             # Replaced by ``close_stalled``: waitress's would close a client
             # that reads slowly, counting only the bytes it sent itself.
             listener.maintenance = no_maintenance
+            AcceptGuard(listener).install(listener)
         # Whatever app it serves, waitress's lines stay one line each.
         logs.escape_waitress_lines()
         # waitress's public queue logger, filtered (see ``queue_log``).

@@ -94,6 +94,21 @@ def test_no_parameters_still_returns_everything(client, seven):
         ("after_id=-1", "after_id"),
         ("after_id=99999999999999999999", "after_id"),
         ("after_id=x&limit=5", "after_id"),
+        # int() reads more than ASCII digits: none of these is a page size.
+        ("limit=\uff13", "limit"),  # a full-width 3
+        ("limit=\u0663", "limit"),  # an Arabic-Indic 3
+        ("limit=1_0", "limit"),
+        ("limit=%2B5", "limit"),  # +5
+        ("limit=-5", "limit"),
+        ("limit=%205", "limit"),  # " 5"
+        ("limit=5%20", "limit"),
+        ("limit=5%0A", "limit"),
+        ("after_id=\uff11", "after_id"),
+        ("after_id=1_0", "after_id"),
+        ("after_id=%2B5", "after_id"),
+        ("after_id=-0", "after_id"),
+        ("after_id=%095", "after_id"),  # a tab before
+        ("after_id=" + "9" * 5000, "after_id"),  # more digits than int() reads
     ],
 )
 def test_bad_values_are_422(client, auth, query, field):
@@ -119,3 +134,10 @@ def test_pages_do_not_disturb_the_cached_listing(make_app):
     actions.add_post(headers, "two")
     assert [p["text"] for p in actions.posts(headers)] == ["one", "two"]
     assert whole != actions.client.get(GET_POSTS, headers=headers).data
+
+
+def test_page_sizes_with_leading_zeros_are_whole_numbers(client, seven):
+    headers, ids = seven
+    response = get(client, f"limit=03&after_id=0{ids[0]}", headers)
+    assert response.status_code == 200
+    assert [p["id"] for p in response.json] == ids[1:4]

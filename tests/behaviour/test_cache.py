@@ -12,7 +12,7 @@ from postservice.cache import generations
 from postservice.cache import health as cache_health
 from postservice.extensions import cache
 from postservice.posts import service
-from postservice.posts.cache import listing_format
+from postservice.posts.cache import listing_format, listing_key
 
 from ..support.auth import AuthActions, token_user_id
 from ..support.sql import executed_sql
@@ -148,6 +148,56 @@ def test_hit_is_one_redis_round_trip(redis_app, monkeypatch):
     assert keys[2] == f"{prefix}:posts:{{{uid}}}:gen"
     assert keys[3] == f"{prefix}:posts:{{{uid}}}:list:{listing_format()}"
     assert len(keys) == 4
+
+
+def test_a_page_does_not_read_the_cached_listing(redis_app, monkeypatch):
+    """A paged get-posts is served from the database: its token check reads
+    the token's verdict alone, never the listing's bytes (up to 1 MiB)."""
+    client = redis_app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    big = "x" * (512 * 1024)
+    actions.add_post(headers, big)
+    actions.add_post(headers, "small")
+    assert [len(t) for t in texts(actions, headers)] == [len(big), 5]  # stored
+    with redis_app.app_context():
+        backend = cache.cache
+    listing = f"{redis_app.config['REDIS_KEY_PREFIX']}:{listing_key(0)}"
+    posts_keys = listing.rsplit("{", 1)[0]  # the listing's and its generation
+    commands, answered = [], []
+    original = backend._read_client.execute_command
+
+    def counting(*args, **kwargs):
+        reply = original(*args, **kwargs)
+        commands.append(args)
+        values = reply if isinstance(reply, list) else [reply]
+        answered.append(sum(len(v) for v in values if isinstance(v, bytes)))
+        return reply
+
+    monkeypatch.setattr(backend._read_client, "execute_command", counting)
+    for query in ("limit=1", "after_id=0", "limit=1&after_id=1"):
+        response = client.get(f"{GET_POSTS}?{query}", headers=headers)
+        page = response.get_json()  # reads the streamed page to its end
+        response.close()
+        assert response.status_code == 200, (query, page)
+        assert isinstance(page, list), (query, page)
+        assert {len(post["text"]) for post in page} <= {len(big), 5}, query
+        keys = [
+            key.decode() if isinstance(key, bytes) else str(key)
+            for command in commands
+            for key in command[1:]
+        ]
+        assert sum(answered) < 1024, (
+            f"?{query}: Redis answered {sum(answered)} bytes to {keys}"
+        )
+        read = [key for key in keys if key.startswith(posts_keys)]
+        assert read == [], f"?{query} read the cached listing's keys: {read}"
+        commands.clear()
+        answered.clear()
+    # The listing itself is still one round trip, with the listing read along.
+    assert [len(t) for t in texts(actions, headers)] == [len(big), 5]
+    assert [command[0] for command in commands] == ["MGET"]
+    assert sum(answered) > len(big)
 
 
 def test_writes_through_one_app_are_seen_by_another(make_app, real_redis_url):

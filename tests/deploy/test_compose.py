@@ -79,8 +79,20 @@ def test_compose_files_are_valid(files, services, tmp_path):
         timeout=60,
         check=True,
     )
-    nginx = yaml.safe_load(full.stdout)["services"]["nginx"]
-    assert nginx["ports"] == ["127.0.0.1:8000:8000/tcp"]
+    services = yaml.safe_load(full.stdout)["services"]
+    assert services["nginx"]["ports"] == ["127.0.0.1:8000:8000/tcp"]
+    # The metrics listen on the compose network, for Prometheus there
+    # (METRICS_HOST is 127.0.0.1 by default, unreachable from another
+    # container), and are published nowhere.
+    app = services["app"]
+    settings = config.server_settings(app["environment"])
+    assert settings.metrics_port == 9100
+    assert settings.metrics_host == "0.0.0.0"  # noqa: S104 (inside the container)
+    assert str(settings.metrics_port) in app["expose"]
+    published = [
+        port for service in services.values() for port in service.get("ports", [])
+    ]
+    assert not any(str(settings.metrics_port) in str(port) for port in published)
 
 
 def test_compose_refuses_to_run_without_the_secrets(tmp_path):

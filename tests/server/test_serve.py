@@ -235,6 +235,67 @@ def test_a_failing_accept_ends_the_turn(idle_server, monkeypatch):
             client.close()
 
 
+def test_running_out_of_descriptors_pauses_accepting_and_logs_once_a_minute(
+    idle_server, caplog
+):
+    server = idle_server()
+    [listener] = server._listeners()
+    clients = waiting_clients(server, 3)
+    now = [100.0]
+    guard = serve.AcceptGuard(listener, clock=lambda: now[0])
+    accept, attempts = guard.accept, []
+
+    def out_of_descriptors():
+        attempts.append(now[0])
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    guard.accept = out_of_descriptors
+    guard.install(listener)
+    caplog.set_level(logging.WARNING, logger="postservice.serve")
+    pause = serve.channel.ACCEPT_PAUSE
+    try:
+        one_turn(server)
+        assert attempts == [100.0]
+        assert not channels(server)
+        # Paused: the waiting connections are left alone, the loop idles.
+        assert not listener.readable()
+        one_turn(server)
+        assert attempts == [100.0]
+        for _ in range(9):
+            now[0] += pause
+            assert listener.readable()
+            one_turn(server)
+        assert len(attempts) == 10
+        logged = [r.getMessage() for r in caplog.records if "accept()" in r.message]
+        assert logged == [
+            f"accept() failed on port {server.port}: Too many open files; "
+            "connections wait until descriptors are free (raise the open files "
+            "limit, ulimit -n, or lower WAITRESS_CONNECTION_LIMIT) "
+            "(1 time(s) since the last such line)"
+        ]
+        now[0] += serve.channel.ACCEPT_LOG_INTERVAL
+        one_turn(server)
+        logged = [r.getMessage() for r in caplog.records if "accept()" in r.message]
+        assert len(logged) == 2
+        assert logged[1].endswith("(10 time(s) since the last such line)")
+        # Descriptors free again: every waiting connection is taken.
+        guard.accept = accept
+        now[0] += pause
+        one_turn(server)
+        assert len(channels(server)) == 3
+
+        # Other errors of accept() are waitress's, as before.
+        def bad_descriptor():
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+        guard.accept = bad_descriptor
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            guard.guarded_accept()
+    finally:
+        for client in clients:
+            client.close()
+
+
 def test_accepting_stops_at_the_connection_limit(idle_server):
     # waitress counts its trigger and the listener among the connections.
     server = idle_server(connection_limit=5)

@@ -13,6 +13,7 @@ gets a CA and certificates made by ``openssl`` for it alone.
 
 import getpass
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -404,27 +405,34 @@ class MariaDBServer:
 class AppInstance:
     """``python -m postservice.serve`` on a spare port, its log in ``workdir``.
 
-    ``env`` adds to or overrides the test session's settings (``server_env``).
+    ``env`` adds to or overrides the test session's settings (``server_env``);
+    ``open_files`` sets the process's limit of file descriptors, as
+    ``ulimit -n`` would (soft and hard).
     ``start`` takes another command only for a script that runs the same
     entry point in the end, such as the image's ``docker/entrypoint.sh``.
     """
 
-    def __init__(self, workdir, database_url, redis_url, threads=8, **env):
+    def __init__(
+        self, workdir, database_url, redis_url, threads=8, open_files=None, **env
+    ):
         self.port = spare_port()
+        self.open_files = open_files
         self.log = workdir / f"app-{self.port}.log"
         self.env = server_env(
             database_url,
             redis_url,
-            HOST="127.0.0.1",
-            PORT=str(self.port),
-            WAITRESS_THREADS=str(threads),
-            **env,
+            **{
+                "HOST": "127.0.0.1",
+                "PORT": str(self.port),
+                "WAITRESS_THREADS": str(threads),
+                **env,
+            },
         )
         self.process = None
 
     @property
     def base(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.env['HOST']}:{self.port}"
 
     def start(self, command=None):
         with open(self.log, "ab") as log:
@@ -434,12 +442,18 @@ class AppInstance:
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=None if self.open_files is None else self._limits,
             )
         try:
             wait_for_http(self.base + "/healthz", self.process, timeout=60)
         except RuntimeError as e:
             raise RuntimeError(f"{e}\n{_tail(self.log)}") from None
         return self.base
+
+    def _limits(self):
+        """In the child, before the server starts: ``open_files``."""
+        limit = (self.open_files, self.open_files)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limit)
 
     def terminate(self, timeout=30):
         """SIGTERM and wait; returns the exit status."""

@@ -55,7 +55,9 @@ def test_production_refuses_a_31_byte_secret():
 
 
 def test_production_accepts_every_generated_secret():
-    for _ in range(2000):
+    # 2,000 fresh keys a run, a millisecond or two each to judge;
+    # bench/secret_strength.py scores 100,000 of each kind.
+    for _ in range(1000):
         for secret in (secrets.token_urlsafe(32), secrets.token_hex(32)):
             assert settings.secret_weakness(secret) is None, secret
 
@@ -66,7 +68,7 @@ def test_production_accepts_every_generated_secret():
         # token_urlsafe(32) outputs whose hyphens split them into runs of
         # letters: random case, not words.
         "nP-dAhVmiXIBuJvvbkYWZzOQjI-WvEjbPSjcYSLNOig",
-        "QwErTyUiOpAsDfGhJkLz-XcVbNmQwErTyUiOp-AsDfG",
+        "eMtFZLGEVCOLTqzNOGwsPPXq_kDjT-xMhEkuHbeSUkk",
     ],
 )
 def test_random_keys_with_hyphens_are_not_passphrases(secret):
@@ -98,12 +100,61 @@ def published_placeholders():
         "Passw0rd!" * 6,
         "é" * 16,  # 32 bytes, but 16 of the same character
         secrets.token_urlsafe(24),  # random, but only 192 bits
+        # Long, varied, and guessable: words, keyboard walks, repetition, dates.
+        "password" * 8,
+        "qwertyuiopasdfghjklzxcvbnmqwertyuiopasdfghjkl",
+        "Secret_Key_For_Postservice_Production_Use_2026",
+        "this-is-my-very-long-and-super-secret-jwt-key-1",
+        "postservice-jwt-secret-key-for-production-2026!!",
+        "QwErTyUiOpAsDfGhJkLz-XcVbNmQwErTyUiOp-AsDfG",
+        "Th1s-1s-my-v3ry-l0ng-s3cr3t-jwt-k3y-f0r-pr0duct10n",
+        "ThisIsTheJwtSigningKeyOfPostserviceInProductionSince2024",
+        "MyCompanyName2026ProductionJwtSigningKeyForThePostService",
+        "2026-01-15.postservice.production.key.2026-01-15.postservice",
+        "zxcvbnm,./asdfghjkl;'qwertyuiop[]1234567890-=ZXCVBNM<>?",
     ],
 )
 def test_production_refuses_weak_or_published_secrets(secret):
     message = refused({"MODE": "production", "JWT_SECRET_KEY": secret})
     assert "JWT_SECRET_KEY" in message
     assert "token_urlsafe(32)" in message  # says how to make a good one
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "password" * 8,
+        "qwertyuiopasdfghjklzxcvbnmqwertyuiopasdfghjkl",
+        "Secret_Key_For_Postservice_Production_Use_2026",
+        "this-is-my-very-long-and-super-secret-jwt-key-1",
+        "postservice-jwt-secret-key-for-production-2026!!",
+    ],
+)
+def test_a_guessable_secret_is_refused_saying_why(secret):
+    message = refused({"MODE": "production", "JWT_SECRET_KEY": secret})
+    assert message.startswith("postservice: configuration error: JWT_SECRET_KEY ")
+    assert "guessable parts" in message
+    assert "fewer than 2^128" in message
+    assert settings.secret_guess_bits(secret) < settings.MIN_SECRET_GUESS_BITS
+
+
+def test_a_long_secret_is_judged_by_its_beginning():
+    # Only the first characters are read, so the estimate costs the same
+    # for any length: a strong beginning is enough, a weak one is refused.
+    strong = secrets.token_urlsafe(32)
+    assert settings.secret_weakness(strong + secrets.token_urlsafe(75_000)) is None
+    assert settings.secret_weakness("password" * 12_500 + strong)
+
+
+def test_random_words_enough_for_256_bits_pass_and_a_few_do_not():
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    words = FREQUENCY_LISTS["english_wikipedia"][:7776]  # a Diceware list's size
+    choose = secrets.SystemRandom().choice
+    long_phrase = "-".join(choose(words) for _ in range(24))
+    assert settings.secret_weakness(long_phrase) is None, long_phrase
+    short_phrase = "-".join(choose(words) for _ in range(8))
+    assert settings.secret_weakness(short_phrase), short_phrase
 
 
 def test_production_refuses_every_placeholder_the_repository_shows():

@@ -7,6 +7,7 @@ release that changes one of them fails here, not silently in production.
 
 import inspect
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer
 from waitress.task import ThreadedTaskDispatcher
+from zxcvbn import matching, scoring
 
+import config
 from postservice.auth import memo
 from postservice.ops import logs
 
@@ -129,3 +132,42 @@ def test_waitress_requests_keep_what_its_own_answers_are_logged_with():
     stand_in = source.index('self.parse_header(b"GET / HTTP/1.0\\r\\n")')
     assert stand_in < source.index("RequestHeaderFieldsTooLarge(", stand_in)
     assert "unquote_bytes_to_wsgi(path)" in inspect.getsource(parser.split_uri)
+
+
+def test_waitress_still_accepts_through_the_listeners_accept_and_readable():
+    # serve.AcceptGuard replaces the listener's ``accept`` (returning None
+    # when out of descriptors) and ``readable`` (False while paused): the
+    # listener must still look both up on itself, and take None as nothing
+    # to accept.
+    source = inspect.getsource(BaseWSGIServer.handle_accept)
+    assert "v = self.accept()" in source
+    assert "if v is None:\n                return" in source
+    assert "def readable(self)" in inspect.getsource(BaseWSGIServer)
+    assert "self.maintenance(now)" in inspect.getsource(BaseWSGIServer.readable)
+
+
+def test_zxcvbn_still_has_the_matchers_and_the_pricing_the_secret_check_uses():
+    # config.secret_guess_bits calls zxcvbn's matchers and its pricing of a
+    # match directly (its public zxcvbn() prices random characters at 10
+    # each and reads at most 72), and merges its ranked word lists.
+    assert set(matching.RANKED_DICTIONARIES) >= {"passwords", "english_wikipedia"}
+    assert matching.RANKED_DICTIONARIES["passwords"]["password"] == 2
+    walk = matching.spatial_match("qwertyuiop")
+    assert any(m["token"] == "qwertyuiop" and m["graph"] == "qwerty" for m in walk)
+    [sequence] = matching.sequence_match("abcdefgh")
+    assert (sequence["i"], sequence["j"]) == (0, 7)
+    [year] = matching.regex_match("x2026x", _regexen={"recent_year": config.YEAR})
+    assert year["token"] == "2026"
+    assert any(m["token"] == "2026-01-15" for m in matching.date_match("2026-01-15"))
+    word = {
+        "pattern": "dictionary",
+        "i": 0,
+        "j": 7,
+        "token": "Password",
+        "matched_word": "password",
+        "rank": 2,
+        "reversed": False,
+        "l33t": False,
+    }
+    # Rank 2, times 2 for the capital; the whole key, so no floor.
+    assert math.log2(int(scoring.estimate_guesses(word, "Password"))) == 2

@@ -85,3 +85,16 @@ def test_metrics_port_must_differ_from_the_public_port():
         metrics_port_setting({"METRICS_PORT": "8000"}, 8000)
     with pytest.raises(config.ConfigError):
         metrics_port_setting({"METRICS_PORT": "ninety"}, 8000)
+
+
+def test_the_metrics_listen_on_this_machine_unless_told_otherwise():
+    # Whatever HOST the public port is on (the image listens on every address).
+    public = {"HOST": "10.1.2.3", "METRICS_PORT": "9100"}
+    assert server_settings(public).metrics_host == "127.0.0.1"
+    assert server_settings({**public, "METRICS_HOST": " "}).metrics_host == (
+        "127.0.0.1"
+    )
+    told = server_settings({**public, "METRICS_HOST": "10.9.8.7"})
+    assert told.metrics_host == "10.9.8.7"
+    assert told.waitress()["host"] == "10.1.2.3"
+    assert "metrics_host" not in told.waitress()

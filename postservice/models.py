@@ -1,6 +1,8 @@
 """The database tables: users, their sessions and their posts."""
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -33,6 +35,10 @@ TABLE_ARGS = {
     "sqlite_autoincrement": True,
 }
 ID_MAX = 2**31 - 1  # the largest INTEGER id on every backend
+# Set by the database when a row is stored, in UTC and whole seconds on every
+# backend: SQLite's CURRENT_TIMESTAMP is UTC, and MySQL's connections are set
+# to UTC (``db.engines``); a DATETIME without a precision holds whole seconds.
+STORED_AT = text("CURRENT_TIMESTAMP")
 
 
 class User(db.Model):
@@ -59,6 +65,10 @@ class Post(db.Model):
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     text: Mapped[str] = mapped_column(POST_TEXT_TYPE)
+    # UTC, naive, whole seconds. Posts stored before these columns existed
+    # have the time of the migration in both (migration 0006).
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=STORED_AT)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, server_default=STORED_AT)
 
 
 USER_AGENT_MAX_CHARS = 255

@@ -29,6 +29,8 @@ POOL_TIMEOUT = 5
 # Below MySQL's default wait_timeout, so idle connections are replaced
 # before the server drops them.
 POOL_RECYCLE = 1800
+# Every MySQL connection's time zone: CURRENT_TIMESTAMP is then UTC.
+SESSION_TIME_ZONE = "time_zone = '+00:00'"
 
 
 def engine_settings(config):
@@ -55,6 +57,9 @@ def engine_settings(config):
                 "read_timeout": config["DATABASE_READ_TIMEOUT"],
                 "write_timeout": config["DATABASE_WRITE_TIMEOUT"],
                 "charset": "utf8mb4",
+                # Times the database sets (a post's created_at) are UTC,
+                # whatever the server's own time zone: set once per connection.
+                "init_command": f"SET SESSION {SESSION_TIME_ZONE}",
             },
         )
         sync_wait = config["DATABASE_WSREP_SYNC_WAIT"]
@@ -62,9 +67,7 @@ def engine_settings(config):
             # Galera applies other nodes' commits after acknowledging them:
             # 1 makes each read wait until this node has applied every
             # commit the cluster acknowledged before the read began.
-            engine["connect_args"]["init_command"] = (
-                f"SET SESSION wsrep_sync_wait={sync_wait}"
-            )
+            engine["connect_args"]["init_command"] += f", wsrep_sync_wait={sync_wait}"
         binds[AUTOCOMMIT_BIND] = {
             "url": url,
             **engine,

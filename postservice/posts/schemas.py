@@ -50,6 +50,14 @@ class PostCreatedSchema(Schema):
 POST_WIRE_FORMAT = {
     "id": fields.Integer(required=True),
     "text": fields.String(required=True),
+    # RFC 3339 in UTC, whole seconds, ending in Z: "2026-12-06T22:40:00Z".
+    "created_at": fields.DateTime(
+        required=True, metadata={"description": "When the post was stored (UTC)"}
+    ),
+    "updated_at": fields.DateTime(
+        required=True,
+        metadata={"description": "When its text last changed (UTC)"},
+    ),
 }
 POST_FIELDS = tuple(POST_WIRE_FORMAT)
 # Raised when a listing's bytes change for a reason the fields do not show

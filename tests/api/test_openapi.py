@@ -73,7 +73,15 @@ def test_response_schemas_match_the_wire_format(document):
         "user_agent",
     }
     assert set(schemas["PostCreated"]["properties"]) == {"PostID", "detail"}
-    assert set(schemas["Post"]["properties"]) == {"id", "text"}
+    assert list(schemas["Post"]["properties"]) == [
+        "id",
+        "text",
+        "created_at",
+        "updated_at",
+    ]
+    for name in ("created_at", "updated_at"):
+        time = schemas["Post"]["properties"][name]
+        assert (time["type"], time["format"]) == ("string", "date-time")
     assert set(schemas["User"]["properties"]) == {"id", "email"}
     assert schemas["Error"]["required"] == ["detail"]
     assert set(schemas["ValidationError"]["required"]) == {"detail", "errors"}

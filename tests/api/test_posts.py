@@ -1,12 +1,15 @@
 """Posts: add-post, get-posts and delete-post, each for the caller's own posts."""
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from postservice.extensions import db
 from postservice.models import Post
+
+from ..support.auth import AuthActions, assert_post_shape, ids_and_texts
 
 ADD_POST = "/api/v1/posts/add-post"
 GET_POSTS = "/api/v1/posts/get-posts"
@@ -75,7 +78,7 @@ def test_text_of_exactly_1_mib_is_stored_byte_identical(client, auth, text):
     headers = auth.register()
     post_id = auth.add_post(headers, text)
     response = client.get(GET_POSTS, headers=headers)
-    assert response.json == [{"id": post_id, "text": text}]
+    assert ids_and_texts(response.json) == [{"id": post_id, "text": text}]
     assert text.encode("utf-8") in response.data  # raw UTF-8, not \u escapes
     assert b"\\u" not in response.data
 
@@ -177,6 +180,57 @@ def test_get_posts_lists_own_posts_oldest_first(auth):
         {"id": ids[1], "text": "two"},
         {"id": ids[2], "text": "three"},
     ]
+
+
+def utc_now():
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def wire_time(value):
+    """A time as answered ("2026-12-06T22:40:00Z") as a naive UTC datetime."""
+    assert value.endswith("Z"), value
+    return datetime.fromisoformat(value[:-1])
+
+
+def test_posts_carry_the_times_the_database_stored(app, client, auth):
+    headers = auth.register()
+    before = utc_now()
+    post_id = auth.add_post(headers, "hello")
+    after = utc_now()
+    [post] = auth.listing(headers)
+    assert list(post) == ["id", "text", "created_at", "updated_at"]
+    assert post["id"] == post_id
+    assert post["text"] == "hello"
+    assert_post_shape(post)
+    assert post["created_at"] == post["updated_at"]  # never edited
+    # The database's clock, in UTC: within a second of this process's.
+    slack = timedelta(seconds=1)
+    assert before - slack <= wire_time(post["created_at"]) <= after + slack
+    with app.app_context():
+        stored = db.session.get(Post, post_id)
+        assert wire_time(post["created_at"]) == stored.created_at
+        assert wire_time(post["updated_at"]) == stored.updated_at
+
+
+def test_times_are_the_same_whole_paged_cached_and_uncached(make_app, real_redis_url):
+    app = make_app(REDIS_URL=real_redis_url)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    for text in ("one", "two", "three"):
+        actions.add_post(headers, text)
+    missed = client.get(GET_POSTS, headers=headers)  # read from SQL, stored
+    hit = client.get(GET_POSTS, headers=headers)  # from the cache
+    assert hit.data == missed.data
+    pages = [
+        client.get(f"{GET_POSTS}?limit=2", headers=headers).json,
+        client.get(
+            f"{GET_POSTS}?limit=2&after_id={missed.json[1]['id']}", headers=headers
+        ).json,
+    ]
+    assert pages[0] + pages[1] == missed.json
+    for post in missed.json:
+        assert_post_shape(post)
 
 
 def test_get_posts_never_shows_other_users_posts(auth):

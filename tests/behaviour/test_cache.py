@@ -116,8 +116,12 @@ def test_redis_entry_is_plain_json_with_configured_ttl(make_app, real_redis_url)
     generation = server.get(f"{prefix}:posts:{{{uid}}}:gen")
     entry = server.get(f"{prefix}:posts:{{{uid}}}:list:{listing_format()}")
     assert entry == generation + b"\n" + body
-    post_id = actions.posts(headers)[0]["id"]
-    assert body.decode("utf-8") == f'[{{"id":{post_id},"text":"zürich ☃"}}]'
+    [post] = actions.listing(headers)
+    post_id, created, updated = post["id"], post["created_at"], post["updated_at"]
+    assert body.decode("utf-8") == (
+        f'[{{"id":{post_id},"text":"zürich ☃",'
+        f'"created_at":"{created}","updated_at":"{updated}"}}]'
+    )
     assert 0 < server.ttl(f"{prefix}:posts:{{{uid}}}:list:{listing_format()}") <= 77
 
 

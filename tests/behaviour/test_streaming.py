@@ -20,6 +20,9 @@ GET_POSTS = "/api/v1/posts/get-posts"
 SAMPLES = ['quote " backslash \\ slash /', "tab\tnew\nline\x01", "zürich ☃ 😀", "</x>"]
 
 
+RFC3339_UTC = "%Y-%m-%dT%H:%M:%SZ"  # how a listing writes a stored time
+
+
 def add_posts(app, uid, texts):
     """Insert directly: hundreds of posts through the API would be slow."""
     with app.app_context():
@@ -35,9 +38,19 @@ def expected_body(app, uid):
     """The user's rows encoded in one piece, as the listing was before streaming."""
     with app.app_context():
         rows = db.session.execute(
-            select(Post.id, Post.text).where(Post.user_id == uid).order_by(Post.id)
+            select(Post.id, Post.text, Post.created_at, Post.updated_at)
+            .where(Post.user_id == uid)
+            .order_by(Post.id)
         ).all()
-    posts = [{"id": post_id, "text": text} for post_id, text in rows]
+    posts = [
+        {
+            "id": post_id,
+            "text": text,
+            "created_at": created.strftime(RFC3339_UTC),
+            "updated_at": updated.strftime(RFC3339_UTC),
+        }
+        for post_id, text, created, updated in rows
+    ]
     return json.dumps(posts, ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -111,35 +111,16 @@ def _finish(response, record):
     record(endpoint, method, status, seconds)
     if not log.isEnabledFor(logging.INFO):
         return response
-    path = _printable(request.path)
-    # Built and handled directly: ``log.info`` would also walk the stack
-    # to find this line's caller, which every record here shares.
-    log.handle(
-        log.makeRecord(
-            log.name,
-            logging.INFO,
-            __file__,
-            0,
-            "%s %s %s %.1fms request_id=%s",
-            (method, path, status, duration_ms, rid),
-            None,
-            func="_finish",
-            extra={
-                "method": method,
-                "path": path,
-                "endpoint": endpoint,
-                "status": status,
-                "duration_ms": round(duration_ms, 1),
-                "request_id": rid,
-            },
-        )
-    )
+    _write_line(method, _printable(request.path), endpoint, status, duration_ms, rid)
     return response
 
 
 def _write_line(method, path, endpoint, status, duration_ms, rid):
-    """The request line of an answer outside Flask, as ``_finish`` writes
-    it for the app's (which builds its own, to spare a call per request)."""
+    """The request line, for the app's answers and for those outside Flask.
+
+    Built and handled directly: ``log.info`` would also walk the stack to
+    find this line's caller, which every record here shares.
+    """
     log.handle(
         log.makeRecord(
             log.name,
@@ -149,7 +130,7 @@ def _write_line(method, path, endpoint, status, duration_ms, rid):
             "%s %s %s %.1fms request_id=%s",
             (method, path, status, duration_ms, rid),
             None,
-            func="early_answers",
+            func="_write_line",
             extra={
                 "method": method,
                 "path": path,

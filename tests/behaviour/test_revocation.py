@@ -94,7 +94,9 @@ def test_logout_holds_when_redis_evicts_everything(own_redis_app, own_redis):
     assert_refused(client, victim)
     # Other accounts' 1 MiB listings push every key of the victim's out.
     server = redis.Redis.from_url(own_redis.url)
-    big = "x" * (1024 * 1024 - 64)
+    # Each filler's listing, the post and its JSON (id, times), must stay
+    # under POSTS_CACHE_MAX_BYTES (1 MiB) to be cached at all.
+    big = "x" * (1024 * 1024 - 256)
     for _ in range(6):
         filler = actions.register()
         actions.add_post(filler, big)

@@ -8,7 +8,6 @@
   checks than the per-address limit allows.
 """
 
-import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,6 +18,7 @@ import config
 from postservice.users import passwords
 
 from ..support.auth import PASSWORD, TOKEN_PAIR_FIELDS, AuthActions
+from ..support.throttle import limited_app
 
 LOGIN = "/api/v1/users/login"
 CHANGE_PASSWORD = "/api/v1/users/change-password"
@@ -32,20 +32,6 @@ PRODUCTION_LIMITS = {
 OWNER = "198.51.100.10"
 # Longer than any request takes here; a broken test fails, never hangs.
 WAIT = 30
-
-
-@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.redis)])
-def storage(request):
-    """Where the limits are counted."""
-    if request.param == "redis":
-        return {"REDIS_URL": request.getfixturevalue("real_redis_url")}
-    return {"REDIS_URL": None}
-
-
-def limited_app(make_app, storage, **settings):
-    return make_app(
-        REDIS_KEY_PREFIX="test-" + secrets.token_hex(8), **storage, **settings
-    )
 
 
 def login(client, address, email, password=PASSWORD):

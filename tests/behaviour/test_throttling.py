@@ -7,6 +7,7 @@ import pytest
 import config
 
 from ..support.auth import PASSWORD, AuthActions
+from ..support.throttle import limited_app
 
 LOGIN = "/api/v1/users/login"
 REGISTER = "/api/v1/users/register"
@@ -14,20 +15,6 @@ REGISTER = "/api/v1/users/register"
 
 def credentials(email):
     return {"email": email, "password": PASSWORD}
-
-
-@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.redis)])
-def storage(request):
-    """Where the limits are counted; a fresh key prefix keeps tests apart."""
-    if request.param == "redis":
-        return {"REDIS_URL": request.getfixturevalue("real_redis_url")}
-    return {"REDIS_URL": None}
-
-
-def limited_app(make_app, storage, **settings):
-    return make_app(
-        REDIS_KEY_PREFIX="test-" + secrets.token_hex(8), **storage, **settings
-    )
 
 
 def assert_throttled(response):

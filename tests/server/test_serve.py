@@ -11,7 +11,7 @@ import signal
 import socket
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 import pytest
 import requests
@@ -30,7 +30,7 @@ from postservice.serve.channel import LOCKED_OUTPUT_PAUSE
 
 from ..support.load import register_users
 from ..support.processes import run_in_repo, server_env
-from ..support.servers import SERVE
+from ..support.servers import SERVE, serving
 
 
 def test_server_refuses_to_start_with_too_many_threads(database_url):
@@ -115,19 +115,6 @@ def test_sigterm_on_an_idle_server_exits_at_once(instance):
 def hello(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello"]
-
-
-@contextmanager
-def serving(server):
-    """``server``'s main loop in a thread, stopped and joined on leaving."""
-    loop = threading.Thread(target=server.run, args=(5,), daemon=True)
-    loop.start()
-    try:
-        yield
-    finally:
-        server.request_stop()
-        loop.join(10)
-    assert not loop.is_alive()
 
 
 @pytest.fixture

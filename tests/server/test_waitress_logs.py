@@ -10,30 +10,18 @@ import socket
 import struct
 import threading
 import time
-from contextlib import contextmanager
 
 from waitress import utilities
 
 from postservice.ops import logs
 from postservice.serve import GracefulServer
 
+from ..support.servers import serving
+
 FORGED = "INFO:postservice.request:POST /api/v1/users/login 200 1.0ms request_id=FORGED"
 CRAFTED_PATH = "/a%0A" + FORGED.replace(" ", "%20")
 DECODED_PATH = "/a\n" + FORGED
 TEXT = logging.Formatter("%(levelname)s:%(name)s:%(message)s")
-
-
-@contextmanager
-def serving(server):
-    """``server``'s main loop in a thread, stopped and joined on leaving."""
-    loop = threading.Thread(target=server.run, args=(5,), daemon=True)
-    loop.start()
-    try:
-        yield
-    finally:
-        server.request_stop()
-        loop.join(10)
-    assert not loop.is_alive()
 
 
 def disconnected_lines(caplog):

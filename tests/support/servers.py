@@ -11,6 +11,7 @@ same data directory), as an operator's supervisor would. A TLS redis-server
 gets a CA and certificates made by ``openssl`` for it alone.
 """
 
+import contextlib
 import getpass
 import random
 import resource
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,3 +469,16 @@ class AppInstance:
 
     def log_tail(self):
         return _tail(self.log)
+
+
+@contextlib.contextmanager
+def serving(server):
+    """A ``GracefulServer``'s main loop in a thread, stopped and joined on leaving."""
+    loop = threading.Thread(target=server.run, args=(5,), daemon=True)
+    loop.start()
+    try:
+        yield
+    finally:
+        server.request_stop()
+        loop.join(10)
+    assert not loop.is_alive()

@@ -178,6 +178,13 @@ def _default_hash_slots(env):
     return max(1, min(2 * (os.cpu_count() or 1), threads // 2))
 
 
+def _default_rebuild_slots(env):
+    """A quarter of the server's threads, at least one: what one account's
+    listing may hold while it is rebuilt (``posts.rebuilds``)."""
+    threads = _int(env, "WAITRESS_THREADS", DEFAULT_WAITRESS_THREADS, 1)
+    return max(1, threads // 4)
+
+
 class Config:
     """Defaults shared by every mode; each can be overridden from the environment."""
 
@@ -237,6 +244,9 @@ class Config:
             "POSTS_CACHE_TTL": _int(env, "POSTS_CACHE_TTL", cls.POSTS_CACHE_TTL, 1),
             "POSTS_CACHE_MAX_BYTES": _int(
                 env, "POSTS_CACHE_MAX_BYTES", POSTS_CACHE_MAX_BYTES, 0
+            ),
+            "LISTING_REBUILD_SLOTS": _int(
+                env, "LISTING_REBUILD_SLOTS", _default_rebuild_slots(env), 1
             ),
             "REDIS_URL": env.get("REDIS_URL") or None,
             "REDIS_KEY_PREFIX": env.get("REDIS_KEY_PREFIX") or None,

@@ -12,6 +12,7 @@ from postservice.db import engines
 from postservice.http import api, docs, errors, headers, proxy
 from postservice.http.app import App
 from postservice.ops import commands, health, logs, metrics, requestlog
+from postservice.posts import rebuilds
 from postservice.posts.routes import bp as posts_bp
 from postservice.users import passwords
 from postservice.users.routes import bp as users_bp
@@ -69,6 +70,7 @@ def register_extensions(app):
     cache_health.init_app(app)
     passwords.init_app(app)
     throttling.init_app(app)
+    rebuilds.init_app(app)
 
 
 def _migrations_dir(app):

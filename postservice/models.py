@@ -69,6 +69,8 @@ class Post(db.Model):
     # have the time of the migration in both (migration 0006).
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=STORED_AT)
     updated_at: Mapped[datetime] = mapped_column(DateTime, server_default=STORED_AT)
+    # 1 when stored, one more with every edit: the post's ETag (posts.tags).
+    version: Mapped[int] = mapped_column(server_default="1")
 
 
 USER_AGENT_MAX_CHARS = 255

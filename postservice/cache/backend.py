@@ -64,6 +64,7 @@ class RedisBytesCache(RedisCache):
     def __init__(self, topology, **kwargs):
         super().__init__(host=topology.client, **kwargs)
         self.topology = topology
+        self._scripts = {}
 
     @classmethod
     def factory(cls, app, config, args, kwargs):
@@ -90,6 +91,24 @@ class RedisBytesCache(RedisCache):
             key_prefix=config.get("CACHE_KEY_PREFIX"),
             default_timeout=config.get("CACHE_DEFAULT_TIMEOUT", 300),
         )
+
+    def script(self, source):
+        """A Lua script run with ``(keys, args)``, keys named as for ``get``.
+
+        The keys of one call must share a slot on a Cluster (one user's do).
+        redis-py sends the script's digest and the source only when Redis
+        does not know it yet.
+        """
+        run = self._scripts.get(source)
+        if run is None:
+            script = self._write_client.register_script(source)
+
+            def run(keys, args):
+                prefix = self._get_prefix()
+                return script(keys=[prefix + key for key in keys], args=args)
+
+            self._scripts[source] = run
+        return run
 
     def ping(self):
         """Raises one of ``clients.REDIS_ERRORS`` when Redis does not answer."""

@@ -83,7 +83,7 @@ def run(work, *, after_lost_commit=False):
     raise DatabaseBusy()
 
 
-def write(work, *, user_id, invalidates, drop=(), after_lost_commit=False):
+def write(work, *, user_id, invalidates, drop=(), after_lost_commit=False, extend=None):
     """``work()`` through ``run``, then the user's cached answers invalidated.
 
     ``invalidates`` names the kinds of cached answers (``generations.POSTS``,
@@ -93,9 +93,15 @@ def write(work, *, user_id, invalidates, drop=(), after_lost_commit=False):
     invalidated when ``work`` raises: nothing was committed. An invalidation
     Redis cannot take now is owed and sent with the next use of the cache
     (``generations.invalidate``); the write is answered either way.
+
+    ``extend(result)``, when given, may bring the cached answers up to date
+    with the change instead (an added post appended to the cached listing,
+    under a new generation) and returns True when it did; otherwise they
+    are invalidated.
     """
     result = run(work, after_lost_commit=after_lost_commit)
-    invalidate(user_id, invalidates, drop)
+    if extend is None or not extend(result):
+        invalidate(user_id, invalidates, drop)
     return result
 
 

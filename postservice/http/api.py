@@ -53,6 +53,11 @@ ERRORS = {
     ),
     403: ("The account is suspended: `Account suspended`", ErrorSchema, None),
     404: ("Not found", ErrorSchema, None),
+    412: (
+        "If-Match names none of the current tags: `Precondition Failed`",
+        ErrorSchema,
+        None,
+    ),
     413: ("The body is over 8 MiB", ErrorSchema, None),
     415: ("The body is not sent as application/json", ErrorSchema, None),
     422: ("Invalid input: `errors` names each field", ValidationErrorSchema, None),

@@ -64,6 +64,13 @@ class Forbidden(APIError):
         super().__init__(403, detail)
 
 
+class PreconditionFailed(APIError):
+    """An ``If-Match`` that names none of the resource's current tags."""
+
+    def __init__(self):
+        super().__init__(412, "Precondition Failed")
+
+
 class PayloadTooLarge(APIError):
     def __init__(self, detail):
         super().__init__(413, detail)

@@ -100,7 +100,7 @@ DURATION_BUCKETS = (
     5.0,
     10.0,
 )
-CACHE_RESULTS = ("hit", "miss", "error", "bypass")
+CACHE_RESULTS = ("hit", "shared", "miss", "error", "bypass")
 REVOCATION_KINDS = ("logout", "logout_all", "password_change", "account_deleted")
 # Anything else a client sends as a method is counted under one label, so
 # invented methods cannot grow the number of series.

@@ -1,53 +1,95 @@
 """The per-user cache of get-posts responses.
 
-One key per user, ``posts:{<id>}:list:<format>``: the JSON listing, stored
-under the user's posts generation (``posts:{<id>}:gen``, see
-``cache.generations``) read before the database was queried, so a listing
-read across a concurrent write is never served. ``<format>`` follows from
-the post's wire format (``posts.schemas``): after a change of shape, and
-while old and new instances run side by side, each reads only the bytes of
-its own shape.
+Three keys per user and wire format (``<format>``, see ``posts.schemas``):
 
-The token check of a get-posts request reads the listing in the same
-``MGET`` as the token's verdict and the generation (``READ_ALONG``, declared
-on the view with ``revocation.reads_along``),
-so a hit is one round trip and no SQL. A page (``?limit``, ``?after_id``)
-is read from the database and reads nothing along: not the listing's bytes,
-which can be a megabyte.
+- ``posts:{<id>}:list:<format>``: the JSON listing;
+- ``posts:{<id>}:tag:<format>``: its tag's link and the id of its last post
+  (``posts.tags``), a few bytes, so a conditional request reads no listing;
+- ``posts:{<id>}:rebuild:<format>``: held while one request rebuilds the
+  listing (``posts.rebuilds``).
+
+The first two are stored under the user's posts generation
+(``posts:{<id>}:gen``, see ``cache.generations``) read before the database
+was queried, so a listing read across a concurrent write is never served;
+a listing too large to cache keeps its tag alone. After a change of
+shape, and while old and new instances run side by side, each reads only
+the bytes of its own shape.
+
+An added post does not throw the listing away: a Redis script appends it
+to the cached bytes and extends the tag, under a new generation, if the
+cached listing is current and ends before the new post (``appended``).
+Otherwise the generation is replaced, as after an edit or a delete.
+
+The token check of a get-posts request reads the tag and the listing in
+the same ``MGET`` as the token's verdict and the generation
+(``READ_ALONG``), so a hit is one round trip and no SQL; with
+``If-None-Match`` it reads the tag alone. A page (``?limit``,
+``?after_id``) is read from the database and reads nothing along.
 """
 
-import functools
-import hashlib
-import json
+import secrets
+from typing import NamedTuple
 
-from flask import current_app, g
+from flask import current_app, g, request
 
 from postservice.auth import revocation
 from postservice.cache import generations
 from postservice.cache import health as cache_health
 from postservice.cache.clients import REDIS_ERRORS
+from postservice.extensions import cache
 from postservice.ops import metrics
-from postservice.posts.schemas import LISTING_ENCODING, PAGE_PARAMETERS, POST_FIELDS
-
-
-def format_digest(encoding, fields):
-    """A short digest of a listing's shape: its encoding and its fields."""
-    shape = json.dumps([encoding, list(fields)]).encode()
-    return hashlib.sha256(shape).hexdigest()[:8]
-
-
-@functools.cache
-def listing_format():
-    """This code's listing shape, part of every listing's key."""
-    return format_digest(LISTING_ENCODING, POST_FIELDS)
+from postservice.posts.schemas import (
+    PAGE_PARAMETERS,
+    format_digest,  # noqa: F401  (part of this module's interface)
+    listing_format,
+)
 
 
 def listing_key(user_id):
     return generations.key(generations.POSTS, user_id, "list:" + listing_format())
 
 
-def _keys(user_id):
-    return [generations.gen_key(generations.POSTS, user_id), listing_key(user_id)]
+def tag_key(user_id):
+    return generations.key(generations.POSTS, user_id, "tag:" + listing_format())
+
+
+def rebuild_key(user_id):
+    return generations.key(generations.POSTS, user_id, "rebuild:" + listing_format())
+
+
+def keys(user_id):
+    """Every key of the user's listing, for a caller that drops them all."""
+    return [listing_key(user_id), tag_key(user_id), rebuild_key(user_id)]
+
+
+class Cached(NamedTuple):
+    """What the cache holds of a listing.
+
+    ``generation`` is None when the cache cannot be used; ``link`` and
+    ``last_id`` describe the listing cached under it (``link`` None: none
+    is); ``body`` is its bytes, None when not read or not cached.
+    """
+
+    generation: bytes | None
+    link: str | None = None
+    last_id: int = 0
+    body: bytes | None = None
+
+
+UNUSABLE = Cached(None)
+
+
+def _conditional():
+    return "If-None-Match" in request.headers
+
+
+def _read_keys(user_id, *, body):
+    names = [generations.gen_key(generations.POSTS, user_id), tag_key(user_id)]
+    return [*names, listing_key(user_id)] if body else names
+
+
+def _keys_along(user_id):
+    return _read_keys(user_id, body=not _conditional())
 
 
 def _keep(user_id, values):
@@ -55,7 +97,7 @@ def _keep(user_id, values):
     if values is None:
         metrics.cache_result("error")
     else:
-        g.posts_listing_read = (user_id, *values)
+        g.posts_listing_read = (user_id, values)
 
 
 def _whole_listing(request):
@@ -63,44 +105,192 @@ def _whole_listing(request):
     return not request.query_string or PAGE_PARAMETERS.isdisjoint(request.args)
 
 
-def lookup(user_id):
-    """``(body, generation)`` for the user's cached get-posts listing.
+def _parsed(values):
+    generation, tag_entry, *rest = values
+    tag = generations.unwrap(tag_entry, generation)
+    if tag is None:
+        return Cached(generation)
+    last_id, _, link = tag.decode("ascii").partition(" ")
+    body = generations.unwrap(rest[0], generation) if rest else None
+    return Cached(generation, link, int(last_id), body)
 
-    ``body`` is the cached JSON bytes, or None on a miss. On a miss,
-    ``generation`` is the token to pass to ``store`` once the listing has
-    been read from the database, or None when the cache cannot be used. It
-    is read *before* the database is queried, so a listing read across a
-    concurrent write is stored under the old token and never served.
+
+def lookup(user_id, *, body=True):
+    """The user's listing as cached (``Cached``), read before any SQL.
+
+    On a miss ``generation`` is the token to ``store`` the listing under
+    once it has been read from the database: read *before* the query, so a
+    listing read across a concurrent write is stored under the old token
+    and never served. ``body=False`` reads the tag alone.
     """
     health = cache_health.current()
     try:
         read = g.pop("posts_listing_read", None)
-        if read is not None and read[0] == user_id:
-            generation, entry = read[1:]
+        if read is not None and read[0] == user_id and len(read[1]) >= 2 + body:
+            values = read[1]
         else:
-            generation, entry = generations.read(_keys(user_id))
-        body = generations.unwrap(entry, generation)
-        if body is not None:
-            return body, generation
-        if generation is None:
+            values = generations.read(_read_keys(user_id, body=body))
+        cached = _parsed(values)
+        if cached.generation is None:
             generation = generations.ensure_generation(generations.POSTS, user_id)
+            cached = Cached(generation)
+        return cached
     except cache_health.CacheUnavailable:
-        return None, None
+        return UNUSABLE
     except REDIS_ERRORS as e:
         metrics.cache_result("error")
         health.failed(e)
-        return None, None
-    return None, generation
+        return UNUSABLE
 
 
-def store(user_id, generation, body):
-    """Cache ``body``: the whole listing, read after ``lookup`` gave ``generation``."""
-    generations.store(
-        listing_key(user_id),
-        generation,
-        body,
-        timeout=current_app.config["POSTS_CACHE_TTL"],
+def read_body(user_id, generation):
+    """The cached listing's bytes if still built under ``generation``, else None."""
+    try:
+        return generations.unwrap(cache.get(listing_key(user_id)), generation)
+    except REDIS_ERRORS as e:
+        cache_health.current().failed(e)
+        return None
+
+
+def _scripts():
+    """The backend's scripts, or None for the in-process cache (one process:
+    plain reads and writes do)."""
+    return getattr(cache.cache, "script", None)
+
+
+# KEYS: generation, tag, listing. ARGV: generation, tag value, body, ttl.
+# Stores only while the generation is the one read before the query: a
+# listing read before a change must not replace one read after it.
+STORE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1] .. '\\n' .. ARGV[2], 'EX', ARGV[4])
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[1] .. '\\n' .. ARGV[3], 'EX', ARGV[4])
+end
+return 1
+"""
+
+
+def store(user_id, generation, link, last_id, body):
+    """Cache the listing read after ``lookup`` gave ``generation``: its tag,
+    and ``body`` unless None (too large to cache)."""
+    health = cache_health.current()
+    if not health.available():
+        return
+    ttl = current_app.config["POSTS_CACHE_TTL"]
+    tag = f"{last_id} {link}".encode("ascii")
+    try:
+        scripts = _scripts()
+        if scripts is not None:
+            keys = _read_keys(user_id, body=True)
+            scripts(STORE)(keys, [generation, tag, body or b"", ttl])
+            return
+        values = {tag_key(user_id): generations.wrap(generation, tag)}
+        if body is not None:
+            values[listing_key(user_id)] = generations.wrap(generation, body)
+        cache.set_many(values, timeout=ttl)
+    except REDIS_ERRORS as e:
+        health.failed(e)
+
+
+# KEYS: generation, tag, listing. ARGV: new generation, post id, version,
+# the post's JSON, the listing's byte limit, its ttl, the generation's ttl.
+# When the cached listing is current and ends before the post, the post is
+# appended in place (SETRANGE over the closing bracket: no read of the
+# listing) and the tag extended, as posts.tags.chain does; the listing is
+# dropped when it would outgrow the limit, keeping the tag. Ids compare as
+# decimal strings: Lua's numbers are doubles. Either way the generation is
+# replaced, so every other cached answer about the posts is stale.
+APPEND = """
+local done = 0
+local gen = redis.call('GET', KEYS[1])
+if gen then
+  local head = gen .. '\\n'
+  local tag = redis.call('GET', KEYS[2])
+  if tag and string.sub(tag, 1, #head) == head then
+    local last, link = string.match(string.sub(tag, #head + 1), '^(%d+) (%x+)$')
+    local id = ARGV[2]
+    if last and (#id > #last or (#id == #last and id > last)) then
+      local size = redis.call('STRLEN', KEYS[3])
+      if size > 0 and redis.call('GETRANGE', KEYS[3], 0, #head - 1) == head then
+        local sep = ','
+        if size == #head + 2 then sep = '' end
+        if #gen == #ARGV[1] and size - #head + #sep + #ARGV[4] <= tonumber(ARGV[5]) then
+          redis.call('SETRANGE', KEYS[3], size - 1, sep .. ARGV[4] .. ']')
+          redis.call('SETRANGE', KEYS[3], 0, ARGV[1])
+          redis.call('EXPIRE', KEYS[3], ARGV[6])
+        else
+          redis.call('DEL', KEYS[3])
+        end
+      end
+      link = redis.sha1hex(link .. ':' .. id .. '.' .. ARGV[3])
+      redis.call('SET', KEYS[2], ARGV[1] .. '\\n' .. id .. ' ' .. link, 'EX', ARGV[6])
+      done = 1
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[7])
+return done
+"""
+
+
+def appended(user_id, post_id, version, post_json):
+    """After an added post has committed: extend the cached listing with it,
+    or make the listing stale (a new generation) when it cannot be.
+
+    Returns True when the listing was extended. Raises one of
+    ``REDIS_ERRORS``; the caller falls back to ``generations.invalidate``.
+    Without scripts (the in-process cache) the listing is made stale.
+    """
+    scripts = _scripts()
+    if scripts is None or not cache_health.current().available():
+        raise cache_health.CacheUnavailable()
+    config = current_app.config
+    done = scripts(APPEND)(
+        _read_keys(user_id, body=True),
+        [
+            generations.new_generation(),
+            post_id,
+            version,
+            post_json,
+            config["POSTS_CACHE_MAX_BYTES"],
+            config["POSTS_CACHE_TTL"],
+            generations.GENERATION_TTL,
+        ],
     )
+    return bool(done)
+
+
+CLAIM = "return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])"
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def claim_rebuild(user_id, milliseconds):
+    """A token when this request may rebuild the listing, else None.
+
+    Only one request at a time holds the claim, on every instance; it
+    lapses after ``milliseconds`` should its holder die. Without scripts
+    (one process) every request may rebuild. Raises one of ``REDIS_ERRORS``.
+    """
+    scripts = _scripts()
+    token = secrets.token_hex(8)
+    if scripts is None:
+        return token
+    claimed = scripts(CLAIM)([rebuild_key(user_id)], [token, milliseconds])
+    return token if claimed else None
+
+
+def release_rebuild(user_id, token):
+    scripts = _scripts()
+    if scripts is None:
+        return
+    try:
+        scripts(RELEASE)([rebuild_key(user_id)], [token])
+    except REDIS_ERRORS as e:
+        cache_health.current().failed(e)  # it lapses by itself
 
 
 def invalidate(user_id):
@@ -109,4 +299,4 @@ def invalidate(user_id):
 
 
 # What get-posts reads in its token check's round trip.
-READ_ALONG = revocation.ReadAlong(keys=_keys, keep=_keep, wanted=_whole_listing)
+READ_ALONG = revocation.ReadAlong(keys=_keys_along, keep=_keep, wanted=_whole_listing)

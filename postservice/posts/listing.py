@@ -9,10 +9,14 @@ chunks of about ``CHUNK_BYTES``. An account of any size therefore costs a
 bounded amount of memory to serve.
 """
 
+import contextlib
 import json
 from datetime import UTC, datetime
 
+from sqlalchemy.exc import DBAPIError
+
 from postservice.models import Post
+from postservice.posts import tags
 from postservice.posts.schemas import POST_FIELDS
 
 # A post may be 1 MiB, so a batch may be FETCH_ROWS MiB (and twice that once
@@ -44,6 +48,11 @@ def columns():
     return [getattr(Post, name) for name in POST_FIELDS]
 
 
+def encoded(row):
+    """One post's JSON bytes, as it appears in a listing."""
+    return _encode_post(dict(zip(POST_FIELDS, row, strict=True))).encode("utf-8")
+
+
 def json_chunks(engine, statement):
     """Yield ``statement``'s rows as chunks of a JSON array of posts.
 
@@ -55,27 +64,88 @@ def json_chunks(engine, statement):
     ``next()``.
     """
     with engine.connect() as conn:
+        yield from _streamed(conn, statement)
+
+
+def whole(engine, statement, link, limit):
+    """``(link, last_id, body)`` of a listing read at once, or None when its
+    bytes would be over ``limit``.
+
+    ``statement`` selects ``columns()`` and the version; ``link`` is the
+    tag's seed, chained with every post read (``tags.chain``). One SELECT:
+    the tag and the bytes come from the same rows, so they always agree. A
+    listing over ``limit`` is abandoned as soon as that is known, and read
+    again by ``tagged_chunks``, streamed.
+    """
+    last_id = 0
+    buffer = bytearray(b"[")
+    with engine.connect() as conn:
         rows = conn.execution_options(
             stream_results=True, yield_per=FETCH_ROWS
         ).execute(statement)
         try:
-            buffer = bytearray(b"[")
-            separator = b""
-            for row in rows:
-                buffer += separator
-                buffer += _encode_post(dict(zip(POST_FIELDS, row, strict=True))).encode(
-                    "utf-8"
-                )
-                separator = b","
-                if len(buffer) >= CHUNK_BYTES:
-                    yield bytes(buffer)
-                    buffer.clear()
-            buffer += b"]"
-            yield bytes(buffer)
+            for *post, version in rows:
+                if last_id:
+                    buffer += b","
+                buffer += encoded(post)
+                link, last_id = tags.chain(link, post[0], version), post[0]
+                if len(buffer) + 1 > limit:
+                    return None
         finally:
-            # A client that left mid-stream leaves rows unread; the cursor
-            # must discard them before the connection can be used again.
             rows.close()
+    buffer += b"]"
+    return link, last_id, bytes(buffer)
+
+
+def tagged_chunks(engine, head):
+    """Like ``json_chunks``, but first yield what ``head(conn)`` found.
+
+    ``head(conn)`` returns ``(value, statement)``: ``value`` (a listing's
+    tag, read from the posts' ids and versions) is yielded first, then
+    ``statement``'s rows as chunks (``[]`` for a statement of None). Both
+    reads run in one transaction with a consistent snapshot, so the tag and
+    the bytes always agree. On MySQL's autocommit engine the transaction is
+    begun and rolled back explicitly.
+    """
+    with engine.connect() as conn:
+        explicit = conn.dialect.name != "sqlite"
+        if explicit:
+            conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        try:
+            value, statement = head(conn)
+            yield value
+            if statement is None:
+                yield b"[]"
+            else:
+                yield from _streamed(conn, statement)
+        finally:
+            if explicit:
+                # Nothing was written; a connection already lost has no
+                # transaction left to end, and its own error is the one raised.
+                with contextlib.suppress(DBAPIError):
+                    conn.exec_driver_sql("ROLLBACK")
+
+
+def _streamed(conn, statement):
+    rows = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(
+        statement
+    )
+    try:
+        buffer = bytearray(b"[")
+        separator = b""
+        for row in rows:
+            buffer += separator
+            buffer += encoded(row)
+            separator = b","
+            if len(buffer) >= CHUNK_BYTES:
+                yield bytes(buffer)
+                buffer.clear()
+        buffer += b"]"
+        yield bytes(buffer)
+    finally:
+        # A client that left mid-stream leaves rows unread; the cursor
+        # must discard them before the connection can be used again.
+        rows.close()
 
 
 def started(chunks):

@@ -9,6 +9,7 @@ from postservice.models import ID_MAX
 from postservice.posts import cache, idempotency, service
 from postservice.posts.schemas import (
     AddPostSchema,
+    EditPostSchema,
     PageQuerySchema,
     PostCreatedSchema,
     PostSchema,
@@ -20,6 +21,25 @@ bp = Blueprint(
 
 page_query_schema = PageQuerySchema()
 DATABASE_DOWN = "The database is unavailable"
+POST_ID = f"<int(max={ID_MAX}):post_id>"
+
+# The conditional headers as documented (RFC 9110, section 13.1).
+IF_NONE_MATCH = {
+    "in": "header",
+    "name": "If-None-Match",
+    "schema": {"type": "string"},
+    "description": "Tags the client holds (or `*`): 304 with no body when one "
+    "is current (weak comparison)",
+}
+IF_MATCH = {
+    "in": "header",
+    "name": "If-Match",
+    "schema": {"type": "string"},
+    "description": "The post's tag as last read (or `*`): the edit happens only "
+    "if it is still current, else 412 and nothing changes",
+}
+ETAG = {"ETag": {"description": "The tag of this answer", "schema": {"type": "string"}}}
+NOT_MODIFIED = "Not Modified: the tag in If-None-Match is current; no body"
 
 
 @bp.post("/add-post")
@@ -58,21 +78,32 @@ def add_post(body):
 @bp.get("/get-posts")
 @bp.protected
 @reads_along(cache.READ_ALONG)  # a hit: one round trip for token and listing
-@bp.doc(parameters=[{"in": "query", "schema": PageQuerySchema}])
+@bp.doc(parameters=[{"in": "query", "schema": PageQuerySchema}, IF_NONE_MATCH])
 @bp.alt_response(
-    200, schema=PostSchema(many=True), description="The posts", success=True
+    200,
+    schema=PostSchema(many=True),
+    description="The posts",
+    headers=ETAG,
+    success=True,
 )
+@bp.alt_response(304, description=NOT_MODIFIED, headers=ETAG)
 @bp.alt_response(
     422,
     description="`limit` or `after_id` is not a whole number in range, in ASCII digits",
 )
-@bp.alt_response(503, description=DATABASE_DOWN)
+@bp.alt_response(
+    503,
+    description=DATABASE_DOWN + ", or too many requests rebuild this listing "
+    "at once: retry",
+)
 def get_posts():
     """List the caller's posts, oldest first
 
     Without parameters, every post. With `limit` (1 to 1000, default 100)
     and/or `after_id` (default 0), one page of posts with ids above
     `after_id`, and a `Link: <url>; rel="next"` header when more may follow.
+    Every answer has an `ETag`, each page its own: send it back in
+    `If-None-Match` to be answered 304, with no body, while nothing changed.
     """
     user_id = current_user_id()
     # Most requests have no query string: skip the schema for them.
@@ -81,14 +112,32 @@ def get_posts():
         if request.args
         else None
     )
+    known = _known()
     if not page:
-        return _json_response(service.listing_body(user_id=user_id))
-    body, next_after_id = service.page_body(user_id=user_id, **page)
-    response = _json_response(body)
-    if next_after_id is not None:
+        return _listing_response(service.listing_body(user_id=user_id, known=known))
+    answer = service.page_body(user_id=user_id, known=known, **page)
+    response = _listing_response(answer)
+    if answer.next_after_id is not None and answer.body is not None:
         # A relative reference (RFC 8288 allows it): no trust in the Host header.
-        url = url_for(".get_posts", limit=page["limit"], after_id=next_after_id)
+        url = url_for(".get_posts", limit=page["limit"], after_id=answer.next_after_id)
         response.headers["Link"] = f'<{url}>; rel="next"'
+    return response
+
+
+def _known():
+    """``If-None-Match`` as a test of a tag (weak comparison), or None."""
+    if "If-None-Match" not in request.headers:
+        return None
+    return request.if_none_match.contains_weak
+
+
+def _listing_response(answer):
+    if answer.body is None:
+        response = Response(status=304)
+        del response.headers["Content-Type"]
+    else:
+        response = _json_response(answer.body)
+    response.set_etag(answer.tag)
     return response
 
 
@@ -99,8 +148,60 @@ def _json_response(body):
     return Response(body, mimetype="application/json")
 
 
+@bp.get(f"/get-post/{POST_ID}")
+@bp.protected
+@bp.doc(parameters=[IF_NONE_MATCH])
+@bp.response(200, PostSchema, description="The post", headers=ETAG)
+@bp.alt_response(304, description=NOT_MODIFIED, headers=ETAG)
+@bp.alt_response(404, description="No such post, or it is someone else's")
+@bp.alt_response(503, description=DATABASE_DOWN)
+def get_post(post_id):
+    """One of the caller's posts, with its `ETag`"""
+    post, tag = service.get_post(user_id=current_user_id(), post_id=post_id)
+    known = _known()
+    if known is not None and known(tag):
+        return _listing_response(service.Listing(tag, None))
+    return _post_response(post, tag)
+
+
+@bp.patch(f"/edit-post/{POST_ID}")
+@bp.protected
+@bp.arguments(EditPostSchema)
+@bp.doc(parameters=[IF_MATCH])
+@bp.response(200, PostSchema, description="The post as edited", headers=ETAG)
+@bp.alt_response(404, description="No such post, or it is someone else's")
+@bp.alt_response(
+    412, description="If-Match names none of the post's current tags; nothing changed"
+)
+@bp.alt_response(
+    413, description="The text is over 1 MiB of UTF-8, or the body over 8 MiB"
+)
+@bp.alt_response(422, description="Invalid input: `errors` names each field")
+@bp.alt_response(
+    503, description=DATABASE_DOWN + ", or kept rolling the write back; retry"
+)
+def edit_post(body, post_id):
+    """Replace the text of one of the caller's posts
+
+    `created_at` stays, `updated_at` moves. Send the post's `ETag` in
+    `If-Match` so that an edit made meanwhile (on any device) is not
+    overwritten: a stale tag is answered 412.
+    """
+    if_match = request.if_match if "If-Match" in request.headers else None
+    post, tag = service.edit_post(
+        user_id=current_user_id(), post_id=post_id, if_match=if_match, **body
+    )
+    return _post_response(post, tag)
+
+
+def _post_response(post, tag):
+    response = Response(post, mimetype="application/json")
+    response.set_etag(tag)
+    return response
+
+
 # Larger ids cannot exist and would overflow SQLite's integer binding: 404.
-@bp.delete(f"/delete-post/<int(max={ID_MAX}):post_id>")
+@bp.delete(f"/delete-post/{POST_ID}")
 @bp.protected
 @bp.response(204, description="Deleted")
 @bp.alt_response(404, description="No such post, or it is someone else's")

@@ -1,5 +1,8 @@
 """Wire format of the post endpoints."""
 
+import functools
+import hashlib
+import json
 import re
 
 from flask import current_app
@@ -38,6 +41,10 @@ class AddPostSchema(RequestSchema):
     )
 
 
+class EditPostSchema(AddPostSchema):
+    """The new text, under the same rules as a new post's."""
+
+
 class PostCreatedSchema(Schema):
     post_id = fields.Integer(required=True, data_key="PostID")
     detail = fields.String(required=True, dump_default="Post created")
@@ -65,6 +72,19 @@ POST_FIELDS = tuple(POST_WIRE_FORMAT)
 LISTING_ENCODING = 1
 
 PostSchema = Schema.from_dict(POST_WIRE_FORMAT, name="PostSchema")
+
+
+def format_digest(encoding, fields):
+    """A short digest of a listing's shape: its encoding and its fields."""
+    shape = json.dumps([encoding, list(fields)]).encode()
+    return hashlib.sha256(shape).hexdigest()[:8]
+
+
+@functools.cache
+def listing_format():
+    """This code's shape of a post and a listing: part of every listing's
+    cache key and of every tag (``posts.tags``)."""
+    return format_digest(LISTING_ENCODING, POST_FIELDS)
 
 
 # A page parameter as it is written: ASCII digits, nothing else. int() also

@@ -1,19 +1,23 @@
-"""Post rules: adding, listing and deleting a user's own posts."""
+"""Post rules: adding, reading, editing, listing and deleting a user's own posts."""
 
 from functools import cache as built_once
+from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import text as sql
 from sqlalchemy.exc import IntegrityError
 
 from postservice.cache import generations
+from postservice.cache import health as cache_health
+from postservice.cache.clients import REDIS_ERRORS
 from postservice.db import transactions
 from postservice.db.engines import single_statement, statement_engine
 from postservice.extensions import db
-from postservice.http.errors import NotFound, Unauthorized
+from postservice.http.errors import NotFound, PreconditionFailed, Unauthorized
 from postservice.models import Post
 from postservice.ops import metrics
-from postservice.posts import cache, idempotency, listing
+from postservice.posts import cache, idempotency, listing, rebuilds, tags
 
 # What every write of posts makes stale: the user's cached listing.
 POSTS = (generations.POSTS,)
@@ -30,9 +34,13 @@ def add_post(*, user_id, text, idempotency_key=None):
     ``transactions.DatabaseBusy`` when the database keeps rolling it back.
     """
     if idempotency_key is None:
-        return transactions.write(
-            lambda: _insert_alone(user_id, text), user_id=user_id, invalidates=POSTS
+        row = transactions.write(
+            lambda: _insert_alone(user_id, text),
+            user_id=user_id,
+            invalidates=POSTS,
+            extend=lambda row: _appended(user_id, row),
         )
+        return row[0]
     post_id, _created = idempotency.run_once(
         user_id, idempotency_key, text, lambda: _insert_in_session(user_id, text)
     )
@@ -42,8 +50,11 @@ def add_post(*, user_id, text, idempotency_key=None):
 # The statements of the writes, built once: a statement built per request
 # costs SQLAlchemy a new cache key each time, a visible share of the INSERT's CPU.
 @built_once
-def _insert_statement():
-    return insert(Post.__table__)
+def _insert_statement(returning):
+    statement = insert(Post.__table__)
+    if returning:  # the post as listed, and its version: see _appended
+        statement = statement.returning(*listing.columns(), Post.version)
+    return statement
 
 
 @built_once
@@ -59,11 +70,36 @@ def _insert_alone(user_id, text):
     the ORM's unit of work would cost more than the statement for one row."""
     try:
         with single_statement() as conn:
-            return conn.execute(
-                _insert_statement(), {"user_id": user_id, "text": text}
-            ).inserted_primary_key[0]
+            # Known once the dialect has met the server (MariaDB 10.5+, SQLite).
+            returning = conn.dialect.insert_returning
+            result = conn.execute(
+                _insert_statement(returning), {"user_id": user_id, "text": text}
+            )
+            return result.one() if returning else result.inserted_primary_key
     except IntegrityError:  # the foreign key: the account was deleted
         raise Unauthorized("Could not validate credentials") from None
+
+
+def _appended(user_id, row):
+    """Extend the user's cached listing with the post just stored: a listing
+    read while posts are added stays cached (``posts.cache.appended``).
+
+    False when it could not be (no row as listed: the database cannot
+    return one; no scripts; Redis failed): ``transactions.write`` then makes
+    the listing stale the usual way.
+    """
+    if len(row) == 1:
+        return False
+    *post, version = row
+    try:
+        # Extended, or made stale by the script: either way the generation moved.
+        cache.appended(user_id, post[0], version, listing.encoded(post))
+        return True
+    except cache_health.CacheUnavailable:
+        return False
+    except REDIS_ERRORS as e:
+        cache_health.current().failed(e)
+        return False
 
 
 def _insert_in_session(user_id, text):
@@ -92,26 +128,6 @@ def delete_post(*, user_id, post_id):
     )
 
 
-def listing_body(*, user_id):
-    """All the user's posts, oldest first, as the JSON body of the response.
-
-    Bytes when cached or small, otherwise an iterator of chunks streamed
-    from the database (see ``listing.started`` for what has already run).
-    A listing is cached only when it was read completely and is at most
-    ``POSTS_CACHE_MAX_BYTES``.
-    """
-    body, generation = cache.lookup(user_id)
-    if body is not None:
-        metrics.cache_result("hit")
-        return body
-    chunks = _render_listing(user_id)
-    if generation is not None:
-        chunks = _cached_when_complete(chunks, user_id, generation)
-    else:
-        metrics.cache_result("bypass")  # Redis failed or is being left alone
-    return listing.started(chunks)
-
-
 def _delete(user_id, post_id):
     with single_statement() as conn:
         deleted = conn.execute(
@@ -121,48 +137,184 @@ def _delete(user_id, post_id):
         raise NotFound("Post not found")
 
 
-def page_body(*, user_id, limit, after_id):
-    """Up to ``limit`` of the user's posts with ids above ``after_id``.
+class Listing(NamedTuple):
+    """A listing's answer: its tag, and its body (None: the client has it).
 
-    Returns ``(body, next_after_id)``; ``next_after_id`` is None on the last
-    page. The ids are read first (from the index alone) so that the page's
-    end, and whether more follow, are known before its texts are streamed.
+    ``body`` is bytes, or an iterator of chunks streamed from the database
+    (see ``listing.started`` for what has already run). ``next_after_id``
+    follows a page that is not the last.
     """
-    ids = db.session.scalars(
-        select(Post.id)
-        .where(Post.user_id == user_id, Post.id > after_id)
-        .order_by(Post.id)
-        .limit(limit + 1)
-    ).all()
-    db.session.rollback()  # end the read snapshot; nothing was written
-    if not ids:
-        return b"[]", None
-    last = ids[min(limit, len(ids)) - 1]
-    statement = (
-        select(*listing.columns())
-        .where(Post.user_id == user_id, Post.id > after_id, Post.id <= last)
+
+    tag: str
+    body: Any
+    next_after_id: int | None = None
+
+
+def listing_body(*, user_id, known=None):
+    """All the user's posts, oldest first, as a ``Listing``.
+
+    ``known(tag)`` says whether the client holds the listing of that tag
+    (``If-None-Match``); the body is then None. A cached listing answers
+    without SQL; a miss reads the listing from the database, rebuilt by one
+    request at a time (``posts.rebuilds``), and caches it when it was read
+    completely and is at most ``POSTS_CACHE_MAX_BYTES``.
+    """
+    cached = cache.lookup(user_id, body=known is None)
+    if cached.link is not None:
+        body = cached.body
+        if known is not None:
+            if known(cached.link):
+                metrics.cache_result("hit")
+                return Listing(cached.link, None)
+            body = cache.read_body(user_id, cached.generation)
+        if body is not None:
+            metrics.cache_result("hit")
+            return Listing(cached.link, body)
+        # The tag alone is cached: the listing is too large to cache.
+    if cached.generation is None or cached.link is not None:
+        if cached.generation is None:
+            metrics.cache_result("bypass")  # Redis failed or is being left alone
+        return rebuilds.alone(
+            user_id,
+            lambda done: _read_listing(user_id, known, cached.generation, done),
+        )
+    return rebuilds.once(
+        user_id,
+        cached.generation,
+        build=lambda generation, done: _read_listing(user_id, known, generation, done),
+        served=lambda found: _served(found, known),
+    )
+
+
+def _served(cached, known):
+    """The answer from the bytes another request's rebuild stored."""
+    metrics.cache_result("shared")
+    if known is not None and known(cached.link):
+        return Listing(cached.link, None)
+    return Listing(cached.link, cached.body)
+
+
+def _read_listing(user_id, known, generation, done):
+    """The listing read from the database, with its tag from the same rows;
+    cached under ``generation`` unless None. ``done()`` runs once it is over.
+
+    A listing small enough to cache is read at once, in one SELECT; a
+    larger one is streamed, its tag read first in the same snapshot.
+    """
+    limit = current_app.config["POSTS_CACHE_MAX_BYTES"]
+    if limit:
+        try:
+            read = listing.whole(
+                statement_engine(), _listing_statement(user_id), tags.seed("all"), limit
+            )
+        except BaseException:
+            done()
+            raise
+        if read is not None:
+            try:
+                if generation is not None:
+                    metrics.cache_result("miss")
+                    cache.store(user_id, generation, *read)
+            finally:
+                done()
+            link, _, body = read
+            return Listing(link, None if known is not None and known(link) else body)
+    chunks = listing.tagged_chunks(
+        statement_engine(), lambda conn: _listing_head(conn, user_id)
+    )
+    try:
+        link, last_id = next(chunks)
+    except BaseException:
+        done()
+        raise
+    if known is not None and known(link):
+        chunks.close()
+        done()
+        return Listing(link, None)
+    chunks = _cached_when_complete(chunks, user_id, generation, link, last_id, done)
+    return Listing(link, listing.started(chunks))
+
+
+def _listing_statement(user_id):
+    """The user's posts as listed, and their versions, oldest first."""
+    return (
+        select(*listing.columns(), Post.version)
+        .where(Post.user_id == user_id)
         .order_by(Post.id)
     )
-    body = listing.started(listing.json_chunks(statement_engine(), statement))
-    return body, (last if len(ids) > limit else None)
 
 
-def _render_listing(user_id):
+def _pairs(conn, statement):
+    return conn.execution_options(stream_results=True, yield_per=1000).execute(
+        statement
+    )
+
+
+def _listing_head(conn, user_id):
+    """The listing's tag and last id, and the statement of its posts."""
+    link, last_id = tags.seed("all"), 0
+    ids = select(Post.id, Post.version).where(Post.user_id == user_id).order_by(Post.id)
+    for post_id, version in _pairs(conn, ids):
+        link, last_id = tags.chain(link, post_id, version), post_id
     statement = (
         select(*listing.columns()).where(Post.user_id == user_id).order_by(Post.id)
     )
-    # One SELECT: on MySQL's autocommit engine no ROLLBACK follows it.
-    return listing.json_chunks(statement_engine(), statement)
+    return (link, last_id), statement
 
 
-def _cached_when_complete(chunks, user_id, generation):
-    """Pass ``chunks`` through, caching the body if it ends and is small enough.
+def page_body(*, user_id, limit, after_id, known=None):
+    """Up to ``limit`` of the user's posts with ids above ``after_id``, as a
+    ``Listing`` with its own tag; ``known`` as for ``listing_body``.
+
+    ``next_after_id`` is None on the last page. The ids and versions are read
+    first, in the same snapshot as the texts, so that the page's end,
+    whether more follow and its tag are known before its texts are streamed.
+    """
+
+    def head(conn):
+        ids = (
+            select(Post.id, Post.version)
+            .where(Post.user_id == user_id, Post.id > after_id)
+            .order_by(Post.id)
+            .limit(limit + 1)
+        )
+        pairs = conn.execute(ids).all()
+        more = len(pairs) > limit
+        pairs = pairs[:limit]
+        next_after_id = pairs[-1][0] if more else None
+        link = tags.page_seed(limit, next_after_id)
+        for post_id, version in pairs:
+            link = tags.chain(link, post_id, version)
+        statement = None
+        if pairs:
+            statement = (
+                select(*listing.columns())
+                .where(
+                    Post.user_id == user_id,
+                    Post.id > after_id,
+                    Post.id <= pairs[-1][0],
+                )
+                .order_by(Post.id)
+            )
+        return (link, next_after_id), statement
+
+    chunks = listing.tagged_chunks(statement_engine(), head)
+    link, next_after_id = next(chunks)
+    if known is not None and known(link):
+        chunks.close()
+        return Listing(link, None, next_after_id)
+    return Listing(link, listing.started(chunks), next_after_id)
+
+
+def _cached_when_complete(chunks, user_id, generation, link, last_id, done):
+    """Pass ``chunks`` through, caching the listing if it ends: its tag, and
+    its bytes when they are small enough. ``generation`` None: no caching.
 
     A client that goes away mid-stream closes this generator at a ``yield``,
     so an incomplete body is never stored.
     """
     limit = current_app.config["POSTS_CACHE_MAX_BYTES"]
-    kept, size = [], 0
+    kept, size, complete = [], 0, False
     try:
         for chunk in chunks:
             if kept is not None:
@@ -172,8 +324,90 @@ def _cached_when_complete(chunks, user_id, generation):
                 else:
                     kept = None  # too big to cache; stop holding on to it
             yield chunk
+        complete = True
     finally:
         chunks.close()  # its database connection, now and not at garbage collection
-        metrics.cache_result("miss" if kept is not None else "bypass")
-    if kept is not None:
-        cache.store(user_id, generation, b"".join(kept))
+        try:
+            if generation is not None:
+                metrics.cache_result("miss" if kept is not None else "bypass")
+                if complete:
+                    body = b"".join(kept) if kept is not None else None
+                    cache.store(user_id, generation, link, last_id, body)
+        finally:
+            done()
+
+
+def get_post(*, user_id, post_id):
+    """The post's JSON bytes, as listed, and its tag.
+
+    Raises ``NotFound`` as ``delete_post`` does.
+    """
+    statement = select(*listing.columns(), Post.version).where(
+        Post.id == post_id, Post.user_id == user_id
+    )
+    with statement_engine().connect() as conn:
+        row = conn.execute(statement).first()
+    if row is None:
+        raise NotFound("Post not found")
+    return _post(row)
+
+
+def _post(row):
+    """The post's JSON bytes, as in a listing, and its tag."""
+    *post, version = row
+    return listing.encoded(post), tags.post_tag(post[0], version)
+
+
+def edit_post(*, user_id, post_id, text, if_match=None):
+    """Replace the post's text; returns the post's JSON bytes and its new tag.
+
+    ``if_match`` is the request's ``If-Match`` (werkzeug's ``ETags``), or
+    None: the edit goes ahead only if it names the post's current tag (or
+    is ``*``), else ``PreconditionFailed`` (412) and nothing changes. The
+    check and the edit are one ``UPDATE``, so no edit can come between.
+    ``created_at`` stays; ``updated_at`` becomes the time of the edit, and
+    is always later than ``created_at`` (at most a second ahead of the clock
+    for an edit in the second the post was stored: times are in whole
+    seconds). Raises ``NotFound`` as ``delete_post``. The user's cached
+    listings become stale.
+    """
+    versions = None
+    if if_match is not None and not if_match.star_tag:
+        versions = {
+            version
+            for tag in if_match.as_set()
+            if (version := tags.version_in(tag, post_id)) is not None
+        }
+
+    def work():
+        session = db.session
+        edit = update(Post).where(Post.id == post_id, Post.user_id == user_id)
+        if versions is not None:
+            edit = edit.where(Post.version.in_(versions))
+        dialect = session.get_bind().dialect.name
+        changed = session.execute(
+            edit.values(
+                text=text, version=Post.version + 1, updated_at=_edited_at(dialect)
+            )
+        ).rowcount
+        if not changed:
+            exists = session.scalar(
+                select(Post.id).where(Post.id == post_id, Post.user_id == user_id)
+            )
+            session.rollback()
+            raise PreconditionFailed() if exists else NotFound("Post not found")
+        row = session.execute(
+            select(*listing.columns(), Post.version).where(Post.id == post_id)
+        ).one()
+        session.commit()
+        return row
+
+    row = transactions.write(work, user_id=user_id, invalidates=POSTS)
+    return _post(row)
+
+
+def _edited_at(dialect):
+    """Now, and later than ``created_at``: a client sees that the post moved."""
+    if dialect == "sqlite":
+        return sql("MAX(CURRENT_TIMESTAMP, datetime(created_at, '+1 second'))")
+    return sql("GREATEST(CURRENT_TIMESTAMP, created_at + INTERVAL 1 SECOND)")

@@ -198,7 +198,7 @@ def remove_account(user_id):
         remove,
         user_id=user_id,
         invalidates=(generations.TOKENS, generations.POSTS),
-        drop=[posts_cache.listing_key(user_id)],
+        drop=posts_cache.keys(user_id),
     )
 
 

@@ -112,7 +112,24 @@ def test_status_codes_and_security(document):
         },
         ("POST", "/api/v1/users/logout"): {"204", "401", "403", "503"},
         ("POST", "/api/v1/posts/add-post"): {"200", "401", "403", "503"} | BODY_ERRORS,
-        ("GET", "/api/v1/posts/get-posts"): {"200", "401", "403", "422", "503"},
+        ("GET", "/api/v1/posts/get-posts"): {"200", "304", "401", "403", "422", "503"},
+        ("GET", "/api/v1/posts/get-post/{post_id}"): {
+            "200",
+            "304",
+            "401",
+            "403",
+            "404",
+            "503",
+        },
+        ("PATCH", "/api/v1/posts/edit-post/{post_id}"): {
+            "200",
+            "401",
+            "403",
+            "404",
+            "412",
+            "503",
+        }
+        | BODY_ERRORS,
         ("DELETE", "/api/v1/posts/delete-post/{post_id}"): {
             "204",
             "401",
@@ -183,7 +200,8 @@ def test_docs_assets_are_only_the_listed_files(client):
 def test_page_parameters_are_documented(document):
     operation = document["paths"]["/api/v1/posts/get-posts"]["get"]
     parameters = {p["name"]: p for p in operation["parameters"]}
-    assert set(parameters) == {"limit", "after_id"}
+    assert set(parameters) == {"limit", "after_id", "If-None-Match"}
+    assert parameters.pop("If-None-Match")["in"] == "header"
     assert all(p["in"] == "query" and not p["required"] for p in parameters.values())
     assert parameters["limit"]["schema"] == {
         "type": "integer",
@@ -203,5 +221,9 @@ def test_the_cached_listing_is_only_documented_not_wrapped(app, document):
         layers += 1
     assert layers == 1
     operation = document["paths"]["/api/v1/posts/get-posts"]["get"]
-    assert {p["name"] for p in operation["parameters"]} == {"limit", "after_id"}
+    assert {p["name"] for p in operation["parameters"]} == {
+        "limit",
+        "after_id",
+        "If-None-Match",
+    }
     assert "200" in operation["responses"]

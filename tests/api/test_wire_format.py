@@ -60,10 +60,20 @@ def test_get_posts_declares_what_its_token_check_reads_along(make_app):
     app = make_app()
     view = app.view_functions["posts.get_posts"]
     assert view.read_along is posts_cache.READ_ALONG
-    assert posts_cache.READ_ALONG.keys(3) == [
-        generations.gen_key(generations.POSTS, 3),
-        listing_key(3),
-    ]
+    with app.test_request_context("/api/v1/posts/get-posts"):
+        assert posts_cache.READ_ALONG.keys(3) == [
+            generations.gen_key(generations.POSTS, 3),
+            posts_cache.tag_key(3),
+            listing_key(3),
+        ]
+    # A conditional request reads the tag alone, not the listing's bytes.
+    with app.test_request_context(
+        "/api/v1/posts/get-posts", headers={"If-None-Match": '"x"'}
+    ):
+        assert posts_cache.READ_ALONG.keys(3) == [
+            generations.gen_key(generations.POSTS, 3),
+            posts_cache.tag_key(3),
+        ]
 
 
 def test_the_declaration_follows_the_view_under_another_endpoint(

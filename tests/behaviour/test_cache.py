@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from postservice.cache import generations
 from postservice.cache import health as cache_health
 from postservice.extensions import cache
-from postservice.posts import service
+from postservice.posts import listing
 from postservice.posts.cache import listing_format, listing_key
 
 from ..support.auth import AuthActions, token_user_id
@@ -88,17 +88,15 @@ def test_writer_between_miss_and_store_cannot_leave_stale_entry(
     actions = AuthActions(client)
     headers = actions.register()
     actions.add_post(headers, "old")
-    render = service._render_listing
+    whole = listing.whole
 
-    def render_then_someone_writes(uid):
-        chunks = render(uid)
-        head = next(chunks)  # the old rows, read before the write commits
-        monkeypatch.setattr(service, "_render_listing", render)
+    def read_then_someone_writes(*args):
+        read = whole(*args)  # the old rows, read before the write commits
+        monkeypatch.setattr(listing, "whole", whole)
         actions.add_post(headers, "new")  # commits and invalidates
-        yield head
-        yield from chunks
+        return read
 
-    monkeypatch.setattr(service, "_render_listing", render_then_someone_writes)
+    monkeypatch.setattr(listing, "whole", read_then_someone_writes)
     assert texts(actions, headers) == ["old"]  # the racing read itself
     assert texts(actions, headers) == ["old", "new"]
 
@@ -150,8 +148,9 @@ def test_hit_is_one_redis_round_trip(redis_app, monkeypatch):
     assert keys[0] == f"{prefix}:tokens:{{{uid}}}:gen"
     assert keys[1].startswith(f"{prefix}:tokens:{{{uid}}}:")
     assert keys[2] == f"{prefix}:posts:{{{uid}}}:gen"
-    assert keys[3] == f"{prefix}:posts:{{{uid}}}:list:{listing_format()}"
-    assert len(keys) == 4
+    assert keys[3] == f"{prefix}:posts:{{{uid}}}:tag:{listing_format()}"
+    assert keys[4] == f"{prefix}:posts:{{{uid}}}:list:{listing_format()}"
+    assert len(keys) == 5
 
 
 def test_a_page_does_not_read_the_cached_listing(redis_app, monkeypatch):

@@ -71,7 +71,7 @@ def test_delete_post_is_one_delete_and_nothing_else(signed_in):
     assert post_id not in [p["id"] for p in actions.posts(headers)]
 
 
-def test_an_uncached_listing_is_one_select(make_app, database_url):
+def test_an_uncached_listing_is_one_snapshot(make_app, database_url):
     require(TEST_DATABASE_URL, "TEST_DATABASE_URL", "it counts MySQL commands")
     app = make_app(POSTS_CACHE_MAX_BYTES=0)  # every listing read from the database
     actions = AuthActions(app.test_client())
@@ -80,4 +80,19 @@ def test_an_uncached_listing_is_one_select(make_app, database_url):
     actions.posts(headers)  # the token's verdict cached
     with commands_sent() as sent:
         assert [p["text"] for p in actions.posts(headers)] == ["listed"]
+    # Too large to cache (over 0 bytes): the ids and versions (the tag),
+    # then the posts streamed, in one snapshot.
+    assert verbs(sent) == ["START", "SELECT", "SELECT", "ROLLBACK"]
+
+
+def test_a_listing_that_misses_is_one_select(make_app, database_url):
+    require(TEST_DATABASE_URL, "TEST_DATABASE_URL", "it counts MySQL commands")
+    app = make_app(REDIS_URL=None)
+    actions = AuthActions(app.test_client())
+    headers = actions.register()
+    actions.posts(headers)  # the token's verdict cached
+    actions.add_post(headers, "listed")  # the listing is stale
+    with commands_sent() as sent:
+        assert [p["text"] for p in actions.posts(headers)] == ["listed"]
+    # Its bytes and its tag come from the same rows.
     assert verbs(sent) == ["SELECT"]

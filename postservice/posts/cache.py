@@ -38,6 +38,7 @@ from postservice.cache import health as cache_health
 from postservice.cache.clients import REDIS_ERRORS
 from postservice.extensions import cache
 from postservice.ops import metrics
+from postservice.posts import scripts
 from postservice.posts.schemas import (
     PAGE_PARAMETERS,
     format_digest,  # noqa: F401  (part of this module's interface)
@@ -57,9 +58,27 @@ def rebuild_key(user_id):
     return generations.key(generations.POSTS, user_id, "rebuild:" + listing_format())
 
 
+def log_key(user_id):
+    return generations.key(generations.POSTS, user_id, "adds:" + listing_format())
+
+
 def keys(user_id):
     """Every key of the user's listing, for a caller that drops them all."""
-    return [listing_key(user_id), tag_key(user_id), rebuild_key(user_id)]
+    return [
+        listing_key(user_id),
+        tag_key(user_id),
+        rebuild_key(user_id),
+        log_key(user_id),
+    ]
+
+
+def _write_keys(user_id):
+    return [*_read_keys(user_id, body=True), log_key(user_id)]
+
+
+# Adds of larger posts are not logged for a rebuild under way: the log
+# stays small, and such a rebuild is simply not stored.
+LOGGED_POST_BYTES = 16 * 1024
 
 
 class Cached(NamedTuple):
@@ -110,7 +129,8 @@ def _parsed(values):
     tag = generations.unwrap(tag_entry, generation)
     if tag is None:
         return Cached(generation)
-    last_id, _, link = tag.decode("ascii").partition(" ")
+    first = tag.split(b"\n", 1)[0].decode("ascii")
+    last_id, _, link = first.partition(" ")
     body = generations.unwrap(rest[0], generation) if rest else None
     return Cached(generation, link, int(last_id), body)
 
@@ -158,32 +178,41 @@ def _scripts():
     return getattr(cache.cache, "script", None)
 
 
-# KEYS: generation, tag, listing. ARGV: generation, tag value, body, ttl.
-# Stores only while the generation is the one read before the query: a
-# listing read before a change must not replace one read after it.
-STORE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[1] .. '\\n' .. ARGV[2], 'EX', ARGV[4])
-if ARGV[3] ~= '' then
-  redis.call('SET', KEYS[3], ARGV[1] .. '\\n' .. ARGV[3], 'EX', ARGV[4])
-end
-return 1
-"""
+def tag_entry(link, last_id, tail):
+    """A tag entry's text after its generation (see ``posts.scripts``):
+    ``tail`` holds ``(id, version, offset, link before)`` of the last posts."""
+    lines = [f"{last_id} {link}"]
+    lines += (" ".join(map(str, post)) for post in tail[-scripts.TAIL :])
+    return "\n".join(lines).encode("ascii")
 
 
-def store(user_id, generation, link, last_id, body):
+def store(user_id, generation, link, last_id, body, tail=()):
     """Cache the listing read after ``lookup`` gave ``generation``: its tag,
-    and ``body`` unless None (too large to cache)."""
+    and ``body`` unless None (too large to cache).
+
+    Adds committed meanwhile (logged by ``appended``) are put in place;
+    after any other change nothing is stored.
+    """
     health = cache_health.current()
     if not health.available():
         return
-    ttl = current_app.config["POSTS_CACHE_TTL"]
-    tag = f"{last_id} {link}".encode("ascii")
+    config = current_app.config
+    ttl = config["POSTS_CACHE_TTL"]
+    tag = tag_entry(link, last_id, tail)
     try:
-        scripts = _scripts()
-        if scripts is not None:
-            keys = _read_keys(user_id, body=True)
-            scripts(STORE)(keys, [generation, tag, body or b"", ttl])
+        run = _scripts()
+        if run is not None:
+            run(scripts.STORE)(
+                _write_keys(user_id),
+                [
+                    generation,
+                    tag,
+                    body or b"",
+                    ttl,
+                    config["POSTS_CACHE_MAX_BYTES"],
+                    scripts.TAIL,
+                ],
+            )
             return
         values = {tag_key(user_id): generations.wrap(generation, tag)}
         if body is not None:
@@ -191,47 +220,6 @@ def store(user_id, generation, link, last_id, body):
         cache.set_many(values, timeout=ttl)
     except REDIS_ERRORS as e:
         health.failed(e)
-
-
-# KEYS: generation, tag, listing. ARGV: new generation, post id, version,
-# the post's JSON, the listing's byte limit, its ttl, the generation's ttl.
-# When the cached listing is current and ends before the post, the post is
-# appended in place (SETRANGE over the closing bracket: no read of the
-# listing) and the tag extended, as posts.tags.chain does; the listing is
-# dropped when it would outgrow the limit, keeping the tag. Ids compare as
-# decimal strings: Lua's numbers are doubles. Either way the generation is
-# replaced, so every other cached answer about the posts is stale.
-APPEND = """
-local done = 0
-local gen = redis.call('GET', KEYS[1])
-if gen then
-  local head = gen .. '\\n'
-  local tag = redis.call('GET', KEYS[2])
-  if tag and string.sub(tag, 1, #head) == head then
-    local last, link = string.match(string.sub(tag, #head + 1), '^(%d+) (%x+)$')
-    local id = ARGV[2]
-    if last and (#id > #last or (#id == #last and id > last)) then
-      local size = redis.call('STRLEN', KEYS[3])
-      if size > 0 and redis.call('GETRANGE', KEYS[3], 0, #head - 1) == head then
-        local sep = ','
-        if size == #head + 2 then sep = '' end
-        if #gen == #ARGV[1] and size - #head + #sep + #ARGV[4] <= tonumber(ARGV[5]) then
-          redis.call('SETRANGE', KEYS[3], size - 1, sep .. ARGV[4] .. ']')
-          redis.call('SETRANGE', KEYS[3], 0, ARGV[1])
-          redis.call('EXPIRE', KEYS[3], ARGV[6])
-        else
-          redis.call('DEL', KEYS[3])
-        end
-      end
-      link = redis.sha1hex(link .. ':' .. id .. '.' .. ARGV[3])
-      redis.call('SET', KEYS[2], ARGV[1] .. '\\n' .. id .. ' ' .. link, 'EX', ARGV[6])
-      done = 1
-    end
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[7])
-return done
-"""
 
 
 def appended(user_id, post_id, version, post_json):
@@ -242,12 +230,12 @@ def appended(user_id, post_id, version, post_json):
     ``REDIS_ERRORS``; the caller falls back to ``generations.invalidate``.
     Without scripts (the in-process cache) the listing is made stale.
     """
-    scripts = _scripts()
-    if scripts is None or not cache_health.current().available():
+    run = _scripts()
+    if run is None or not cache_health.current().available():
         raise cache_health.CacheUnavailable()
     config = current_app.config
-    done = scripts(APPEND)(
-        _read_keys(user_id, body=True),
+    done = run(scripts.APPEND)(
+        _write_keys(user_id),
         [
             generations.new_generation(),
             post_id,
@@ -256,6 +244,8 @@ def appended(user_id, post_id, version, post_json):
             config["POSTS_CACHE_MAX_BYTES"],
             config["POSTS_CACHE_TTL"],
             generations.GENERATION_TTL,
+            scripts.TAIL,
+            LOGGED_POST_BYTES,
         ],
     )
     return bool(done)
@@ -275,20 +265,20 @@ def claim_rebuild(user_id, milliseconds):
     lapses after ``milliseconds`` should its holder die. Without scripts
     (one process) every request may rebuild. Raises one of ``REDIS_ERRORS``.
     """
-    scripts = _scripts()
+    run = _scripts()
     token = secrets.token_hex(8)
-    if scripts is None:
+    if run is None:
         return token
-    claimed = scripts(CLAIM)([rebuild_key(user_id)], [token, milliseconds])
+    claimed = run(CLAIM)([rebuild_key(user_id)], [token, milliseconds])
     return token if claimed else None
 
 
 def release_rebuild(user_id, token):
-    scripts = _scripts()
-    if scripts is None:
+    run = _scripts()
+    if run is None:
         return
     try:
-        scripts(RELEASE)([rebuild_key(user_id)], [token])
+        run(RELEASE)([rebuild_key(user_id)], [token])
     except REDIS_ERRORS as e:
         cache_health.current().failed(e)  # it lapses by itself
 

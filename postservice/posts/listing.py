@@ -9,6 +9,7 @@ chunks of about ``CHUNK_BYTES``. An account of any size therefore costs a
 bounded amount of memory to serve.
 """
 
+import collections
 import contextlib
 import json
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import DBAPIError
 
 from postservice.models import Post
-from postservice.posts import tags
+from postservice.posts import scripts, tags
 from postservice.posts.schemas import POST_FIELDS
 
 # A post may be 1 MiB, so a batch may be FETCH_ROWS MiB (and twice that once
@@ -68,16 +69,18 @@ def json_chunks(engine, statement):
 
 
 def whole(engine, statement, link, limit):
-    """``(link, last_id, body)`` of a listing read at once, or None when its
-    bytes would be over ``limit``.
+    """``(link, last_id, body, tail)`` of a listing read at once, or None
+    when its bytes would be over ``limit``.
 
     ``statement`` selects ``columns()`` and the version; ``link`` is the
-    tag's seed, chained with every post read (``tags.chain``). One SELECT:
-    the tag and the bytes come from the same rows, so they always agree. A
-    listing over ``limit`` is abandoned as soon as that is known, and read
-    again by ``tagged_chunks``, streamed.
+    tag's seed, chained with every post read (``tags.chain``); ``tail``
+    holds ``(id, version, offset, link before)`` of the last posts
+    (``posts.scripts``). One SELECT: the tag and the bytes come from the
+    same rows, so they always agree. A listing over ``limit`` is abandoned
+    as soon as that is known, and read again by ``tagged_chunks``, streamed.
     """
     last_id = 0
+    tail = collections.deque(maxlen=scripts.TAIL)
     buffer = bytearray(b"[")
     with engine.connect() as conn:
         rows = conn.execution_options(
@@ -87,6 +90,7 @@ def whole(engine, statement, link, limit):
             for *post, version in rows:
                 if last_id:
                     buffer += b","
+                tail.append((post[0], version, len(buffer), link))
                 buffer += encoded(post)
                 link, last_id = tags.chain(link, post[0], version), post[0]
                 if len(buffer) + 1 > limit:
@@ -94,7 +98,7 @@ def whole(engine, statement, link, limit):
         finally:
             rows.close()
     buffer += b"]"
-    return link, last_id, bytes(buffer)
+    return link, last_id, bytes(buffer), list(tail)
 
 
 def tagged_chunks(engine, head):

@@ -1,5 +1,6 @@
 """Post rules: adding, reading, editing, listing and deleting a user's own posts."""
 
+import collections
 from functools import cache as built_once
 from typing import Any, NamedTuple
 
@@ -17,7 +18,7 @@ from postservice.extensions import db
 from postservice.http.errors import NotFound, PreconditionFailed, Unauthorized
 from postservice.models import Post
 from postservice.ops import metrics
-from postservice.posts import cache, idempotency, listing, rebuilds, tags
+from postservice.posts import cache, idempotency, listing, rebuilds, scripts, tags
 
 # What every write of posts makes stale: the user's cached listing.
 POSTS = (generations.POSTS,)
@@ -214,16 +215,17 @@ def _read_listing(user_id, known, generation, done):
             try:
                 if generation is not None:
                     metrics.cache_result("miss")
-                    cache.store(user_id, generation, *read)
+                    link, last_id, body, tail = read
+                    cache.store(user_id, generation, link, last_id, body, tail)
             finally:
                 done()
-            link, _, body = read
+            link, _, body, _ = read
             return Listing(link, None if known is not None and known(link) else body)
     chunks = listing.tagged_chunks(
         statement_engine(), lambda conn: _listing_head(conn, user_id)
     )
     try:
-        link, last_id = next(chunks)
+        link, last_id, tail = next(chunks)
     except BaseException:
         done()
         raise
@@ -231,7 +233,9 @@ def _read_listing(user_id, known, generation, done):
         chunks.close()
         done()
         return Listing(link, None)
-    chunks = _cached_when_complete(chunks, user_id, generation, link, last_id, done)
+    chunks = _cached_when_complete(
+        chunks, user_id, generation, (link, last_id, tail), done
+    )
     return Listing(link, listing.started(chunks))
 
 
@@ -251,15 +255,18 @@ def _pairs(conn, statement):
 
 
 def _listing_head(conn, user_id):
-    """The listing's tag and last id, and the statement of its posts."""
+    """The listing's tag, last id and tail (as ``listing.whole``'s, without
+    the places of the bytes), and the statement of its posts."""
     link, last_id = tags.seed("all"), 0
+    tail = collections.deque(maxlen=scripts.TAIL)
     ids = select(Post.id, Post.version).where(Post.user_id == user_id).order_by(Post.id)
     for post_id, version in _pairs(conn, ids):
+        tail.append((post_id, version, 0, link))
         link, last_id = tags.chain(link, post_id, version), post_id
     statement = (
         select(*listing.columns()).where(Post.user_id == user_id).order_by(Post.id)
     )
-    return (link, last_id), statement
+    return (link, last_id, list(tail)), statement
 
 
 def page_body(*, user_id, limit, after_id, known=None):
@@ -306,7 +313,7 @@ def page_body(*, user_id, limit, after_id, known=None):
     return Listing(link, listing.started(chunks), next_after_id)
 
 
-def _cached_when_complete(chunks, user_id, generation, link, last_id, done):
+def _cached_when_complete(chunks, user_id, generation, tag, done):
     """Pass ``chunks`` through, caching the listing if it ends: its tag, and
     its bytes when they are small enough. ``generation`` None: no caching.
 
@@ -332,7 +339,8 @@ def _cached_when_complete(chunks, user_id, generation, link, last_id, done):
                 metrics.cache_result("miss" if kept is not None else "bypass")
                 if complete:
                     body = b"".join(kept) if kept is not None else None
-                    cache.store(user_id, generation, link, last_id, body)
+                    link, last_id, tail = tag
+                    cache.store(user_id, generation, link, last_id, body, tail)
         finally:
             done()
 

@@ -6,8 +6,12 @@ import threading
 
 import pytest
 import redis
+from sqlalchemy import insert, select
 
+from postservice.extensions import db
+from postservice.models import Post
 from postservice.posts import cache as posts_cache
+from postservice.posts import listing
 
 from ..support.auth import AuthActions, token_user_id
 from ..support.sql import executed_sql
@@ -377,3 +381,113 @@ def test_a_waiter_is_served_what_the_rebuild_stored(make_app, real_redis_url):
     assert response.data == expected.data
     assert response.headers["ETag"] == expected.headers["ETag"]
     assert not any("FROM posts" in statement for _, statement in executed)
+
+
+def committed_rows(app, uid, texts):
+    """Posts stored without the service (no cache told), and their rows as
+    a listing selects them, with their versions."""
+    from sqlalchemy import insert, select
+
+    from postservice.extensions import db
+    from postservice.models import Post
+
+    with app.app_context():
+        ids = []
+        for text in texts:
+            result = db.session.execute(
+                insert(Post).values(user_id=uid, text=text).returning(Post.id)
+            )
+            ids.append(result.scalar())
+        db.session.commit()
+        rows = db.session.execute(
+            select(*listing.columns(), Post.version)
+            .where(Post.id.in_(ids))
+            .order_by(Post.id)
+        ).all()
+        db.session.rollback()
+    return rows
+
+
+def test_adds_that_commit_out_of_order_are_put_in_place(make_app, real_redis_url):
+    app = make_app(REDIS_URL=real_redis_url)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    for n in range(5):
+        actions.add_post(headers, f"p{n}")
+    get(client, headers)  # cached
+    uid = token_user_id(app, headers)
+    first, second, third = committed_rows(app, uid, ["a", "b", "c"])
+    with app.test_request_context():
+        # Their scripts run in another order than their ids.
+        for row in (third, first, second):
+            *post, version = row
+            assert posts_cache.appended(uid, post[0], version, listing.encoded(post))
+    with executed_sql(app) as executed:
+        cached = get(client, headers)
+    assert executed == []
+    expected = get(
+        make_app(REDIS_URL=None, CACHE_TYPE="NullCache").test_client(), headers
+    )
+    assert cached.data == expected.data
+    assert cached.headers["ETag"] == expected.headers["ETag"]
+    assert [p["text"] for p in cached.json][-3:] == ["a", "b", "c"]
+
+
+def test_adds_during_a_rebuild_are_kept_in_what_it_stores(
+    make_app, real_redis_url, monkeypatch
+):
+    app = make_app(REDIS_URL=real_redis_url)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    post_id = actions.add_post(headers, "old")
+    client.patch(EDIT_POST.format(post_id), json={"text": "edited"}, headers=headers)
+    whole = listing.whole
+
+    def read_then_posts_are_added(*args):
+        read = whole(*args)  # the rebuild's rows, read before the adds
+        monkeypatch.setattr(listing, "whole", whole)
+        actions.add_post(headers, "new")
+        actions.add_post(headers, "newer")
+        return read
+
+    monkeypatch.setattr(listing, "whole", read_then_posts_are_added)
+    assert [p["text"] for p in get(client, headers).json] == ["edited"]
+    with executed_sql(app) as executed:
+        after = get(client, headers)
+    assert executed == []  # stored, with the adds put in place
+    assert [p["text"] for p in after.json] == ["edited", "new", "newer"]
+    expected = get(
+        make_app(REDIS_URL=None, CACHE_TYPE="NullCache").test_client(), headers
+    )
+    assert (after.data, after.headers["ETag"]) == (
+        expected.data,
+        expected.headers["ETag"],
+    )
+
+
+def test_an_edit_during_a_rebuild_keeps_it_from_being_stored(
+    make_app, real_redis_url, monkeypatch
+):
+    app = make_app(REDIS_URL=real_redis_url)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    post_id = actions.add_post(headers, "old")
+    client.delete(
+        DELETE_POST.format(actions.add_post(headers, "gone")), headers=headers
+    )
+    whole = listing.whole
+
+    def read_then_edited(*args):
+        read = whole(*args)
+        monkeypatch.setattr(listing, "whole", whole)
+        client.patch(
+            EDIT_POST.format(post_id), json={"text": "edited"}, headers=headers
+        )
+        return read
+
+    monkeypatch.setattr(listing, "whole", read_then_edited)
+    assert [p["text"] for p in get(client, headers).json] == ["old"]  # the racing read
+    assert [p["text"] for p in get(client, headers).json] == ["edited"]

@@ -386,10 +386,6 @@ def test_a_waiter_is_served_what_the_rebuild_stored(make_app, real_redis_url):
 def committed_rows(app, uid, texts):
     """Posts stored without the service (no cache told), and their rows as
     a listing selects them, with their versions."""
-    from sqlalchemy import insert, select
-
-    from postservice.extensions import db
-    from postservice.models import Post
 
     with app.app_context():
         ids = []

@@ -101,3 +101,49 @@ def test_a_generated_client_logs_in_refreshes_and_lists_sessions(
         sys.path.remove(str(workdir))
         for name in [n for n in sys.modules if n.split(".")[0] == PACKAGE]:
             del sys.modules[name]
+
+
+def test_a_generated_client_edits_with_if_match(start_server, tmp_path):
+    base = start_server()
+    workdir = tmp_path / "generated"
+    workdir.mkdir()
+    try:
+        generate(base, workdir)
+        from postservice_client import AuthenticatedClient, Client
+        from postservice_client.api.posts import (
+            posts_add_post,
+            posts_edit_post,
+            posts_get_post,
+        )
+        from postservice_client.api.users import users_register
+        from postservice_client.models import AddPost, EditPost, Error, Post, Register
+
+        client = Client(base_url=base, raise_on_unexpected_status=True)
+        token = users_register.sync(
+            client=client,
+            body=Register(email="editor@example.com", password=PASSWORD),
+        )
+        authed = AuthenticatedClient(
+            base_url=base, token=token.access_token, raise_on_unexpected_status=True
+        )
+        post_id = posts_add_post.sync(client=authed, body=AddPost(text="draft")).post_id
+        read = posts_get_post.sync_detailed(post_id, client=authed)
+        assert read.status_code == 200
+        tag = read.headers["ETag"]
+        edited = posts_edit_post.sync_detailed(
+            post_id, client=authed, body=EditPost(text="final"), if_match=tag
+        )
+        assert edited.status_code == 200
+        assert isinstance(edited.parsed, Post)
+        assert edited.parsed.text == "final"
+        stale = posts_edit_post.sync_detailed(
+            post_id, client=authed, body=EditPost(text="lost"), if_match=tag
+        )
+        assert stale.status_code == 412
+        assert isinstance(stale.parsed, Error)
+        assert stale.parsed.detail == "Precondition Failed"
+        assert posts_get_post.sync(post_id, client=authed).text == "final"
+    finally:
+        sys.path.remove(str(workdir))
+        for name in [n for n in sys.modules if n.split(".")[0] == PACKAGE]:
+            del sys.modules[name]

@@ -13,7 +13,7 @@ import termios
 import time
 
 from waitress.channel import HTTPChannel
-from waitress.task import ErrorTask
+from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import RequestHeaderFieldsTooLarge
 
 from postservice.http.errors import json_error_body
@@ -79,6 +79,39 @@ class JsonErrorTask(ErrorTask):
             answered(method, path, error.code, time.perf_counter() - started, rid)
 
 
+class KeepAliveTask(WSGITask):
+    """waitress's task, keeping the connection open after a 204 or a 304.
+
+    waitress keeps an HTTP/1.1 connection open only after an answer whose
+    length it sends, and it sends no length where there is no body: so it
+    closed the connection after every 204 (a deleted post) and every 304
+    (a listing that did not change), and the client paid a new connection
+    for its next request. Such an answer ends with its headers (RFC 9112,
+    6.3), so the connection goes on, unless the client or the server asked
+    to close it.
+    """
+
+    _bodiless = False
+
+    def build_response_header(self):
+        connection = self.request.headers.get("CONNECTION", "").lower()
+        self._bodiless = (
+            not self.has_body
+            and self.version == "1.1"
+            and connection != "close"
+            and not self.close_on_finish
+        )
+        try:
+            return super().build_response_header()
+        finally:
+            self._bodiless = False
+
+    def set_close_on_finish(self):
+        if self._bodiless:
+            return  # waitress's "no length, so close": nothing to delimit
+        super().set_close_on_finish()
+
+
 def request_line(request):
     """The method and the path (decoded as the app decodes it) of a request
     waitress refused; None for what it did not read."""
@@ -108,6 +141,7 @@ class Channel(HTTPChannel):
     (``GracefulServer`` sets it on a class of its own).
     """
 
+    task_class = KeepAliveTask
     error_task_class = JsonErrorTask
     answered = None
 

@@ -618,3 +618,56 @@ def test_the_main_loop_pauses_on_output_a_worker_is_writing():
     thread.join(10)
     channel._flush_some_if_lockable()
     assert channel.flushed == 1  # free: sent as waitress sends it
+
+
+def test_answers_without_a_body_keep_the_connection_open(instance):
+    """A 304 and a 204 end at their headers: the client's next request goes
+    on the same connection (waitress alone would close it after each)."""
+    [headers] = register_users(instance.base, 1, "keepalive")
+    token = headers["Authorization"]
+    added = requests.post(
+        instance.base + "/api/v1/posts/add-post", json={"text": "x"}, headers=headers
+    )
+    post_id = added.json()["PostID"]
+    with socket.create_connection(("127.0.0.1", instance.port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+
+        def exchange(method, path, extra=""):
+            sock.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+                f"{extra}Content-Length: 0\r\n\r\n".encode()
+            )
+            status = int(reader.readline().split()[1])
+            fields = {}
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                fields[name.strip().lower()] = value.strip()
+            body = reader.read(int(fields.get("content-length", 0)))
+            return status, fields, body
+
+        status, fields, body = exchange(
+            "DELETE", f"/api/v1/posts/delete-post/{post_id}"
+        )
+        assert (status, body) == (204, b"")
+        assert "connection" not in fields
+        status, fields, body = exchange("GET", "/api/v1/posts/get-posts")
+        assert (status, body) == (200, b"[]")
+        tag = fields["etag"]
+        for _ in range(3):
+            status, fields, body = exchange(
+                "GET", "/api/v1/posts/get-posts", f"If-None-Match: {tag}\r\n"
+            )
+            assert (status, body) == (304, b"")
+            assert "connection" not in fields
+        # Still the same connection: one more request is answered on it.
+        status, fields, body = exchange("GET", "/api/v1/posts/get-posts")
+        assert (status, body) == (200, b"[]")
+        # Asked to close, it closes.
+        status, fields, _ = exchange(
+            "GET",
+            "/api/v1/posts/get-posts",
+            f"If-None-Match: {tag}\r\nConnection: close\r\n",
+        )
+        assert status == 304
+        assert fields["connection"] == "close"
+        assert reader.read() == b""

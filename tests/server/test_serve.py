@@ -626,7 +626,10 @@ def test_answers_without_a_body_keep_the_connection_open(instance):
     [headers] = register_users(instance.base, 1, "keepalive")
     token = headers["Authorization"]
     added = requests.post(
-        instance.base + "/api/v1/posts/add-post", json={"text": "x"}, headers=headers
+        instance.base + "/api/v1/posts/add-post",
+        json={"text": "x"},
+        headers=headers,
+        timeout=30,
     )
     post_id = added.json()["PostID"]
     with socket.create_connection(("127.0.0.1", instance.port), timeout=10) as sock:

@@ -104,6 +104,12 @@ POST_TEXT_MAX_BYTES = 1024 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_WAITRESS_THREADS = 8
 DEFAULT_DATABASE_POOL_SIZE = 10
+# Seconds a MySQL read or write may wait for the server. Above what a Galera
+# node, with its default settings, holds a commit while the cluster decides
+# that a silent node is gone (evs.suspect_timeout 5 s, checked every
+# evs.inactive_check_period 0.5 s, then a new view): a request caught in that
+# wait completes slowly instead of failing (docs/deployment/scaling.md).
+DEFAULT_DATABASE_IO_TIMEOUT = 10
 # Connections the pool may open beyond DATABASE_POOL_SIZE under load.
 DATABASE_MAX_OVERFLOW = 5
 DEFAULT_PORT = 8000
@@ -260,8 +266,12 @@ class Config:
             ),
             "DATABASE_MAX_OVERFLOW": DATABASE_MAX_OVERFLOW,
             "DATABASE_CONNECT_TIMEOUT": _int(env, "DATABASE_CONNECT_TIMEOUT", 3, 1),
-            "DATABASE_READ_TIMEOUT": _int(env, "DATABASE_READ_TIMEOUT", 5, 1),
-            "DATABASE_WRITE_TIMEOUT": _int(env, "DATABASE_WRITE_TIMEOUT", 5, 1),
+            "DATABASE_READ_TIMEOUT": _int(
+                env, "DATABASE_READ_TIMEOUT", DEFAULT_DATABASE_IO_TIMEOUT, 1
+            ),
+            "DATABASE_WRITE_TIMEOUT": _int(
+                env, "DATABASE_WRITE_TIMEOUT", DEFAULT_DATABASE_IO_TIMEOUT, 1
+            ),
             "DATABASE_RETRIES": _int(env, "DATABASE_RETRIES", 3, 0),
             "DATABASE_WSREP_SYNC_WAIT": _int(env, "DATABASE_WSREP_SYNC_WAIT", None, 0),
             "LOGIN_RATE_LIMIT": _rate_limit(

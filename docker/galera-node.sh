@@ -1,5 +1,6 @@
 #!/bin/sh
-# Start a node of docker-compose.galera.yml: the image's own entrypoint, with
+# Start a node of docker-compose.galera.yml: its health check for the proxy
+# (docker/galera-check.sh, on port 9200), then the image's own entrypoint, with
 # --wsrep-new-cluster only when this node may start the cluster, so that a
 # node restarted while the others run joins them again instead of refusing
 # to start (or, worse, starting a second cluster of its own).
@@ -30,4 +31,7 @@ elif [ "${GALERA_FIRST_NODE:-0}" = 1 ] && ! others_running; then
     echo "galera-node: no state and no other node; starting a new cluster"
     set -- "$@" --wsrep-new-cluster
 fi
+# The node's health for the proxy in front of the nodes (docker/galera-check.sh),
+# answered from now on: "not synced" until the server has joined.
+socat TCP-LISTEN:9200,reuseaddr,fork "EXEC:sh /usr/local/bin/galera-check.sh" &
 exec docker-entrypoint.sh "$@"

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -71,6 +71,11 @@ class Post(db.Model):
     updated_at: Mapped[datetime] = mapped_column(DateTime, server_default=STORED_AT)
     # 1 when stored, one more with every edit: the post's ETag (posts.tags).
     version: Mapped[int] = mapped_column(server_default="1")
+    # A random number each add-post stores with the row, so that a retry
+    # after a commit whose answer was lost can find out whether the row was
+    # stored (``posts.service``). Not indexed: the lookup is rare and goes
+    # through the user's posts; None on posts stored before migration 0010.
+    insert_token: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 USER_AGENT_MAX_CHARS = 255

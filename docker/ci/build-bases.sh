@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local stand-ins for the official images (python, mysql and mariadb, redis,
-# nginx), built from Debian packages, for machines that cannot pull from an
+# nginx, haproxy), built from Debian packages, for machines that cannot pull from an
 # image registry.
 # Each is built once and reused while present; a change to this recipe
 # rebuilds them. Uses the Docker engine that DOCKER_HOST names.
@@ -23,7 +23,7 @@ CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 # of docker-compose.yml and as the Galera nodes of docker-compose.galera.yml.
 SETTINGS=(
     PYTHON_IMAGE=python MYSQL_IMAGE=mariadb GALERA_IMAGE=mariadb
-    REDIS_IMAGE=redis NGINX_IMAGE=nginx
+    REDIS_IMAGE=redis NGINX_IMAGE=nginx HAPROXY_IMAGE=haproxy
 )
 
 if [ "${1:-}" = --print ]; then
@@ -100,3 +100,10 @@ build nginx nginx,curl \
     -- \
     'EXPOSE 80' \
     'CMD ["nginx", "-g", "daemon off;"]'
+
+# The Galera proxy of docker-compose.galera.yml, which names its command;
+# as the official image, it runs as the unix user haproxy.
+build haproxy haproxy \
+    -- \
+    'USER haproxy' \
+    'CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]'

@@ -136,7 +136,9 @@ def _cached_verdict(user_id, payload):
     except cache_health.ERRORS as e:
         cache_health.current().failed(e)
         generation = None
-    verdict = verdict_from_database(user_id, payload)
+    # Tried again on a new connection if the node under it dies: every
+    # protected request, writes too, begins with this read.
+    verdict = transactions.read(lambda: verdict_from_database(user_id, payload))
     if generation is not None:
         expires_in = int(payload["exp"] - time.time()) + 1
         timeout = max(1, min(current_app.config["POSTS_CACHE_TTL"], expires_in))

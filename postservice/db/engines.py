@@ -119,6 +119,20 @@ def single_statement():
             yield conn
 
 
+def discard_pooled_connections():
+    """Make every engine of the app open new connections from now on.
+
+    For the moment after a connection was lost under a statement: the
+    other pooled connections were opened before it and may lead to the same
+    dead server (through a proxy, the same dead node). SQLAlchemy replaces
+    the pool of the engine that saw the loss; the other engine's would hand
+    out a dead connection to the retry. Connections in use stay usable and
+    are closed when they come back.
+    """
+    for engine in {db.engine, *db.engines.values()}:
+        engine.dispose(close=False)
+
+
 def _enforce_foreign_keys(dbapi_connection, connection_record):
     dbapi_connection.execute("PRAGMA foreign_keys = ON")
 

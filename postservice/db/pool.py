@@ -9,8 +9,11 @@ the stream) is waiting on its socket. A healthy idle connection has nothing
 to read, because the protocol only ever answers. So one non-blocking
 ``poll`` of the socket on checkout tells the two apart, and costs a system
 call. A dead connection is replaced before the request uses it, as with a
-ping; a connection that dies while in use fails that request (a 503), and
-SQLAlchemy then replaces every connection older than the failure.
+ping; a connection that dies while in use fails that statement, SQLAlchemy
+then replaces every connection of its pool older than the failure
+(``engines.discard_pooled_connections`` those of the other pool), and the
+request is tried again where it can tell what happened (a read, and the
+writes of ``db.transactions``), otherwise answered 503.
 
 What a ping would catch and this does not: a server whose host vanished
 without closing its connections. A ping would then wait for TCP to give up

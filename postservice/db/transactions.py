@@ -29,6 +29,7 @@ from flask import current_app
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from postservice.cache import generations
+from postservice.db import engines
 from postservice.extensions import db
 from postservice.http.errors import APIError
 
@@ -53,11 +54,16 @@ def _code(error):
     return args[0] if args and isinstance(args[0], int) else None
 
 
+def connection_lost(error):
+    """Whether ``error`` (a ``DBAPIError``) is the connection's loss: what it
+    was running may or may not have happened."""
+    return error.connection_invalidated or _code(error) in (SERVER_GONE, SERVER_LOST)
+
+
 def _retryable(error, after_lost_commit):
     if _code(error) in ROLLED_BACK:
         return True
-    lost = error.connection_invalidated or _code(error) in (SERVER_GONE, SERVER_LOST)
-    return after_lost_commit and lost
+    return after_lost_commit and connection_lost(error)
 
 
 def run(work, *, after_lost_commit=False):
@@ -76,11 +82,40 @@ def run(work, *, after_lost_commit=False):
                 db.session.rollback()
             if not _retryable(e, after_lost_commit):
                 raise
+            if connection_lost(e):
+                engines.discard_pooled_connections()
             log.info("transaction rolled back (%s), try %d", _code(e), attempt + 1)
             if attempt < retries:
-                # Jitter, so the two sides of a conflict do not meet again.
-                time.sleep(BACKOFF * 2**attempt * (0.5 + random.random()))  # noqa: S311
+                pause_before_retry(attempt)
     raise DatabaseBusy()
+
+
+def read(work):
+    """``work()``, which only reads, run again (up to ``DATABASE_RETRIES``
+    times) while the connection is lost under it.
+
+    A read can always be repeated. The new connection may fail too while a
+    proxy in front of Galera nodes has not yet moved off a dead node, hence
+    a few tries with pauses, as for writes; the last try's error is raised.
+    """
+    for attempt in range(current_app.config["DATABASE_RETRIES"]):
+        try:
+            return work()
+        except DBAPIError as e:
+            if not connection_lost(e):
+                raise
+            log.info("database connection lost under a read, try %d", attempt + 1)
+            with contextlib.suppress(SQLAlchemyError):
+                db.session.rollback()
+            engines.discard_pooled_connections()
+            pause_before_retry(attempt)
+    return work()
+
+
+def pause_before_retry(attempt):
+    """Wait before try ``attempt + 2``: doubled each time, with jitter, so the
+    two sides of a conflict do not meet again."""
+    time.sleep(BACKOFF * 2**attempt * (0.5 + random.random()))  # noqa: S311
 
 
 def write(work, *, user_id, invalidates, drop=(), after_lost_commit=False, extend=None):

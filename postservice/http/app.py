@@ -1,10 +1,16 @@
-"""The Flask class of the app: Flask with our request and JSON classes, and
-sync checks done once per function instead of once per call."""
+"""The Flask class of the app: Flask with our request and JSON classes, sync
+checks done once per function instead of once per call, and reads run again
+when their database connection was lost."""
 
-from flask import Flask
+from flask import Flask, request
 
+from postservice.db import transactions
 from postservice.http.parsing import JSONProvider, JSONRequest
 
+# Requests that change nothing: run again from the start (up to
+# DATABASE_RETRIES times) when the database connection is lost under them,
+# before anything of the answer was sent.
+READS = frozenset({"GET", "HEAD"})
 # Functions whose check is remembered; beyond this many, checks are not
 # stored (a bound, should anything pass ever-new functions).
 SYNC_MEMO_SIZE = 1000
@@ -28,3 +34,14 @@ class App(Flask):
             if len(self._sync_memo) < SYNC_MEMO_SIZE:
                 self._sync_memo[func] = synced
         return synced
+
+    def dispatch_request(self):
+        # A node that dies under a read (or the proxy in front of the nodes
+        # moving to another one) cuts the connection mid-query; the read runs
+        # again on a new connection, which reaches a node that is up. Writes
+        # retry themselves where they can tell what happened
+        # (``db.transactions``); a streamed listing that fails after its
+        # first chunk cannot be taken back and is not covered.
+        if request.method not in READS:
+            return super().dispatch_request()
+        return transactions.read(super().dispatch_request)

@@ -1,6 +1,7 @@
 """Post rules: adding, reading, editing, listing and deleting a user's own posts."""
 
 import collections
+import random
 from functools import cache as built_once
 from typing import Any, NamedTuple
 
@@ -35,13 +36,7 @@ def add_post(*, user_id, text, idempotency_key=None):
     ``transactions.DatabaseBusy`` when the database keeps rolling it back.
     """
     if idempotency_key is None:
-        row = transactions.write(
-            lambda: _insert_alone(user_id, text),
-            user_id=user_id,
-            invalidates=POSTS,
-            extend=lambda row: _appended(user_id, row),
-        )
-        return row[0]
+        return _add_alone(user_id, text)
     post_id, _created = idempotency.run_once(
         user_id, idempotency_key, text, lambda: _insert_in_session(user_id, text)
     )
@@ -66,16 +61,84 @@ def _delete_statement():
     )
 
 
-def _insert_alone(user_id, text):
+@built_once
+def _stored_statement(dialect):
+    """The id of the post carrying an insert token, read so that it waits for
+    a commit of that row still under way.
+
+    On MySQL a locking read (``LOCK IN SHARE MODE``): it waits for the
+    lock of a row whose INSERT has not finished committing on this server,
+    where a plain read would not see the row yet. On Galera
+    ``wsrep_sync_wait`` makes it wait, first, until this node has applied
+    every commit the cluster ordered before it, the lost one included if it
+    was ordered at all (MariaDB's ``SET STATEMENT``, in a comment that other
+    servers skip). SQLite has one writer at a time.
+    """
+    if dialect in ("mysql", "mariadb"):
+        return sql(
+            "/*M!100101 SET STATEMENT wsrep_sync_wait = 1 FOR */ "
+            "SELECT id FROM posts WHERE user_id = :user_id "
+            "AND insert_token = :insert_token LOCK IN SHARE MODE"
+        )
+    posts = Post.__table__
+    return select(posts.c.id).where(
+        posts.c.user_id == bindparam("user_id"),
+        posts.c.insert_token == bindparam("insert_token"),
+    )
+
+
+def _add_alone(user_id, text):
+    """The post stored by one INSERT, tried again even after a lost commit.
+
+    A connection lost while the INSERT commits (the node it ran on died, or
+    a proxy cut it) leaves the row stored or not. Each request draws a
+    random ``insert_token`` that the row carries; every try after the first
+    looks for it and answers the stored row's id instead of inserting a
+    second one. The token costs the INSERT eight bytes and no index.
+    """
+    row = {"user_id": user_id, "text": text, "insert_token": _insert_token()}
+    tries = []
+
+    def attempt():
+        if tries:
+            stored = _stored_id(row)
+            if stored is not None:
+                return (stored,)  # its row as listed is unknown: not appended
+        tries.append(1)
+        return _insert_alone(row)
+
+    stored = transactions.write(
+        attempt,
+        user_id=user_id,
+        invalidates=POSTS,
+        after_lost_commit=True,
+        extend=lambda stored: _appended(user_id, stored),
+    )
+    return stored[0]
+
+
+def _insert_token():
+    # Not a secret, only unique among one user's posts: 63 random bits.
+    return random.getrandbits(63)
+
+
+def _stored_id(row):
+    engine = statement_engine()
+    with engine.connect() as conn:
+        return conn.execute(
+            _stored_statement(engine.dialect.name),
+            {"user_id": row["user_id"], "insert_token": row["insert_token"]},
+        ).scalar()
+
+
+def _insert_alone(row):
     """One Core INSERT, its own transaction (``database.single_statement``):
     the ORM's unit of work would cost more than the statement for one row."""
     try:
         with single_statement() as conn:
             # Known once the dialect has met the server (MariaDB 10.5+, SQLite).
             returning = conn.dialect.insert_returning
-            result = conn.execute(
-                _insert_statement(returning), {"user_id": user_id, "text": text}
-            )
+            result = conn.execute(_insert_statement(returning), row)
             return result.one() if returning else result.inserted_primary_key
     except IntegrityError:  # the foreign key: the account was deleted
         raise Unauthorized("Could not validate credentials") from None
@@ -121,21 +184,31 @@ def delete_post(*, user_id, post_id):
     Raises ``NotFound`` when it does not exist or belongs to someone else:
     the two are indistinguishable so ids of other users' posts do not leak;
     ``transactions.DatabaseBusy`` when the database keeps rolling it back.
-    A lost commit is not tried again: the retry would find nothing and
-    answer 404 for a post it had deleted.
+
+    Tried again after a lost commit too: the DELETE runs again, and a try
+    after the first that finds no row answers as a delete, since the post
+    is gone either way (an id that was never the user's then gets 204
+    instead of 404, which still says nothing of other users' posts).
     """
+    tries = []
+
+    def attempt():
+        first = not tries
+        tries.append(1)
+        if not _delete(user_id, post_id) and first:
+            raise NotFound("Post not found")
+
     transactions.write(
-        lambda: _delete(user_id, post_id), user_id=user_id, invalidates=POSTS
+        attempt, user_id=user_id, invalidates=POSTS, after_lost_commit=True
     )
 
 
 def _delete(user_id, post_id):
+    """How many rows the DELETE removed: 1 or 0."""
     with single_statement() as conn:
-        deleted = conn.execute(
+        return conn.execute(
             _delete_statement(), {"post_id": post_id, "user_id": user_id}
         ).rowcount
-    if not deleted:
-        raise NotFound("Post not found")
 
 
 class Listing(NamedTuple):

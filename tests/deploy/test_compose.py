@@ -57,7 +57,7 @@ def compose(folder, *files):
         (
             ["docker-compose.yml", "docker-compose.galera.yml"],
             {"mysql", "redis", "redis-state", "app", "nginx"}
-            | {"galera-1", "galera-2", "galera-3"},
+            | {"galera-1", "galera-2", "galera-3", "galera-proxy"},
         ),
     ],
 )
@@ -136,3 +136,28 @@ def test_nginx_closes_idle_app_connections_before_the_app_does():
     assert re.search(r"^\s*keepalive \d+;", upstream, re.M)  # connections reused
     nginx_idle = int(re.search(r"keepalive_timeout (\d+)s;", upstream).group(1))
     assert nginx_idle < config.DEFAULT_CHANNEL_TIMEOUT
+
+
+def test_the_galera_proxy_settings_are_valid():
+    """docker/haproxy-galera.cfg as HAProxy reads it; the node names resolve
+    only on the compose network, and the proxy starts without them."""
+    program = require_program("haproxy")
+    check = run_in_repo([program, "-c", "-f", "docker/haproxy-galera.cfg"])
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "Configuration file is valid" in check.stdout + check.stderr
+
+
+def test_the_app_reaches_galera_through_the_proxy(tmp_path):
+    files = ["docker-compose.yml", "docker-compose.galera.yml"]
+    full = subprocess.run(
+        [*compose(tmp_path, *files), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    services = yaml.safe_load(full.stdout)["services"]
+    assert "@galera-proxy:3306/" in services["app"]["environment"]["DATABASE_URL"]
+    depends = services["galera-proxy"]["depends_on"]
+    assert set(depends) == {"galera-1", "galera-2", "galera-3"}
+    assert {d["condition"] for d in depends.values()} == {"service_healthy"}

@@ -111,9 +111,10 @@ def register_users(base, count, prefix):
 class Writer:
     """One user's writes and the listings that must reflect them."""
 
-    def __init__(self, name, headers, write_base, read_base, stats):
+    def __init__(self, name, headers, write_base, read_base, stats, keyed=False):
         self.name = name
         self.headers = headers
+        self.keyed = keyed  # each add-post carries an Idempotency-Key
         self.write_base = write_base
         self.read_base = read_base
         self.stats = stats
@@ -127,13 +128,16 @@ class Writer:
     def step(self):
         self.count += 1
         text = f"{self.name} post {self.count}"
+        headers = self.headers
+        if self.keyed:
+            headers = {**headers, "Idempotency-Key": f"{self.name}-{self.count}"}
         response = _call(
             self.stats,
             self.session,
             "POST",
             self.write_base + "/api/v1/posts/add-post",
             json={"text": text},
-            headers=self.headers,
+            headers=headers,
         )
         if response is not None and response.status_code == 200:
             self.present[response.json()["PostID"]] = text
@@ -190,11 +194,15 @@ def _read_forever(base, headers, stats, stop):
         _call(stats, session, "GET", base + "/api/v1/posts/get-posts", headers=headers)
 
 
-def run_load(bases, headers, stats, *, rounds=None, stop=None, readers=True):
+def run_load(
+    bases, headers, stats, *, rounds=None, stop=None, readers=True, keyed=False
+):
     """Each user writes through ``bases[i]`` and reads through the next instance.
 
-    Runs ``rounds`` steps per writer, or until ``stop`` is set. Returns the
-    writers, whose ``present`` posts are the acknowledged ones.
+    Runs ``rounds`` steps per writer, or until ``stop`` is set. With
+    ``keyed``, every other writer sends an ``Idempotency-Key`` with each
+    add-post. Returns the writers, whose ``present`` posts are the
+    acknowledged ones.
     """
     stop = stop or threading.Event()
     writers = [
@@ -204,6 +212,7 @@ def run_load(bases, headers, stats, *, rounds=None, stop=None, readers=True):
             bases[n % len(bases)],
             bases[(n + 1) % len(bases)],
             stats,
+            keyed=keyed and n % 2 == 1,
         )
         for n, h in enumerate(headers)
     ]
@@ -232,13 +241,14 @@ def run_load(bases, headers, stats, *, rounds=None, stop=None, readers=True):
     return writers
 
 
-def load_in_background(bases, headers, stats):
-    """``run_load`` until the returned ``finish()``, which returns the writers."""
+def load_in_background(bases, headers, stats, **options):
+    """``run_load`` (with ``options``) until the returned ``finish()``, which
+    returns the writers."""
     stop = threading.Event()
     result = {}
 
     def run():
-        result["writers"] = run_load(bases, headers, stats, stop=stop)
+        result["writers"] = run_load(bases, headers, stats, stop=stop, **options)
 
     thread = threading.Thread(target=run)
     thread.start()

@@ -48,18 +48,26 @@ def assert_revoked(bases, revoked, allowed=(401,)):
 
 
 def load_through_faults(
-    bases, headers, revoked, fault, recover, timing=(2, 4, 3), refusals=(401,)
+    bases,
+    headers,
+    revoked,
+    fault,
+    recover,
+    timing=(2, 4, 3),
+    refusals=(401,),
+    **load,
 ):
     """Writers and readers on ``bases`` while ``fault()`` and later ``recover()`` run.
 
     Revoked tokens are tried on every instance during the fault and after
     it (answered with one of ``refusals``), and each writer's listing is
-    read through every instance at the end. Returns ``(stats, writers,
+    read through every instance at the end; ``load`` goes to ``run_load``.
+    Returns ``(stats, writers,
     requests after the fault began)``.
     """
     warm, outage, after = timing
     stats = Stats()
-    finish = load_in_background(bases, headers, stats)
+    finish = load_in_background(bases, headers, stats, **load)
     try:
         time.sleep(warm)
         fault()

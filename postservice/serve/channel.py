@@ -21,6 +21,7 @@ from postservice.http.headers import ERROR_HEADERS
 from postservice.ops import requestlog
 from postservice.ops.logs import IntervalLog
 from postservice.ops.metrics import OUT_OF_RESOURCES
+from postservice.serve.drain import ClosingTask
 
 log = logging.getLogger("postservice.serve")
 
@@ -104,12 +105,16 @@ class Channel(HTTPChannel):
     that leaves output behind still wakes the loop to send it.
 
     Its error answers are JSON (``JsonErrorTask``). ``answered`` is how they
-    are counted and logged, when the app keeps a request log
-    (``GracefulServer`` sets it on a class of its own).
+    are counted and logged, when the app keeps a request log, and
+    ``draining`` says that every answer closes its connection
+    (``drain.ClosingTask``); ``GracefulServer`` sets both on a class of
+    its own.
     """
 
+    task_class = ClosingTask
     error_task_class = JsonErrorTask
     answered = None
+    draining = False
 
     def _flush_some_if_lockable(self, do_close=True):
         # The lock is reentrant (a Condition's RLock), so waitress's own

@@ -7,19 +7,24 @@ server that counted only requests as in flight would close that connection
 on SIGTERM and cut the body short.
 """
 
+import http.client
 import json
 import signal
 import socket
 import time
 
+import pytest
 import requests
 from flask_jwt_extended import decode_token
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 
 from postservice.extensions import db
 from postservice.models import Post
+from postservice.serve import GracefulServer
 
-from ..support.load import register_users
+from ..support.keepalive import ADD_POST, KeepAliveLoad
+from ..support.load import register_users, report
+from ..support.servers import AppInstance, serving
 
 GET_POSTS = "/api/v1/posts/get-posts"
 # 10 MiB: over the kernel's buffers between the two ends (a send buffer
@@ -123,3 +128,141 @@ def test_sigterm_waits_for_a_response_still_being_sent(instance, make_app):
     assert same, "the body differs from a normal GET's"
     assert instance.process.wait(timeout=30) == 0
     assert "stopping: no new connections" in instance.log_tail()
+
+
+# --- keep-alive clients: every request sent is answered ----------------------
+
+# Writers, each on its own kept-alive connection: more than the server's
+# threads, so requests wait in its queue when the signal comes.
+WRITERS = 10
+# Answers before the signal, all writers together: every connection is in
+# use, most with a request in flight and the rest about to send one.
+ANSWERS_BEFORE = 200
+# Short, so that a server that goes on serving kept-alive connections until
+# it gives up shows it within seconds.
+SHUTDOWN_TIMEOUT = 5
+
+
+@pytest.fixture
+def draining_instance(tmp_path, database_url, redis_url):
+    server = AppInstance(
+        tmp_path,
+        database_url,
+        redis_url,
+        threads=4,
+        SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT),
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def stored_posts(make_app):
+    app = make_app()
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Post))
+
+
+def test_sigterm_answers_every_request_of_kept_alive_clients(
+    draining_instance, make_app, capsys
+):
+    """Writers that send each request as soon as the last answer is read.
+
+    When the signal comes, each connection has a request in flight or is
+    about to get one: the server must answer every request it was sent,
+    tell each client with ``Connection: close`` to stop sending, and close
+    a connection only when it has nothing of a request unread.
+    """
+    server = draining_instance
+    headers = register_users(server.base, WRITERS, "keepalive")
+    with KeepAliveLoad("127.0.0.1", server.port, headers) as load:
+        load.wait_for_answers(ANSWERS_BEFORE)
+        server.process.send_signal(signal.SIGTERM)
+        load.signalled.set()
+        status = server.process.wait(timeout=SHUTDOWN_TIMEOUT + 30)
+        load.join()
+    report(capsys, load.summary())
+    assert load.lost == [], f"requests sent and never answered; {load.summary()}"
+    assert load.sent == load.answers, load.summary()
+    assert load.statuses == {200: load.answers}
+    assert load.closing_after_signal == load.after_signal, (
+        f"answers after SIGTERM without Connection: close; {load.summary()}"
+    )
+    assert stored_posts(make_app) == load.answers
+    assert status == 0
+    log = server.log_tail()
+    assert "stopping with" not in log, log  # done before the timeout
+
+
+def refusing(port, timeout=30):
+    """Wait until ``port`` refuses connections: the server drains."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except ConnectionRefusedError:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_request_sent_on_a_kept_alive_connection_as_the_drain_begins_is_answered(
+    draining_instance, make_app
+):
+    """The last answer before SIGTERM kept the connection alive, so the
+    client may send its next request on it at any moment: here once the
+    server has stopped accepting. It is answered, with ``Connection:
+    close``, where closing the idle connection at once would drop it."""
+    server = draining_instance
+    [headers] = register_users(server.base, 1, "justafter")
+    headers = {**headers, "Content-Type": "application/json"}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", ADD_POST, b'{"text": "before"}', headers)
+        before = conn.getresponse()
+        before.read()
+        assert before.status == 200
+        assert not before.will_close
+        server.process.send_signal(signal.SIGTERM)
+        assert refusing(server.port)
+        conn.request("POST", ADD_POST, b'{"text": "after"}', headers)
+        after = conn.getresponse()
+        body = after.read()
+    finally:
+        conn.close()
+    assert after.status == 200, body
+    assert after.getheader("Connection") == "close"
+    assert server.process.wait(timeout=30) == 0
+    assert stored_posts(make_app) == 2
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+@pytest.mark.parametrize(
+    ("version", "connection"),
+    [("1.1", None), ("1.1", "keep-alive"), ("1.0", "keep-alive")],
+)
+def test_while_draining_each_answer_closes_its_connection(version, connection):
+    """Whatever the client asked, ``Connection: close`` and the connection
+    closed after the answer: no Keep-Alive for an HTTP/1.0 client either."""
+    server = GracefulServer(hello, {"host": "127.0.0.1", "port": 0, "threads": 1})
+    with serving(server):
+        server.channel_class.draining = True  # as SIGTERM sets it
+        asked = f"Connection: {connection}\r\n" if connection else ""
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+            conn.sendall(
+                f"GET / HTTP/{version}\r\nHost: x\r\n{asked}\r\n".encode("latin-1")
+            )
+            reply = b""
+            while chunk := conn.recv(4096):  # until the server closes
+                reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").lower().split("\r\n")
+    assert lines[0] == f"http/{version} 200 ok"
+    assert [line for line in lines if line.startswith("connection:")] == [
+        "connection: close"
+    ]
+    assert body == b"hello"

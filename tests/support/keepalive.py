@@ -144,12 +144,18 @@ class KeepAliveLoad:
         self.stopping.set()
         self.join()
 
-    def summary(self):
+    def summary(self, proxied=False):
+        """The counts; ``proxied``: through a proxy, whose answers say
+        nothing of the server's connections."""
         statuses = dict(sorted(self.statuses.items()))
-        return (
+        counts = (
             f"{len(self.writers)} keep-alive writers: {self.sent} requests sent, "
             f"{self.answers} answered (statuses {statuses}), "
-            f"{len(self.lost)} lost; {self.after_signal} sent after SIGTERM, "
-            f"{self.closing_after_signal} of their answers with Connection: close; "
-            f"{self.refusals} connections refused"
+            f"{len(self.lost)} lost; {self.after_signal} sent after SIGTERM"
+        )
+        if proxied:
+            return counts
+        return (
+            f"{counts}, {self.closing_after_signal} of their answers with "
+            f"Connection: close; {self.refusals} connections refused"
         )

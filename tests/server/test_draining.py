@@ -179,9 +179,11 @@ def test_sigterm_answers_every_request_of_kept_alive_clients(
         load.wait_for_answers(ANSWERS_BEFORE)
         server.process.send_signal(signal.SIGTERM)
         load.signalled.set()
+        signalled = time.monotonic()
         status = server.process.wait(timeout=SHUTDOWN_TIMEOUT + 30)
+        drained = time.monotonic() - signalled
         load.join()
-    report(capsys, load.summary())
+    report(capsys, f"{load.summary()}; exited {drained:.2f} s after SIGTERM")
     assert load.lost == [], f"requests sent and never answered; {load.summary()}"
     assert load.sent == load.answers, load.summary()
     assert load.statuses == {200: load.answers}

@@ -90,7 +90,9 @@ def test_an_instance_stopped_behind_nginx_fails_no_request(
         load.wait_for_answers(ANSWERS_BEFORE)
         stopped.process.send_signal(signal.SIGTERM)
         load.signalled.set()
+        signalled = time.monotonic()
         status = stopped.process.wait(timeout=SHUTDOWN_TIMEOUT + 30)
+        exited = time.monotonic() - signalled
         load.wait_for_answers(load.answers + ANSWERS_AFTER)
     drained = answered_while_draining(stopped)
     errors = nginx.errors()
@@ -98,7 +100,8 @@ def test_an_instance_stopped_behind_nginx_fails_no_request(
     report(
         capsys,
         f"behind nginx, one of two instances stopped: {load.summary(True)}; "
-        f"{drained} answered by the stopped instance while it drained; "
+        f"{drained} answered by the stopped instance while it drained, "
+        f"which exited {exited:.2f} s after SIGTERM; "
         f"nginx: {refused} connections refused, {len(errors) - refused} "
         "other upstream errors",
     )

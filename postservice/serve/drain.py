@@ -9,7 +9,9 @@ drains:
 
 - every answer says ``Connection: close`` (``ClosingTask``), and the
   connection is closed once that answer is sent, as waitress closes it for
-  a client that asked to close: a client told so sends nothing more on it;
+  a client that asked to close: a client told so sends nothing more on it.
+  Only the answer to the last request the client has sent says so: the
+  requests it pipelined behind one are answered first;
 - a connection whose last answer was kept alive is closed only when it is
   idle, with nothing of a request unread, and has moved no bytes for
   ``IDLE_BEFORE_CLOSE`` seconds (``close_idle``): a client that was about
@@ -38,10 +40,11 @@ BACKLOG_LIMIT = 1024
 
 class ClosingTask(WSGITask):
     """waitress's task for the app, closing the connection after its answer
-    when the server drains (``Channel.draining``)."""
+    when the server drains (``Channel.draining``) and the client has sent
+    nothing more (``more_requests``)."""
 
     def build_response_header(self):
-        if self.channel.draining:
+        if self.channel.draining and not more_requests(self.channel, self.request):
             # As if the client had asked to close: waitress then adds
             # ``Connection: close`` (also to an HTTP/1.0 keep-alive request,
             # where it would have said Keep-Alive) and closes the
@@ -51,6 +54,23 @@ class ClosingTask(WSGITask):
             # client's next request on it gets this.
             self.request.headers["CONNECTION"] = "close"
         return super().build_response_header()
+
+
+def more_requests(channel, request):
+    """Whether the client sent more than ``request`` on ``channel``: further
+    requests received (pipelined), one partly received, or bytes unread.
+
+    waitress drops the requests received behind one whose answer closes the
+    connection, and resets the connection when bytes are left unread. Each
+    of these is answered instead, the last with ``Connection: close``; one
+    that comes after this look is answered so as well, as the next request.
+    """
+    with channel.requests_lock:
+        if channel.request is not None:
+            return True
+        if channel.requests and channel.requests[-1] is not request:
+            return True
+    return unread(channel.socket)
 
 
 def idle(channel):

@@ -268,3 +268,22 @@ def test_while_draining_each_answer_closes_its_connection(version, connection):
         "connection: close"
     ]
     assert body == b"hello"
+
+
+def test_while_draining_pipelined_requests_are_all_answered_the_last_closing():
+    """A client that sent several requests at once gets every answer, and
+    only the last says ``Connection: close`` (waitress drops the requests
+    received behind an answer that closes)."""
+    server = GracefulServer(hello, {"host": "127.0.0.1", "port": 0, "threads": 1})
+    with serving(server):
+        server.channel_class.draining = True  # as SIGTERM sets it
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+            reply = b""
+            while chunk := conn.recv(4096):  # until the server closes
+                reply += chunk
+    answers = reply.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert len(answers) == 3, reply
+    closing = [b"Connection: close\r\n" in answer for answer in answers]
+    assert closing == [False, False, True]
+    assert all(answer.endswith(b"\r\n\r\nhello") for answer in answers)

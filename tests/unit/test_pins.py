@@ -178,7 +178,8 @@ def test_waitress_still_closes_the_connection_of_a_request_that_asks_to():
     # asking to close, before waitress builds the answer's headers: waitress
     # must read the request's header there, add ``Connection: close`` for
     # both HTTP versions, and close the connection once the answer is sent.
-    # serve.drain.idle reads the channel's flags of a close to come.
+    # serve.drain.idle reads the channel's flags of a close to come;
+    # more_requests reads the requests received under waitress's lock.
     header = inspect.getsource(Task.build_response_header)
     assert 'connection = self.request.headers.get("CONNECTION", "").lower()' in header
     assert header.count("self.set_close_on_finish()") >= 3
@@ -192,3 +193,6 @@ def test_waitress_still_closes_the_connection_of_a_request_that_asks_to():
     assert "self.will_close = True" in write
     assert "self.handle_close()" in write
     assert WSGITask.build_response_header is Task.build_response_header
+    received = inspect.getsource(HTTPChannel.received)
+    assert "with self.requests_lock:" in received
+    assert "self.requests.append(self.request)" in received

@@ -287,3 +287,36 @@ def test_while_draining_pipelined_requests_are_all_answered_the_last_closing():
     closing = [b"Connection: close\r\n" in answer for answer in answers]
     assert closing == [False, False, True]
     assert all(answer.endswith(b"\r\n\r\nhello") for answer in answers)
+
+
+def test_connections_still_waiting_to_be_accepted_are_served_when_the_drain_begins():
+    """Connections the kernel completed, their requests sent, that the
+    server had not accepted yet (here held back by the connection limit):
+    closing the listener would reset them. Each is answered, and closed."""
+    server = GracefulServer(
+        hello, {"host": "127.0.0.1", "port": 0, "threads": 1, "connection_limit": 3}
+    )
+    clients = [
+        socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        for _ in range(5)
+    ]
+    replies = []
+    try:
+        for client in clients:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.request_stop()  # before the loop accepts the first of them
+        with serving(server):
+            for client in clients:
+                reply = b""
+                try:
+                    while chunk := client.recv(4096):
+                        reply += chunk
+                except ConnectionResetError:
+                    reply += b"(reset)"
+                replies.append(reply)
+    finally:
+        for client in clients:
+            client.close()
+    answered = [reply.endswith(b"\r\n\r\nhello") for reply in replies]
+    assert answered == [True] * len(clients), replies
+    assert all(b"Connection: close\r\n" in reply for reply in replies)

@@ -1,10 +1,16 @@
-"""SIGTERM while a response is still being sent: it is sent to its end.
+"""SIGTERM drains the server: nothing a client sent goes unanswered.
 
-A listing of 10 MiB is streamed, not cached. The server's worker hands it
-to waitress's output buffers far faster than a slow client reads it; once
-the worker is done, the connection has no request left, only output. A
-server that counted only requests as in flight would close that connection
-on SIGTERM and cut the body short.
+A response still being sent is sent to its end. A listing of 10 MiB is
+streamed, not cached. The server's worker hands it to waitress's output
+buffers far faster than a slow client reads it; once the worker is done,
+the connection has no request left, only output. A server that counted
+only requests as in flight would close that connection on SIGTERM and cut
+the body short.
+
+Clients on kept-alive connections are told to close (``Connection: close``
+on every answer of the drain), and no connection is closed under a request
+its client sent: sent right after the last answer, pipelined, or waiting
+in the listener's backlog (``postservice/serve/drain.py``).
 """
 
 import http.client

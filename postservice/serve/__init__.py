@@ -1,10 +1,12 @@
 """Serve the app with waitress and stop gracefully: ``python -m postservice.serve``.
 
 waitress's own ``serve()`` dies on SIGTERM with whatever requests it was
-handling. Here SIGTERM or SIGINT closes the listening socket (new
-connections are refused, so a load balancer moves on), lets the requests
-already received or being received finish, then closes the remaining idle
-connections and exits 0. Settings come from ``config.server_settings``.
+handling. Here SIGTERM or SIGINT drains the server (``drain``): the
+listening socket closes (new connections are refused, so a load balancer
+moves on), every request already sent is answered, each answer with
+``Connection: close``, a kept-alive connection is closed only once quiet
+with nothing unread, and the process exits 0 when no connection is left.
+Settings come from ``config.server_settings``.
 With ``METRICS_PORT`` set, the Prometheus metrics are served there too, on
 a listener of their own that stays up while the requests in flight finish.
 """

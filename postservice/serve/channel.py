@@ -13,7 +13,7 @@ import termios
 import time
 
 from waitress.channel import HTTPChannel
-from waitress.task import ErrorTask, WSGITask
+from waitress.task import ErrorTask
 from waitress.utilities import RequestHeaderFieldsTooLarge
 
 from postservice.http.errors import json_error_body
@@ -21,6 +21,7 @@ from postservice.http.headers import ERROR_HEADERS
 from postservice.ops import requestlog
 from postservice.ops.logs import IntervalLog
 from postservice.ops.metrics import OUT_OF_RESOURCES
+from postservice.serve.drain import ClosingTask
 
 log = logging.getLogger("postservice.serve")
 
@@ -79,39 +80,6 @@ class JsonErrorTask(ErrorTask):
             answered(method, path, error.code, time.perf_counter() - started, rid)
 
 
-class KeepAliveTask(WSGITask):
-    """waitress's task, keeping the connection open after a 204 or a 304.
-
-    waitress keeps an HTTP/1.1 connection open only after an answer whose
-    length it sends, and it sends no length where there is no body: so it
-    closed the connection after every 204 (a deleted post) and every 304
-    (a listing that did not change), and the client paid a new connection
-    for its next request. Such an answer ends with its headers (RFC 9112,
-    6.3), so the connection goes on, unless the client or the server asked
-    to close it.
-    """
-
-    _bodiless = False
-
-    def build_response_header(self):
-        connection = self.request.headers.get("CONNECTION", "").lower()
-        self._bodiless = (
-            not self.has_body
-            and self.version == "1.1"
-            and connection != "close"
-            and not self.close_on_finish
-        )
-        try:
-            return super().build_response_header()
-        finally:
-            self._bodiless = False
-
-    def set_close_on_finish(self):
-        if self._bodiless:
-            return  # waitress's "no length, so close": nothing to delimit
-        super().set_close_on_finish()
-
-
 def request_line(request):
     """The method and the path (decoded as the app decodes it) of a request
     waitress refused; None for what it did not read."""
@@ -137,13 +105,16 @@ class Channel(HTTPChannel):
     that leaves output behind still wakes the loop to send it.
 
     Its error answers are JSON (``JsonErrorTask``). ``answered`` is how they
-    are counted and logged, when the app keeps a request log
-    (``GracefulServer`` sets it on a class of its own).
+    are counted and logged, when the app keeps a request log, and
+    ``draining`` says that every answer closes its connection
+    (``drain.ClosingTask``); ``GracefulServer`` sets both on a class of
+    its own.
     """
 
-    task_class = KeepAliveTask
+    task_class = ClosingTask
     error_task_class = JsonErrorTask
     answered = None
+    draining = False
 
     def _flush_some_if_lockable(self, do_close=True):
         # The lock is reentrant (a Condition's RLock), so waitress's own

@@ -1,4 +1,8 @@
-"""A waitress server that can be drained: stop accepting, finish, then close."""
+"""A waitress server that can be drained: stop accepting, finish, then close.
+
+How a drain answers every request a client sent, and closes a connection
+only when the client was told or has been quiet: ``drain``.
+"""
 
 import logging
 import time
@@ -16,6 +20,7 @@ from postservice.serve.channel import (
     close_stalled,
     no_maintenance,
 )
+from postservice.serve.drain import IDLE_BEFORE_CLOSE, accept_backlog, close_idle, idle
 
 log = logging.getLogger("postservice.serve")
 
@@ -39,9 +44,11 @@ class GracefulServer:
         # app decides which to believe (``postservice.http.proxy``).
         settings = {"clear_untrusted_proxy_headers": False, **settings}
         self.server = create_server(app, map=self.map, **settings)
-        channel_class = _channel_class(app)
+        self.channel_class = _channel_class(app)
         for listener in self._listeners():
-            listener.channel_class = channel_class
+            listener.channel_class = self.channel_class
+            # waitress's, for the backlog when the listener closes.
+            listener.accept_one = listener.handle_accept
             listener.handle_accept = accept_pending(listener, self.map)
             # Replaced by ``close_stalled``: waitress's would close a client
             # that reads slowly, counting only the bytes it sent itself.
@@ -64,7 +71,10 @@ class GracefulServer:
         return self.server.effective_port
 
     def request_stop(self, signum=None, frame=None):
-        # Only a flag: the signal may arrive while the loop walks the map.
+        # Only flags: the signal may arrive while the loop walks the map.
+        # Answers built from now on close their connection, whichever
+        # thread builds them.
+        self.channel_class.draining = True
         self.stop_requested = True
 
     def queued(self):
@@ -80,15 +90,12 @@ class GracefulServer:
 
     def _stop_accepting(self):
         for listener in self._listeners():
+            accept_backlog(listener, listener.accept_one)
             # The dispatcher's close, not the server's: that one also
             # closes the trigger the workers use to hand back responses.
             wasyncore.dispatcher.close(listener)
         self.accepting = False
         log.info("stopping: no new connections, finishing requests in flight")
-
-    def _busy(self):
-        """Connections with a request being received, run or sent."""
-        return [channel for channel in self._channels() if _in_flight(channel)]
 
     def _channels(self):
         return [obj for obj in list(self.map.values()) if isinstance(obj, HTTPChannel)]
@@ -109,15 +116,18 @@ class GracefulServer:
             if self.accepting:
                 self._stop_accepting()
                 deadline = time.monotonic() + grace
-            busy = self._busy()
-            if not busy:
+            close_idle(self._channels(), IDLE_BEFORE_CLOSE, now)
+            channels = self._channels()
+            if not channels:
                 break
             if time.monotonic() >= deadline:
-                log.warning(
-                    "stopping with %d request(s) unfinished after %.0f s",
-                    len(busy),
-                    grace,
-                )
+                busy = [channel for channel in channels if not idle(channel)]
+                if busy:
+                    log.warning(
+                        "stopping with %d request(s) unfinished after %.0f s",
+                        len(busy),
+                        grace,
+                    )
                 break
         wasyncore.close_all(self.map)
         self.server.task_dispatcher.shutdown(timeout=1)
@@ -125,15 +135,11 @@ class GracefulServer:
 
 
 def _channel_class(app):
-    """``Channel``, whose own answers ``app``'s request log and metrics
-    count (``requestlog.early_answers``) when it keeps them."""
-    if "metrics" not in getattr(app, "extensions", {}):
-        return Channel  # not the service's app: nothing to count into
-    answered = requestlog.early_answers(app)
-    return type("Channel", (Channel,), {"answered": staticmethod(answered)})
-
-
-def _in_flight(channel):
-    return bool(
-        channel.request is not None or channel.requests or channel.total_outbufs_len
-    )
+    """A ``Channel`` of the server's own, which it tells when to drain, and
+    whose own answers ``app``'s request log and metrics count
+    (``requestlog.early_answers``) when it keeps them."""
+    attributes = {"draining": False}
+    # Not the service's app: nothing to count into.
+    if "metrics" in getattr(app, "extensions", {}):
+        attributes["answered"] = staticmethod(requestlog.early_answers(app))
+    return type("Channel", (Channel,), attributes)

@@ -10,7 +10,7 @@ import requests
 from config import MAX_BODY_BYTES
 
 from ..support.containers import SCALED, started
-from ..support.load import report
+from ..support.load import named_failures, report
 
 pytestmark = pytest.mark.containers
 
@@ -111,27 +111,29 @@ class Load:
         count = 0
         while not self.stopping.is_set():
             count += 1
+            if count % 3:
+                method, path, body = "GET", "/api/v1/posts/get-posts", None
+            else:
+                method, path = "POST", "/api/v1/posts/add-post"
+                body = {"text": f"load {number}.{count}"}
             try:
-                if count % 3:
-                    answer = session.get(
-                        self.stack.base + "/api/v1/posts/get-posts",
-                        headers=self.auth,
-                        timeout=60,
-                    )
-                else:
-                    answer = session.post(
-                        self.stack.base + "/api/v1/posts/add-post",
-                        json={"text": f"load {number}.{count}"},
-                        headers=self.auth,
-                        timeout=60,
-                    )
-                failed = None if answer.status_code == 200 else answer.status_code
+                answer = session.request(
+                    method,
+                    self.stack.base + path,
+                    json=body,
+                    headers=self.auth,
+                    timeout=60,
+                )
+                failed = None
+                if answer.status_code != 200:
+                    request_id = answer.headers.get("X-Request-ID")
+                    failed = f"{answer.status_code} (X-Request-ID {request_id})"
             except requests.RequestException as exc:
                 failed = repr(exc)
             with self.lock:
                 self.made += 1
                 if failed is not None:
-                    self.failures.append(failed)
+                    self.failures.append(f"{method} {path}: {failed}")
 
     def __enter__(self):
         for thread in self.threads:
@@ -169,6 +171,9 @@ def test_a_replica_stopped_and_started_under_load_fails_no_request(scaled, capsy
     )
     assert health == "healthy"
     assert load.made > 0
-    assert load.failures == []
+    assert load.failures == [], (
+        f"{len(load.failures)} of {load.made} requests failed"
+        + named_failures(load.failures)
+    )
     stopped = scaled.docker("logs", victim)
     assert "stopped" in stopped.stdout + stopped.stderr  # it drained, not killed

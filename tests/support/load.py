@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import requests
 
@@ -21,6 +22,8 @@ from .auth import PASSWORD
 
 # Far above any expected answer: a request that takes this long is a hang.
 HANG = 15
+# Failed requests a summary names, the first ones.
+NAMED_FAILURES = 10
 
 
 class Stats:
@@ -35,6 +38,7 @@ class Stats:
         self.stale = 0
         self.listings = 0
         self.failures_at = []  # monotonic times of non-2xx answers and errors
+        self.failed_requests = []  # "METHOD /path: status or error", in order
 
     def record(self, what, started, response=None, error=None):
         elapsed = time.monotonic() - started
@@ -47,10 +51,12 @@ class Stats:
             if error is not None:
                 self.errors[type(error).__name__] += 1
                 self.failures_at.append(started)
+                self.failed_requests.append(f"{what}: {error!r}")
                 return
             self.statuses[response.status_code] += 1
             if response.status_code >= 300:
                 self.failures_at.append(started)
+                self.failed_requests.append(f"{what}: {response.status_code}")
                 if not _is_json_error(response):
                     self.bad_bodies.append((response.status_code, response.text[:200]))
 
@@ -61,13 +67,26 @@ class Stats:
         )
 
     def summary(self, name):
-        return (
+        counts = (
             f"{name}: {self.requests} requests, {self.failed} failed "
             f"(statuses {dict(sorted(self.statuses.items()))}, "
             f"errors {dict(self.errors)}), slowest {self.slowest:.3f} s "
             f"({self.slowest_request}), "
             f"{self.listings} listings checked, {self.stale} stale"
         )
+        return counts + named_failures(self.failed_requests)
+
+
+def named_failures(failed):
+    """The first of ``failed`` requests, to follow a summary."""
+    if not failed:
+        return ""
+    more = len(failed) - NAMED_FAILURES
+    return (
+        "; failed: "
+        + "; ".join(failed[:NAMED_FAILURES])
+        + (f"; and {more} more" if more > 0 else "")
+    )
 
 
 def report(capsys, *lines):
@@ -84,7 +103,7 @@ def _is_json_error(response):
 
 
 def _call(stats, session, method, url, **kwargs):
-    what = f"{method} {url.split('/')[-1]}"
+    what = f"{method} {urlsplit(url).path}"
     started = time.monotonic()
     try:
         response = session.request(method, url, timeout=HANG, **kwargs)

@@ -18,7 +18,7 @@ from waitress import parser
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import Task, ThreadedTaskDispatcher, WSGITask
 from zxcvbn import matching, scoring
 
 import config
@@ -171,3 +171,28 @@ def test_zxcvbn_still_has_the_matchers_and_the_pricing_the_secret_check_uses():
     }
     # Rank 2, times 2 for the capital; the whole key, so no floor.
     assert math.log2(int(scoring.estimate_guesses(word, "Password"))) == 2
+
+
+def test_waitress_still_closes_the_connection_of_a_request_that_asks_to():
+    # serve.drain.ClosingTask marks each request of a draining server as
+    # asking to close, before waitress builds the answer's headers: waitress
+    # must read the request's header there, add ``Connection: close`` for
+    # both HTTP versions, and close the connection once the answer is sent.
+    # serve.drain.idle reads the channel's flags of a close to come;
+    # more_requests reads the requests received under waitress's lock.
+    header = inspect.getsource(Task.build_response_header)
+    assert 'connection = self.request.headers.get("CONNECTION", "").lower()' in header
+    assert header.count("self.set_close_on_finish()") >= 3
+    assert 'self.response_headers.append(("Connection", "close"))' in (
+        inspect.getsource(Task.set_close_on_finish)
+    )
+    service = inspect.getsource(HTTPChannel.service)
+    assert "if task.close_on_finish:" in service
+    assert "self.close_when_flushed = True" in service
+    write = inspect.getsource(HTTPChannel.handle_write)
+    assert "self.will_close = True" in write
+    assert "self.handle_close()" in write
+    assert WSGITask.build_response_header is Task.build_response_header
+    received = inspect.getsource(HTTPChannel.received)
+    assert "with self.requests_lock:" in received
+    assert "self.requests.append(self.request)" in received

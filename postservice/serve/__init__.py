@@ -5,6 +5,9 @@ handling. Here SIGTERM or SIGINT closes the listening socket (new
 connections are refused, so a load balancer moves on), lets the requests
 already received or being received finish, then closes the remaining idle
 connections and exits 0. Settings come from ``config.server_settings``.
+Without ``MAIL_URL`` (development), the outbox is delivered to the console
+by a thread of this process, so one command does everything; with it, the
+``flask mail deliver`` workers send the mail.
 With ``METRICS_PORT`` set, the Prometheus metrics are served there too, on
 a listener of their own that stays up while the requests in flight finish.
 """
@@ -16,6 +19,7 @@ import signal
 import config
 from config import ConfigError
 from postservice import create_app
+from postservice.mail import delivery
 from postservice.ops import logs, metrics
 from postservice.serve.channel import (
     AcceptGuard,
@@ -51,6 +55,10 @@ def main():
     metrics.watch_server(app, server)
     listener = _metrics_listener(app, settings.metrics_host, settings.metrics_port)
     _warn_if_descriptors_run_short(settings)
+    mail_stop = None
+    if app.config["MAIL_URL"] is None:
+        mail_stop = delivery.start_in_thread(app)
+        log.info("no MAIL_URL: mail is printed to the console")
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)
     log.info(
@@ -60,6 +68,8 @@ def main():
         settings.threads,
     )
     server.run(settings.shutdown_timeout)
+    if mail_stop is not None:
+        mail_stop.set()
     if listener is not None:
         listener.shutdown()
         listener.server_close()

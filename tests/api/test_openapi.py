@@ -82,7 +82,7 @@ def test_response_schemas_match_the_wire_format(document):
     for name in ("created_at", "updated_at"):
         time = schemas["Post"]["properties"][name]
         assert (time["type"], time["format"]) == ("string", "date-time")
-    assert set(schemas["User"]["properties"]) == {"id", "email"}
+    assert set(schemas["User"]["properties"]) == {"id", "email", "email_verified"}
     assert schemas["Error"]["required"] == ["detail"]
     assert set(schemas["ValidationError"]["required"]) == {"detail", "errors"}
     listing = document["paths"]["/api/v1/posts/get-posts"]["get"]["responses"]["200"]

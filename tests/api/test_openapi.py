@@ -102,6 +102,18 @@ def test_status_codes_and_security(document):
         ("POST", "/api/v1/users/refresh"): {"200", "401", "403", "429", "503"}
         | BODY_ERRORS,
         ("GET", "/api/v1/users/me"): {"200", "401", "403", "503"},
+        ("POST", "/api/v1/users/password-reset"): {"202", "429", "503"} | BODY_ERRORS,
+        ("POST", "/api/v1/users/password-reset/confirm"): {"204", "429", "503"}
+        | BODY_ERRORS,
+        ("POST", "/api/v1/users/verify-email"): {"204", "429", "503"} | BODY_ERRORS,
+        ("POST", "/api/v1/users/me/verify-email"): {
+            "202",
+            "400",
+            "401",
+            "403",
+            "429",
+            "503",
+        },
         ("GET", "/api/v1/users/me/sessions"): {"200", "401", "403", "503"},
         ("DELETE", "/api/v1/users/me/sessions/{session_id}"): {
             "204",

@@ -690,12 +690,12 @@ def parse_mail_url(url):
     """``MAIL_URL`` (``smtp://[user:pass@]host[:port]``, or ``smtps://`` for
     TLS from the first byte) as Flask-Mailman's settings.
 
-    Without it mail is printed to the console (development). With
+    Without it each mail becomes a line of the log (development). With
     ``smtp://``, STARTTLS is used whenever the server offers it, unless the
     URL ends ``?starttls=off`` (a catcher whose certificate nobody trusts).
     """
     if not url:
-        return {"MAIL_BACKEND": "console"}
+        return {"MAIL_BACKEND": "postservice.mail.console.EmailBackend"}
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in MAIL_SCHEMES or not parts.hostname:

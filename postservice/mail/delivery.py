@@ -3,7 +3,8 @@
 ``flask mail deliver`` runs ``Worker.run`` until SIGTERM or SIGINT; the mail
 in hand is finished first (sent, or put back with its backoff). The
 development server, when no ``MAIL_URL`` is set, runs the same loop in a
-thread of its own (``start_in_thread``), printing mail to the console.
+thread of its own (``start_in_thread``), writing each mail to the log
+(``mail.console``).
 
 A mail that fails (server down, refused, timed out) is tried again after
 ``MAIL_RETRY_INITIAL`` seconds, doubled each time up to ``MAIL_RETRY_MAX``,
@@ -133,7 +134,7 @@ def prepare(mail, worker_id):
 
 
 def send(mail):
-    """Hand the mail to the server of ``MAIL_URL`` (or the console)."""
+    """Hand the mail to the server of ``MAIL_URL`` (or to the log without it)."""
     message = EmailMultiAlternatives(
         subject=mail.subject,
         body=mail.body_text,

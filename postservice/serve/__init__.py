@@ -5,7 +5,7 @@ handling. Here SIGTERM or SIGINT closes the listening socket (new
 connections are refused, so a load balancer moves on), lets the requests
 already received or being received finish, then closes the remaining idle
 connections and exits 0. Settings come from ``config.server_settings``.
-Without ``MAIL_URL`` (development), the outbox is delivered to the console
+Without ``MAIL_URL`` (development), the outbox is delivered to the log
 by a thread of this process, so one command does everything; with it, the
 ``flask mail deliver`` workers send the mail.
 With ``METRICS_PORT`` set, the Prometheus metrics are served there too, on
@@ -58,7 +58,7 @@ def main():
     mail_stop = None
     if app.config["MAIL_URL"] is None:
         mail_stop = delivery.start_in_thread(app)
-        log.info("no MAIL_URL: mail is printed to the console")
+        log.info("no MAIL_URL: each mail is written to this log, not sent")
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)
     log.info(

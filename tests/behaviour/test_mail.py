@@ -457,3 +457,18 @@ def test_metrics_count_mail_and_age_the_outbox(app, client, smtp):
     assert "postservice_mail_outbox_oldest_age_seconds 0.0" in exposition
     assert 'postservice_mail_dropped_total{kind="password_reset"} 1.0' in exposition
     assert 'postservice_mail_sent_total{kind="password_reset"} 1.0' in exposition
+
+
+def test_without_mail_url_each_mail_is_one_log_line(make_app, caplog):
+    app = make_app(MAIL_URL=None)
+    client = app.test_client()
+    caplog.set_level(logging.INFO, logger="postservice.mail.console")
+    register(client, "local@example.com")
+    assert deliver(app) == 1
+    [record] = [r for r in caplog.records if r.name == "postservice.mail.console"]
+    line = record.getMessage()
+    assert "\n" not in line
+    assert "to local@example.com" in line
+    assert "http://127.0.0.1:8000/verify-email?token=" in line
+    token = line.rsplit("token=", 1)[1]
+    assert client.post(VERIFY, json={"token": token}).status_code == 204

@@ -377,7 +377,7 @@ def test_smtps_and_starttls_off():
 
 def test_without_mail_url_mail_goes_to_the_console():
     config = settings.settings_for({}, "/tmp")
-    assert config["MAIL_BACKEND"] == "console"
+    assert config["MAIL_BACKEND"] == "postservice.mail.console.EmailBackend"
     assert config["PUBLIC_URL"] == "http://127.0.0.1:8000"
     assert config["REQUIRE_VERIFIED_EMAIL"] is False
 

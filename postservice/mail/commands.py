@@ -1,5 +1,6 @@
 """``flask mail ...``: the delivery worker and the operator's view of the outbox."""
 
+import logging
 import signal
 import time
 
@@ -10,6 +11,7 @@ from flask.cli import AppGroup
 from postservice.mail import delivery, outbox, tokens
 from postservice.ops import metrics
 
+log = logging.getLogger("postservice.mail")
 mail_cli = AppGroup("mail", help="The outbox: deliver mail, see what is stuck.")
 
 
@@ -44,7 +46,9 @@ def deliver(once, metrics_port, metrics_host):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    log.info("mail worker %s started", worker.worker_id)
     worker.run()
+    log.info("mail worker %s stopped", worker.worker_id)
     if listener is not None:
         listener.shutdown()
         listener.server_close()

@@ -47,7 +47,6 @@ class Worker:
 
     def run(self, poll_interval=POLL_INTERVAL):
         """Deliver until ``stop`` is set; the mail in hand is finished first."""
-        log.info("mail worker %s started", self.worker_id)
         while not self.stop.is_set():
             try:
                 busy = self.deliver_one()
@@ -58,7 +57,6 @@ class Worker:
                 busy = False
             if not busy:
                 self.stop.wait(poll_interval)
-        log.info("mail worker %s stopped", self.worker_id)
 
     def deliver_due(self):
         """Deliver every mail due now; returns how many were handled."""
@@ -148,7 +146,8 @@ def send(mail):
 
 def start_in_thread(app):
     """Deliver in a daemon thread of this process (the development server
-    without ``MAIL_URL``); returns the stop event."""
+    without ``MAIL_URL``); returns the worker and its thread."""
     worker = Worker(app)
-    threading.Thread(target=worker.run, name="mail", daemon=True).start()
-    return worker.stop
+    thread = threading.Thread(target=worker.run, name="mail", daemon=True)
+    thread.start()
+    return worker, thread

@@ -44,6 +44,8 @@ log = logging.getLogger("postservice.serve")  # not __main__ under -m
 # Descriptors the process holds besides its connections: the interpreter's,
 # the database and Redis pools', waitress's trigger, the logs, with room.
 DESCRIPTORS_BESIDES_CONNECTIONS = 64
+# Seconds the development server waits for the mail in hand as it stops.
+MAILER_STOP_TIMEOUT = 15.0
 
 
 def main():
@@ -55,12 +57,20 @@ def main():
     metrics.watch_server(app, server)
     listener = _metrics_listener(app, settings.metrics_host, settings.metrics_port)
     _warn_if_descriptors_run_short(settings)
-    mail_stop = None
+    mailer = None
     if app.config["MAIL_URL"] is None:
-        mail_stop = delivery.start_in_thread(app)
+        mailer = delivery.start_in_thread(app)
         log.info("no MAIL_URL: each mail is written to this log, not sent")
-    signal.signal(signal.SIGTERM, server.request_stop)
-    signal.signal(signal.SIGINT, server.request_stop)
+    stop = server.request_stop
+    if mailer is not None:
+        # The mail thread stops with the server, finishing the mail in hand
+        # while requests in flight finish.
+        def stop(signum=None, frame=None):
+            mailer[0].stop.set()
+            server.request_stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     log.info(
         "serving on http://%s:%s with %d threads",
         settings.host,
@@ -68,12 +78,17 @@ def main():
         settings.threads,
     )
     server.run(settings.shutdown_timeout)
-    if mail_stop is not None:
-        mail_stop.set()
+    if mailer is not None:
+        _stop_mailer(*mailer)
     if listener is not None:
         listener.shutdown()
         listener.server_close()
     return 0
+
+
+def _stop_mailer(worker, thread):
+    worker.stop.set()
+    thread.join(MAILER_STOP_TIMEOUT)
 
 
 def _metrics_listener(app, host, port):

@@ -19,7 +19,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from limits import parse_many
 
@@ -126,6 +126,9 @@ DEFAULT_PROXY_HEADERS = "x-forwarded-for x-forwarded-proto"
 # A listing larger than this is streamed to the client and not kept in the
 # cache: one user's posts must not fill Redis or a process's memory.
 POSTS_CACHE_MAX_BYTES = 1024 * 1024
+MAIL_SCHEMES = {"smtp": 25, "smtps": 465}
+DEFAULT_MAIL_FROM = "postservice <no-reply@localhost>"
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
 class ConfigError(SystemExit):
@@ -163,6 +166,17 @@ def _float(env, name, default):
     if value <= 0:
         raise ConfigError(f"{name} must be above zero, got {raw!r}")
     return value
+
+
+def _bool(env, name, default):
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def _rate_limit(env, name, default):
@@ -214,6 +228,19 @@ class Config:
     # Days an address is remembered as the account's after a successful login.
     LOGIN_KNOWN_ADDRESS_DAYS = 30
     REGISTER_RATE_LIMIT = "5/minute"
+    # Reset mails asked for one email, from anywhere: an inbox is not flooded.
+    PASSWORD_RESET_RATE_LIMIT = "5/hour"  # noqa: S105 (a rate, not a secret)
+    # Verification mails asked for again by one account.
+    VERIFY_EMAIL_RATE_LIMIT = "5/hour"
+    PASSWORD_RESET_TOKEN_EXPIRES = 30 * 60
+    EMAIL_VERIFICATION_TOKEN_EXPIRES = 2 * 24 * 3600
+    # The first retry of a mail the server did not take, in seconds; doubled
+    # at each failure up to MAIL_RETRY_MAX.
+    MAIL_RETRY_INITIAL = 5
+    MAIL_RETRY_MAX = 300
+    # Tries before a mail is set aside as failed (about 8 hours at the cap).
+    MAIL_MAX_ATTEMPTS = 100
+    MAIL_TIMEOUT = 10
     DEBUG = False
     TESTING = False
 
@@ -289,6 +316,35 @@ class Config:
             "LOGIN_KNOWN_ADDRESS_DAYS": _int(
                 env, "LOGIN_KNOWN_ADDRESS_DAYS", cls.LOGIN_KNOWN_ADDRESS_DAYS, 1
             ),
+            "PASSWORD_RESET_RATE_LIMIT": _rate_limit(
+                env, "PASSWORD_RESET_RATE_LIMIT", cls.PASSWORD_RESET_RATE_LIMIT
+            ),
+            "VERIFY_EMAIL_RATE_LIMIT": _rate_limit(
+                env, "VERIFY_EMAIL_RATE_LIMIT", cls.VERIFY_EMAIL_RATE_LIMIT
+            ),
+            "PASSWORD_RESET_TOKEN_EXPIRES": _int(
+                env,
+                "PASSWORD_RESET_TOKEN_EXPIRES",
+                cls.PASSWORD_RESET_TOKEN_EXPIRES,
+                60,
+            ),
+            "EMAIL_VERIFICATION_TOKEN_EXPIRES": _int(
+                env,
+                "EMAIL_VERIFICATION_TOKEN_EXPIRES",
+                cls.EMAIL_VERIFICATION_TOKEN_EXPIRES,
+                60,
+            ),
+            "REQUIRE_VERIFIED_EMAIL": _bool(env, "REQUIRE_VERIFIED_EMAIL", False),
+            **mail_settings(env),
+            "PUBLIC_URL": public_url(env),
+            "MAIL_RETRY_INITIAL": _int(
+                env, "MAIL_RETRY_INITIAL", cls.MAIL_RETRY_INITIAL, 1
+            ),
+            "MAIL_RETRY_MAX": _int(env, "MAIL_RETRY_MAX", cls.MAIL_RETRY_MAX, 1),
+            "MAIL_MAX_ATTEMPTS": _int(
+                env, "MAIL_MAX_ATTEMPTS", cls.MAIL_MAX_ATTEMPTS, 1
+            ),
+            "MAIL_TIMEOUT": _int(env, "MAIL_TIMEOUT", cls.MAIL_TIMEOUT, 1),
             **proxy_settings(env),
             "LOG_FORMAT": log_format(env),
         }
@@ -312,6 +368,8 @@ class TestingConfig(Config):
     LOGIN_FAILURE_RATE_LIMIT = "100000/minute"
     ACCOUNT_FAILURE_RATE_LIMIT = "100000/minute"
     REGISTER_RATE_LIMIT = "100000/minute"
+    PASSWORD_RESET_RATE_LIMIT = "100000/minute"  # noqa: S105
+    VERIFY_EMAIL_RATE_LIMIT = "100000/minute"
 
 
 class ProductionConfig(Config):
@@ -344,6 +402,7 @@ def settings_for(env, instance_path, overrides=None):
         )
     settings = CONFIGS[mode].from_env(env, instance_path)
     settings.update(overrides)
+    settings.update(parse_mail_url(settings["MAIL_URL"]))
     _check_production(settings)
     for key, value in _derived(settings).items():
         if settings.get(key) is None:  # an override of a library setting wins
@@ -549,7 +608,8 @@ def _longest_run(text):
 
 
 def _check_production(settings):
-    """Production refuses a missing or weak signing key and a cheap bcrypt cost."""
+    """Production refuses a missing or weak signing key, a cheap bcrypt cost,
+    and no mail server or public address for the links in mails."""
     secret = settings["JWT_SECRET_KEY"]
     if settings["MODE"] == "production":
         if not secret:
@@ -565,6 +625,16 @@ def _check_production(settings):
                 f"BCRYPT_ROUNDS must be at least {MIN_PRODUCTION_BCRYPT_ROUNDS} "
                 "in production"
             )
+        if not settings["MAIL_URL"]:
+            raise ConfigError(
+                "MAIL_URL is required in production: password resets and "
+                "verification mails go through it (smtp://host:port)"
+            )
+        if not settings["PUBLIC_URL"]:
+            raise ConfigError(
+                "PUBLIC_URL is required in production: the links in mails "
+                "start with it (https://example.com)"
+            )
 
 
 def _derived(settings):
@@ -576,6 +646,7 @@ def _derived(settings):
     )
     return {
         "REDIS_KEY_PREFIX": prefix,
+        "PUBLIC_URL": DEFAULT_PUBLIC_URL,
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_ALGORITHM": "HS256",
@@ -622,6 +693,65 @@ def development_secret(instance_path):
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(secret)
     return secret
+
+
+def mail_settings(env):
+    """``MAIL_URL`` as given (``parse_mail_url`` reads it) and ``MAIL_FROM``."""
+    sender = (env.get("MAIL_FROM") or "").strip() or DEFAULT_MAIL_FROM
+    if "\n" in sender or "\r" in sender:
+        raise ConfigError("MAIL_FROM must be one line")
+    return {
+        "MAIL_URL": (env.get("MAIL_URL") or "").strip() or None,
+        "MAIL_DEFAULT_SENDER": sender,
+    }
+
+
+def parse_mail_url(url):
+    """``MAIL_URL`` (``smtp://[user:pass@]host[:port]``, or ``smtps://`` for
+    TLS from the first byte) as Flask-Mailman's settings.
+
+    Without it each mail becomes a line of the log (development). With
+    ``smtp://``, STARTTLS is used whenever the server offers it, unless the
+    URL ends ``?starttls=off`` (a catcher whose certificate nobody trusts).
+    """
+    if not url:
+        return {"MAIL_BACKEND": "postservice.mail.console.EmailBackend"}
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in MAIL_SCHEMES or not parts.hostname:
+        raise ConfigError(
+            "MAIL_URL must look like smtp://[user:password@]host[:port] or smtps://..."
+        )
+    try:
+        port = parts.port or MAIL_SCHEMES[scheme]
+    except ValueError:
+        raise ConfigError("MAIL_URL has an invalid port") from None
+    options = parse_qs(parts.query)
+    starttls = (options.get("starttls") or ["auto"])[0].lower()
+    if starttls not in ("auto", "off"):
+        raise ConfigError("MAIL_URL's starttls must be auto or off")
+    return {
+        "MAIL_BACKEND": "postservice.mail.smtp.EmailBackend",
+        "MAIL_SERVER": parts.hostname,
+        "MAIL_PORT": port,
+        "MAIL_USERNAME": unquote(parts.username) if parts.username else None,
+        "MAIL_PASSWORD": unquote(parts.password) if parts.password else None,
+        "MAIL_USE_SSL": scheme == "smtps",
+        "MAIL_STARTTLS": scheme == "smtp" and starttls == "auto",
+    }
+
+
+def public_url(env):
+    """``PUBLIC_URL``: where the site's pages are, the start of mailed links."""
+    raw = (env.get("PUBLIC_URL") or "").strip()
+    if not raw:
+        return None  # development's default follows in _derived
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"PUBLIC_URL must be an http(s) URL, got {raw!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError("PUBLIC_URL must have no query or fragment")
+    return raw.rstrip("/")
 
 
 def log_format(env):

@@ -4,13 +4,14 @@ import os
 import secrets
 
 import config as settings
-from postservice import extensions
+from postservice import extensions, mail
 from postservice.auth import throttling, tokens
 from postservice.cache import backend as cache_backend
 from postservice.cache import health as cache_health
 from postservice.db import engines
 from postservice.http import api, docs, errors, headers, proxy
 from postservice.http.app import App
+from postservice.mail import commands as mail_commands
 from postservice.ops import commands, health, logs, metrics, requestlog
 from postservice.posts import rebuilds
 from postservice.posts.routes import bp as posts_bp
@@ -71,6 +72,7 @@ def register_extensions(app):
     passwords.init_app(app)
     throttling.init_app(app)
     rebuilds.init_app(app)
+    mail.init_app(app)
 
 
 def _migrations_dir(app):
@@ -85,6 +87,7 @@ def register_blueprints(app):
     app.register_blueprint(health.bp)
     app.register_blueprint(commands.bp)
     commands.init_app(app)
+    app.cli.add_command(mail_commands.mail_cli)
 
 
 def register_answers(app):

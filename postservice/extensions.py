@@ -1,6 +1,7 @@
 """Extension objects, created without an app; ``create_app`` binds them."""
 
 from flask_caching import Cache
+from flask_mailman import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
@@ -29,3 +30,4 @@ db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 jwt = MemoizingJWTManager()
 cache = Cache()
+mail = Mail()

@@ -1,4 +1,5 @@
-"""The database tables: users, their sessions and their posts."""
+"""The database tables: users, their sessions, their posts, and the mail
+waiting to be sent with the single-use tokens it carries."""
 
 from datetime import datetime
 
@@ -54,6 +55,13 @@ class User(db.Model):
     # When an operator suspended the account (Unix seconds, UTC), or None.
     # Its tokens, refresh and login answer 403 meanwhile; nothing is deleted.
     suspended_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # When the owner proved the address theirs (Unix seconds, UTC): a link of
+    # a verification mail, or a password reset, which is mailed there too.
+    email_verified_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    @property
+    def email_verified(self):
+        return self.email_verified_at is not None
 
 
 class Post(db.Model):
@@ -161,3 +169,66 @@ class IdempotencyKey(db.Model):
     post_id: Mapped[int]
     # Unix time; the key holds for a day. Indexed for ``flask posts purge-keys``.
     created_at: Mapped[int] = mapped_column(index=True)
+
+
+class EmailToken(db.Model):
+    """A single-use token sent by mail: a password reset or an email check.
+
+    Only the SHA-256 of the token is kept: whoever reads this table cannot
+    use what it holds. A token is good until ``expires_at`` and only while
+    ``used_at`` is empty.
+    """
+
+    __tablename__ = "email_tokens"
+    __table_args__ = TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # "password_reset" or "verify_email": a token is good for one purpose.
+    purpose: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[int] = mapped_column(Integer, index=True)
+    used_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+MAIL_SUBJECT_MAX_CHARS = 255
+MAIL_ERROR_MAX_CHARS = 255
+# A rendered mail is a few kilobytes; TEXT (64 KiB on MySQL) holds it.
+MAIL_BODY_TYPE = Text()
+
+
+class OutboxMail(db.Model):
+    """A mail to send: written in the transaction of what it tells about.
+
+    A row is either rendered (``subject`` and bodies set: a verification
+    mail, written with its token) or a request still to be prepared by the
+    worker (a password reset, whose account is looked up there, so that the
+    request does the same work for every email). ``due_at`` is when a worker
+    may next take it; taking it moves ``due_at`` a lease ahead and names the
+    worker in ``claimed_by``, so two workers never hold it at once, and a
+    worker that died lets it go when the lease runs out. A sent mail's row
+    is deleted; one that kept failing stays with ``failed_at`` set.
+    """
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(EMAIL_TYPE)
+    subject: Mapped[str | None] = mapped_column(
+        String(MAIL_SUBJECT_MAX_CHARS), nullable=True
+    )
+    body_text: Mapped[str | None] = mapped_column(MAIL_BODY_TYPE, nullable=True)
+    body_html: Mapped[str | None] = mapped_column(MAIL_BODY_TYPE, nullable=True)
+    created_at: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[int] = mapped_column(Integer, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    claimed_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(
+        String(MAIL_ERROR_MAX_CHARS), nullable=True
+    )
+    failed_at: Mapped[int | None] = mapped_column(Integer, nullable=True)

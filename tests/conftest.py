@@ -27,6 +27,7 @@ from .support.settings import (
     TEST_REDIS_URL,
     require,
 )
+from .support.smtp import SMTPCatcher
 
 TESTS = Path(__file__).parent
 # The directories tests are in, each the name of the marker its tests get.
@@ -108,7 +109,7 @@ def make_app(database_url, redis_url):
 
 @pytest.fixture(autouse=True)
 def _clean_database(request):
-    """Each test starts with no users and no posts (ids keep growing)."""
+    """Each test starts with no users, no posts and no mail (ids keep growing)."""
     if "database_url" not in request.fixturenames:
         yield
         return
@@ -118,8 +119,19 @@ def _clean_database(request):
     with app.app_context():
         db.session.execute(text("DELETE FROM posts"))
         db.session.execute(text("DELETE FROM users"))
+        # Not the users': a reset asked for an unknown email has no account.
+        db.session.execute(text("DELETE FROM mail_outbox"))
         db.session.commit()
         db.engine.dispose()
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server (aiosmtpd) on a spare port; ``.inbox`` holds its mail."""
+    catcher = SMTPCatcher()
+    catcher.start()
+    yield catcher
+    catcher.stop()
 
 
 @pytest.fixture

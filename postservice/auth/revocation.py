@@ -3,10 +3,13 @@
 A token is refused when its ``jti`` was logged out (table
 ``revoked_tokens``), when its session (claim ``sid``, table ``sessions``) was
 revoked, when its account's ``token_version`` moved past the token's ``ver``
-claim (a new password, log out everywhere), or when its account is gone; a
-suspended account's tokens answer 403. The database is the source of truth;
-Redis only caches the verdict per token, stored under the user's tokens generation
-(``user_state``), so a verdict is never served after a change it did not see.
+claim (a new password, a reset, log out everywhere), or when its account is
+gone; a suspended account's tokens answer 403, and so do an unverified
+account's on the posts routes when ``REQUIRE_VERIFIED_EMAIL`` is set (the
+verdict says "unverified"; verifying replaces the tokens generation).
+The database is the source of truth; Redis only caches the verdict per
+token, stored under the user's tokens generation (``user_state``), so a
+verdict is never served after a change it did not see.
 
 - A cached verdict is one ``MGET`` (with the generation; get-posts reads its
   listing in the same round trip through ``reads_along``) and no SQL.
@@ -43,6 +46,11 @@ ALLOWED = b"ok"
 REVOKED = b"revoked"
 NO_ACCOUNT = b"no-account"
 SUSPENDED = b"suspended"
+# Allowed, but the account's email is not verified yet: refused only where
+# REQUIRE_VERIFIED_EMAIL holds (the posts routes).
+UNVERIFIED = b"unverified"
+GATED_BLUEPRINTS = frozenset({"posts"})
+EMAIL_NOT_VERIFIED = "Email not verified"
 SESSION_CLAIM = "sid"
 
 
@@ -101,6 +109,13 @@ def is_revoked(jwt_header, jwt_payload):
         raise Unauthorized("Could not validate credentials")
     if verdict == SUSPENDED:
         raise Forbidden("Account suspended")
+    if verdict == UNVERIFIED:
+        if (
+            current_app.config["REQUIRE_VERIFIED_EMAIL"]
+            and request.blueprint in GATED_BLUEPRINTS
+        ):
+            raise Forbidden(EMAIL_NOT_VERIFIED)
+        return False
     return verdict != ALLOWED
 
 
@@ -168,6 +183,7 @@ def verdict_from_database(user_id, payload):
         select(
             User.token_version,
             User.suspended_at,
+            User.email_verified_at,
             exists().where(RevokedToken.jti == payload["jti"]),
             session_live if session_live is not True else true(),
         ).where(User.id == user_id)
@@ -176,11 +192,13 @@ def verdict_from_database(user_id, payload):
     db.session.rollback()
     if row is None:
         return NO_ACCOUNT
-    version, suspended_at, logged_out, live = row
+    version, suspended_at, verified_at, logged_out, live = row
     if logged_out or not live or payload.get(VERSION_CLAIM, 0) != version:
         return REVOKED
     if suspended_at is not None:
         return SUSPENDED
+    if verified_at is None:
+        return UNVERIFIED
     return ALLOWED
 
 

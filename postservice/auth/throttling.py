@@ -239,6 +239,12 @@ def limit(setting):
     return decorate
 
 
+def count(setting, *identity):
+    """Count one event of ``identity`` (an email, ``user:<id>``) against
+    ``setting``, whoever sends it; 429 once past it."""
+    _throttle().hit(_limits(setting), setting, *identity)
+
+
 class Attempt:
     """What ``password_attempt`` yields: the accounts a success makes the
     client known to."""

@@ -101,7 +101,14 @@ DURATION_BUCKETS = (
     10.0,
 )
 CACHE_RESULTS = ("hit", "shared", "miss", "error", "bypass")
-REVOCATION_KINDS = ("logout", "logout_all", "password_change", "account_deleted")
+REVOCATION_KINDS = (
+    "logout",
+    "logout_all",
+    "password_change",
+    "account_deleted",
+    "password_reset",
+)
+MAIL_KINDS = ("password_reset", "verify_email")
 # Anything else a client sends as a method is counted under one label, so
 # invented methods cannot grow the number of series.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -141,6 +148,35 @@ class Metrics:
             registry=registry,
         )
         self.revocations = {kind: revocations.labels(kind) for kind in REVOCATION_KINDS}
+        self.mail_queued = Counter(
+            "postservice_mail_queued",
+            "Mails written to the outbox, by kind (password_reset counts "
+            "every reset asked for, an account or not).",
+            ("kind",),
+            registry=registry,
+        )
+        self.mail_sent = Counter(
+            "postservice_mail_sent",
+            "Mails the SMTP server took, by kind (counted by the worker).",
+            ("kind",),
+            registry=registry,
+        )
+        self.mail_failed = Counter(
+            "postservice_mail_failed",
+            "Tries to send a mail that failed, by kind; final is true for "
+            "the try after which the mail was set aside.",
+            ("kind", "final"),
+            registry=registry,
+        )
+        self.mail_dropped = Counter(
+            "postservice_mail_dropped",
+            "Password resets asked for an email no account has: no mail.",
+            ("kind",),
+            registry=registry,
+        )
+        for kind in MAIL_KINDS:
+            for counter in (self.mail_queued, self.mail_sent):
+                counter.labels(kind)
         self.hash_slots = Gauge(
             "postservice_password_hash_slots_in_use",
             "Password hashes running or queued (logins and registrations).",
@@ -353,6 +389,30 @@ def revoked(kind):
     metrics = _current()
     if metrics is not None:
         metrics.revocations[kind].inc()
+
+
+def mail_queued(kind):
+    metrics = _current()
+    if metrics is not None:
+        metrics.mail_queued.labels(kind).inc()
+
+
+def mail_sent(kind):
+    metrics = _current()
+    if metrics is not None:
+        metrics.mail_sent.labels(kind).inc()
+
+
+def mail_failed(kind, final):
+    metrics = _current()
+    if metrics is not None:
+        metrics.mail_failed.labels(kind, "true" if final else "false").inc()
+
+
+def mail_dropped(kind):
+    metrics = _current()
+    if metrics is not None:
+        metrics.mail_dropped.labels(kind).inc()
 
 
 def hash_slot_taken():

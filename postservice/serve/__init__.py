@@ -7,6 +7,9 @@ moves on), every request already sent is answered, each answer with
 ``Connection: close``, a kept-alive connection is closed only once quiet
 with nothing unread, and the process exits 0 when no connection is left.
 Settings come from ``config.server_settings``.
+Without ``MAIL_URL`` (development), the outbox is delivered to the log
+by a thread of this process, so one command does everything; with it, the
+``flask mail deliver`` workers send the mail.
 With ``METRICS_PORT`` set, the Prometheus metrics are served there too, on
 a listener of their own that stays up while the requests in flight finish.
 """
@@ -18,6 +21,7 @@ import signal
 import config
 from config import ConfigError
 from postservice import create_app
+from postservice.mail import delivery
 from postservice.ops import logs, metrics
 from postservice.serve.channel import (
     AcceptGuard,
@@ -42,6 +46,8 @@ log = logging.getLogger("postservice.serve")  # not __main__ under -m
 # Descriptors the process holds besides its connections: the interpreter's,
 # the database and Redis pools', waitress's trigger, the logs, with room.
 DESCRIPTORS_BESIDES_CONNECTIONS = 64
+# Seconds the development server waits for the mail in hand as it stops.
+MAILER_STOP_TIMEOUT = 15.0
 
 
 def main():
@@ -53,8 +59,20 @@ def main():
     metrics.watch_server(app, server)
     listener = _metrics_listener(app, settings.metrics_host, settings.metrics_port)
     _warn_if_descriptors_run_short(settings)
-    signal.signal(signal.SIGTERM, server.request_stop)
-    signal.signal(signal.SIGINT, server.request_stop)
+    mailer = None
+    if app.config["MAIL_URL"] is None:
+        mailer = delivery.start_in_thread(app)
+        log.info("no MAIL_URL: each mail is written to this log, not sent")
+    stop = server.request_stop
+    if mailer is not None:
+        # The mail thread stops with the server, finishing the mail in hand
+        # while requests in flight finish.
+        def stop(signum=None, frame=None):
+            mailer[0].stop.set()
+            server.request_stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     log.info(
         "serving on http://%s:%s with %d threads",
         settings.host,
@@ -62,10 +80,17 @@ def main():
         settings.threads,
     )
     server.run(settings.shutdown_timeout)
+    if mailer is not None:
+        _stop_mailer(*mailer)
     if listener is not None:
         listener.shutdown()
         listener.server_close()
     return 0
+
+
+def _stop_mailer(worker, thread):
+    worker.stop.set()
+    thread.join(MAILER_STOP_TIMEOUT)
 
 
 def _metrics_listener(app, host, port):

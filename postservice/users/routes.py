@@ -11,13 +11,17 @@ from postservice.models import ID_MAX
 from postservice.ops import metrics
 from postservice.users import service
 from postservice.users.schemas import (
+    AcceptedSchema,
     ChangePasswordSchema,
     DeleteAccountSchema,
     LoginSchema,
+    PasswordResetConfirmSchema,
+    PasswordResetSchema,
     RefreshSchema,
     RegisterSchema,
     SessionSchema,
     UserSchema,
+    VerifyEmailSchema,
 )
 
 bp = Blueprint(
@@ -28,6 +32,10 @@ PASSWORDS_BUSY = (
     "The database is unavailable, or too many password checks are running at once"
 )
 NOT_THE_OWNER = "Wrong password, or no valid token"
+INVALID_TOKEN = "The token is malformed, altered, expired or already used"  # noqa: S105
+# One answer for every email: it must not tell whether an account has it.
+RESET_QUEUED = {"detail": "If an account has this email, a reset link is on its way"}
+VERIFICATION_QUEUED = {"detail": "A verification link is on its way"}
 
 
 def _no_content():
@@ -75,6 +83,80 @@ def login(body):
         issued = service.log_in(**body)
         attempt.known_as(f"user:{issued.user_id}")
     return sessions.token_pair(issued)
+
+
+@bp.post("/password-reset")
+@throttling.limit("LOGIN_RATE_LIMIT")
+@bp.arguments(PasswordResetSchema)
+@bp.response(202, AcceptedSchema, description="The same answer for every email")
+@bp.alt_response(429)
+@bp.alt_response(503, description="The database is unavailable; retry")
+def password_reset(body):
+    """Ask for a password reset link by mail
+
+    The answer, and the work behind it, are the same whether an account has
+    this email or not; only an account's owner receives a mail, with a link
+    `{PUBLIC_URL}/reset-password?token=...` good once, for
+    `PASSWORD_RESET_TOKEN_EXPIRES` seconds. Throttled per client like login,
+    and per email (`PASSWORD_RESET_RATE_LIMIT`).
+    """
+    throttling.count("PASSWORD_RESET_RATE_LIMIT", body["email"])
+    service.request_password_reset(email=body["email"])
+    return RESET_QUEUED
+
+
+@bp.post("/password-reset/confirm")
+@throttling.limit("LOGIN_RATE_LIMIT")
+@bp.arguments(PasswordResetConfirmSchema)
+@bp.response(204, description="The password is set; every session has ended")
+@bp.alt_response(400, description=INVALID_TOKEN + ", or the body is not JSON")
+@bp.alt_response(429)
+@bp.alt_response(503, description=PASSWORDS_BUSY)
+def password_reset_confirm(body):
+    """Set a new password with the token of a reset link
+
+    The new password follows the rules of registration; one it refuses
+    (422) leaves the token good. Every token and session of the account
+    ends, and no new one starts: log in with the new password.
+    """
+    service.reset_password(**body)
+    metrics.revoked("password_reset")
+    return _no_content()
+
+
+@bp.post("/verify-email")
+@throttling.limit("LOGIN_RATE_LIMIT")
+@bp.arguments(VerifyEmailSchema)
+@bp.response(204, description="The account's email is verified")
+@bp.alt_response(400, description=INVALID_TOKEN + ", or the body is not JSON")
+@bp.alt_response(429)
+@bp.alt_response(503, description="The database is unavailable; retry")
+def verify_email(body):
+    """Verify the account's email with the token of a verification link
+
+    Registration mails the link `{PUBLIC_URL}/verify-email?token=...`.
+    """
+    service.verify_email(token=body["token"])
+    return _no_content()
+
+
+@bp.post("/me/verify-email")
+@bp.protected
+@throttling.limit("LOGIN_RATE_LIMIT")
+@bp.response(202, AcceptedSchema, description="A new verification mail is queued")
+@bp.alt_response(400, description="The email is already verified")
+@bp.alt_response(429)
+@bp.alt_response(503, description="The database is unavailable; retry")
+def resend_verification():
+    """Ask for the verification mail again
+
+    Throttled per account (`VERIFY_EMAIL_RATE_LIMIT`) and per client like
+    login. Earlier links stay good until they expire.
+    """
+    user_id = current_user_id()
+    throttling.count("VERIFY_EMAIL_RATE_LIMIT", f"user:{user_id}")
+    service.resend_verification(user_id=user_id)
+    return VERIFICATION_QUEUED
 
 
 @bp.post("/refresh")

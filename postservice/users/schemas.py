@@ -72,6 +72,36 @@ class DeleteAccountSchema(RequestSchema):
 class UserSchema(Schema):
     id = fields.Integer(required=True)
     email = fields.String(required=True, metadata={"format": "email"})
+    email_verified = fields.Boolean(
+        required=True,
+        metadata={"description": "whether the owner opened a link mailed there"},
+    )
+
+
+def mailed_token():
+    """A token from a mailed link. Any string is taken: one that was never
+    issued is answered 400 "Invalid or expired token", like an expired one."""
+    return UnicodeString(
+        required=True,
+        metadata={"description": "the token of the link's query"},
+    )
+
+
+class PasswordResetSchema(RequestSchema):
+    email = NormalizedEmail(required=True)
+
+
+class PasswordResetConfirmSchema(RequestSchema):
+    token = mailed_token()
+    new_password = new_password()
+
+
+class VerifyEmailSchema(RequestSchema):
+    token = mailed_token()
+
+
+class AcceptedSchema(Schema):
+    detail = fields.String(required=True)
 
 
 # A token of this service is a few hundred characters; far more is not one.

@@ -1,4 +1,7 @@
-"""Account rules: registration, login, and managing one's account."""
+"""Account rules: registration, login, managing one's account, and the
+mailed links: forgotten passwords and verified emails."""
+
+import time
 
 from flask import current_app
 from sqlalchemy import delete, select, update
@@ -9,7 +12,9 @@ from postservice.cache import generations
 from postservice.db import transactions
 from postservice.extensions import db
 from postservice.http.errors import APIError, NotFound, Unauthorized
+from postservice.mail import messages, outbox, tokens
 from postservice.models import User
+from postservice.ops import metrics
 from postservice.posts import cache as posts_cache
 from postservice.users import passwords
 from postservice.users.schemas import PASSWORD_MAX_BYTES
@@ -21,6 +26,11 @@ TOKENS = (generations.TOKENS,)
 class EmailTaken(APIError):
     def __init__(self):
         super().__init__(400, "User already exists")
+
+
+class AlreadyVerified(APIError):
+    def __init__(self):
+        super().__init__(400, "Email already verified")
 
 
 def hash_password(password):
@@ -48,12 +58,14 @@ def register(*, email, password):
     db.session.rollback()  # no connection held through the slow hash
     password_hash = hash_password(password)
     # A new account has nothing cached to make stale.
-    return transactions.write(
+    issued = transactions.write(
         lambda: _create_user(email, password_hash),
         user_id=None,
         invalidates=(),
         after_lost_commit=True,
     )
+    metrics.mail_queued(tokens.VERIFY_EMAIL)
+    return issued
 
 
 def _create_user(email, password_hash):
@@ -73,6 +85,8 @@ def _create_user(email, password_hash):
     try:
         db.session.flush()  # the user's id, for its first session
         session = sessions.new_session(user.id)
+        # The mail is stored with the account: both exist, or neither.
+        _queue_verification(user.id, email)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -216,3 +230,125 @@ def get_user(user_id):
     if user is None:
         raise Unauthorized("Could not validate credentials")
     return user
+
+
+def _queue_verification(user_id, email):
+    """A verification token and its mail, added to the transaction."""
+    token = tokens.issue(
+        user_id,
+        tokens.VERIFY_EMAIL,
+        current_app.config["EMAIL_VERIFICATION_TOKEN_EXPIRES"],
+    )
+    subject, text, html = messages.render(tokens.VERIFY_EMAIL, token)
+    outbox.add(tokens.VERIFY_EMAIL, email, subject, text, html)
+
+
+def request_password_reset(*, email):
+    """Queue a reset mail for ``email``, whether an account has it or not.
+
+    The request does the same work for every email, one INSERT and its
+    commit, so neither its answer nor its time tells whether the account
+    exists: the worker looks the account up, issues the token and renders
+    the mail, or drops the request (``mail.delivery.prepare``).
+    """
+
+    def queue():
+        outbox.add(tokens.PASSWORD_RESET, email)
+        db.session.commit()
+
+    transactions.run(queue)
+    metrics.mail_queued(tokens.PASSWORD_RESET)
+
+
+def reset_password(*, token, new_password):
+    """Set a new password with a mailed reset token; ends every session.
+
+    Every token of the account is void afterwards, the other reset tokens
+    too; nobody is logged in (the owner logs in with the new password).
+    The address received the mail, so it counts as verified. Raises
+    ``tokens.InvalidToken`` for a token that is malformed, altered,
+    expired or used (checked before the slow hash, and again, atomically,
+    as it is used).
+    """
+    tokens.holder(token, tokens.PASSWORD_RESET)
+    new_hash = hash_password(new_password)
+
+    def reset():
+        now = int(time.time())
+        try:
+            user_id = tokens.use(token, tokens.PASSWORD_RESET, now)
+        except tokens.InvalidToken:
+            db.session.rollback()
+            raise
+        if revocation.revoke_all(user_id) is None:  # the account went meanwhile
+            db.session.rollback()
+            raise tokens.InvalidToken()
+        db.session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(password_hash=new_hash)
+            .execution_options(synchronize_session=False)
+        )
+        _mark_verified(user_id, now)
+        tokens.end_all(user_id, tokens.PASSWORD_RESET, now)
+        db.session.commit()
+        return user_id
+
+    user_id = transactions.run(reset)
+    transactions.invalidate(user_id, TOKENS)
+
+
+def _mark_verified(user_id, now):
+    db.session.execute(
+        update(User)
+        .where(User.id == user_id, User.email_verified_at.is_(None))
+        .values(email_verified_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def verify_email(*, token):
+    """Mark the account's email verified with a mailed token.
+
+    Raises ``tokens.InvalidToken`` for a token that is malformed, altered,
+    expired or used.
+    """
+
+    def verify():
+        now = int(time.time())
+        try:
+            user_id = tokens.use(token, tokens.VERIFY_EMAIL, now)
+        except tokens.InvalidToken:
+            db.session.rollback()
+            raise
+        _mark_verified(user_id, now)
+        db.session.commit()
+        return user_id
+
+    user_id = transactions.run(verify)
+    # Token verdicts say "unverified": they are stale now.
+    transactions.invalidate(user_id, TOKENS)
+
+
+def resend_verification(*, user_id):
+    """Queue a new verification mail for the account.
+
+    Raises ``AlreadyVerified`` when there is nothing to verify, and
+    ``Unauthorized`` when the account is gone.
+    """
+
+    def queue():
+        row = db.session.execute(
+            select(User.email, User.email_verified_at).where(User.id == user_id)
+        ).first()
+        if row is None:
+            db.session.rollback()
+            raise Unauthorized("Could not validate credentials")
+        if row.email_verified_at is not None:
+            db.session.rollback()
+            raise AlreadyVerified()
+        _queue_verification(user_id, row.email)
+        db.session.commit()
+
+    transactions.run(queue)
+    metrics.mail_queued(tokens.VERIFY_EMAIL)

@@ -42,7 +42,8 @@ def test_me_returns_the_callers_account(client, auth):
     response = client.get(ME, headers=headers)
     assert response.status_code == 200
     assert response.json["email"] == "someone@example.com"
-    assert set(response.json) == {"id", "email"}
+    assert set(response.json) == {"id", "email", "email_verified"}
+    assert response.json["email_verified"] is False
     with client.application.app_context():
         sub = decode_token(headers["Authorization"].split()[1])["sub"]
     assert response.json["id"] == int(sub)

@@ -82,7 +82,7 @@ def test_response_schemas_match_the_wire_format(document):
     for name in ("created_at", "updated_at"):
         time = schemas["Post"]["properties"][name]
         assert (time["type"], time["format"]) == ("string", "date-time")
-    assert set(schemas["User"]["properties"]) == {"id", "email"}
+    assert set(schemas["User"]["properties"]) == {"id", "email", "email_verified"}
     assert schemas["Error"]["required"] == ["detail"]
     assert set(schemas["ValidationError"]["required"]) == {"detail", "errors"}
     listing = document["paths"]["/api/v1/posts/get-posts"]["get"]["responses"]["200"]
@@ -102,6 +102,18 @@ def test_status_codes_and_security(document):
         ("POST", "/api/v1/users/refresh"): {"200", "401", "403", "429", "503"}
         | BODY_ERRORS,
         ("GET", "/api/v1/users/me"): {"200", "401", "403", "503"},
+        ("POST", "/api/v1/users/password-reset"): {"202", "429", "503"} | BODY_ERRORS,
+        ("POST", "/api/v1/users/password-reset/confirm"): {"204", "429", "503"}
+        | BODY_ERRORS,
+        ("POST", "/api/v1/users/verify-email"): {"204", "429", "503"} | BODY_ERRORS,
+        ("POST", "/api/v1/users/me/verify-email"): {
+            "202",
+            "400",
+            "401",
+            "403",
+            "429",
+            "503",
+        },
         ("GET", "/api/v1/users/me/sessions"): {"200", "401", "403", "503"},
         ("DELETE", "/api/v1/users/me/sessions/{session_id}"): {
             "204",

@@ -43,20 +43,21 @@ def compose(folder, *files):
     [
         (
             ["docker-compose.yml", "docker-compose.override.yml"],
-            {"mysql", "redis", "redis-state", "app", "nginx"},
+            {"mysql", "redis", "redis-state", "app", "nginx", "worker", "mailcatcher"},
         ),
         (
             ["docker-compose.yml", "docker-compose.scale.yml"],
-            {"mysql", "redis", "redis-state", "app", "nginx"},
+            {"mysql", "redis", "redis-state", "app", "nginx", "worker", "mailcatcher"},
         ),
         (
             ["docker-compose.yml", "docker-compose.redis-cluster.yml"],
             {"mysql", "redis", "redis-state", "app", "nginx", "redis-cluster-init"}
+            | {"worker", "mailcatcher"}
             | {f"redis-node-{n}" for n in range(1, 7)},
         ),
         (
             ["docker-compose.yml", "docker-compose.galera.yml"],
-            {"mysql", "redis", "redis-state", "app", "nginx"}
+            {"mysql", "redis", "redis-state", "app", "nginx", "worker", "mailcatcher"}
             | {"galera-1", "galera-2", "galera-3", "galera-proxy"},
         ),
     ],
@@ -89,6 +90,13 @@ def test_compose_files_are_valid(files, services, tmp_path):
     assert settings.metrics_port == 9100
     assert settings.metrics_host == "0.0.0.0"  # noqa: S104 (inside the container)
     assert str(settings.metrics_port) in app["expose"]
+    # Production mode takes the app's settings: a mail server and the links' base.
+    config.settings_for(app["environment"], str(tmp_path))
+    # The worker sends the outbox; it and the mail catcher publish nothing.
+    worker = services["worker"]
+    assert worker["entrypoint"][-2:] == ["mail", "deliver"]
+    assert worker["environment"]["MAIL_URL"] == app["environment"]["MAIL_URL"]
+    assert worker["environment"]["DATABASE_URL"] == app["environment"]["DATABASE_URL"]
     published = [
         port for service in services.values() for port in service.get("ports", [])
     ]

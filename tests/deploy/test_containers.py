@@ -3,6 +3,7 @@ Docker engine; see tests/support/containers.py for how, and README, "Container t
 """
 
 import json
+import re
 import socket
 import time
 import uuid
@@ -166,6 +167,41 @@ def test_the_api_through_the_published_port(single, single_account):
     after = requests.get(base + "/api/v1/posts/get-posts", headers=other, timeout=30)
     assert after.status_code == 401
     assert after.json() == {"detail": "Token has been revoked"}
+
+
+def test_a_password_reset_through_the_stack(single):
+    """The app queues, the worker sends to the mail catcher, the link works."""
+    base = single.base
+    single.register("forgetful@example.com")
+    asked = requests.post(
+        base + "/api/v1/users/password-reset",
+        json={"email": "forgetful@example.com"},
+        timeout=30,
+    )
+    assert asked.status_code == 202, asked.text
+    link = re.compile(re.escape(base) + r"/reset-password\?token=([A-Za-z0-9_-]{43})")
+    deadline = time.monotonic() + 120
+    token = None
+    while token is None:
+        assert time.monotonic() < deadline, "no reset mail reached the catcher"
+        for mail in single.mails():
+            if mail["To"] == "forgetful@example.com":
+                found = link.search(mail.get_body(("plain",)).get_content())
+                if found:
+                    token = found[1]
+        time.sleep(1)
+    confirmed = requests.post(
+        base + "/api/v1/users/password-reset/confirm",
+        json={"token": token, "new_password": "a brand new password"},
+        timeout=30,
+    )
+    assert confirmed.status_code == 204, confirmed.text
+    login = requests.post(
+        base + "/api/v1/users/login",
+        json={"email": "forgetful@example.com", "password": "a brand new password"},
+        timeout=30,
+    )
+    assert login.status_code == 200, login.text
 
 
 def test_a_forwarded_chain_the_client_wrote_never_reaches_the_app(

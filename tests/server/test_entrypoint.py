@@ -28,6 +28,9 @@ def entrypoint_instance(tmp_path, database_url, redis_url):
         POSTSERVICE_ENV="production",
         JWT_SECRET_KEY=secrets.token_urlsafe(48),
         BCRYPT_ROUNDS="12",
+        # Production needs both; nothing is mailed here, so no server listens.
+        MAIL_URL="smtp://127.0.0.1:9",
+        PUBLIC_URL="https://posts.example.test",
         DATABASE_WAIT_TIMEOUT="60",
         PATH=BIN + os.pathsep + os.environ.get("PATH", ""),
     )

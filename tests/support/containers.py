@@ -8,12 +8,14 @@ project and secrets, and talks to the tests only through the port nginx
 publishes on 127.0.0.1; ``down -v`` removes it whatever happens.
 """
 
+import email
 import json
 import os
 import secrets
 import shutil
 import time
 import uuid
+from email import policy
 
 import pytest
 import requests
@@ -83,6 +85,9 @@ class Stack:
             "MYSQL_ROOT_PASSWORD": secret(),
             "APP_BIND": "127.0.0.1",
             "APP_PORT": str(self.port),
+            # The stack's own mail catcher, as .env.example sets it.
+            "MAIL_URL": "smtp://mailcatcher:1025?starttls=off",
+            "PUBLIC_URL": self.base,
             **settings,
         }
         lines = [f"{name}={value}" for name, value in values.items()]
@@ -156,6 +161,23 @@ class Stack:
         )
         assert answer.status_code == 201, answer.text
         return {"Authorization": "Bearer " + answer.json()["access_token"]}
+
+    def mails(self):
+        """Every mail the stack's mail catcher kept, parsed, oldest first."""
+        folder = "/app/instance/mail"
+        names = self.compose(
+            "exec", "-T", "mailcatcher", "ls", folder, check=False
+        ).stdout.split()
+        names.sort(key=lambda name: int(name.split(".")[0]))
+        return [
+            email.message_from_bytes(
+                self.compose(
+                    "exec", "-T", "mailcatcher", "cat", f"{folder}/{name}"
+                ).stdout.encode(),
+                policy=policy.default,
+            )
+            for name in names
+        ]
 
 
 def published(stack):

@@ -27,7 +27,17 @@ SETTINGS_FROM_ENV = (
     "REDIS_TIMEOUT",
     "DATABASE_POOL_SIZE",
     "DATABASE_CONNECT_TIMEOUT",
+    "MAIL_URL",
+    "MAIL_FROM",
+    "PUBLIC_URL",
+    "REQUIRE_VERIFIED_EMAIL",
 )
+# What production needs besides a signing key: where mail goes and what
+# the links in it open.
+PRODUCTION_MAIL = {
+    "MAIL_URL": "smtp://mail.example.com:587",
+    "PUBLIC_URL": "https://posts.example.com",
+}
 # As the README says to make one.
 STRONG_SECRET = secrets.token_urlsafe(32)
 
@@ -178,6 +188,7 @@ def test_production_builds_with_safe_settings(database_url):
             "JWT_SECRET_KEY": STRONG_SECRET,
             "BCRYPT_ROUNDS": 12,
             "SQLALCHEMY_DATABASE_URI": database_url,
+            **PRODUCTION_MAIL,
         }
     )
     assert app.config["MODE"] == "production"
@@ -324,3 +335,66 @@ def test_overrides_win_over_environment(monkeypatch):
         create_app({"MODE": "testing", "POSTS_CACHE_TTL": 7}).config["POSTS_CACHE_TTL"]
         == 7
     )
+
+
+def production(**settings):
+    return {"MODE": "production", "JWT_SECRET_KEY": STRONG_SECRET, **settings}
+
+
+def test_production_requires_a_mail_server():
+    message = refused(production(PUBLIC_URL="https://posts.example.com"))
+    assert "MAIL_URL is required in production" in message
+
+
+def test_production_requires_the_public_url():
+    message = refused(production(MAIL_URL="smtp://mail.example.com"))
+    assert "PUBLIC_URL is required in production" in message
+
+
+def test_mail_url_becomes_the_smtp_settings():
+    env = {
+        "MAIL_URL": "smtp://user%40example.com:p%3Ass@mail.example.com:2525",
+        "PUBLIC_URL": "https://posts.example.com/",
+    }
+    config = settings.settings_for(env, "/tmp")
+    assert config["MAIL_SERVER"] == "mail.example.com"
+    assert config["MAIL_PORT"] == 2525
+    assert config["MAIL_USERNAME"] == "user@example.com"
+    assert config["MAIL_PASSWORD"] == "p:ss"
+    assert config["MAIL_USE_SSL"] is False
+    assert config["MAIL_STARTTLS"] is True
+    assert config["PUBLIC_URL"] == "https://posts.example.com"
+
+
+def test_smtps_and_starttls_off():
+    smtps = settings.settings_for({"MAIL_URL": "smtps://mail.example.com"}, "/tmp")
+    assert (smtps["MAIL_PORT"], smtps["MAIL_USE_SSL"]) == (465, True)
+    plain = settings.settings_for(
+        {"MAIL_URL": "smtp://catcher:1025?starttls=off"}, "/tmp"
+    )
+    assert (plain["MAIL_PORT"], plain["MAIL_STARTTLS"]) == (1025, False)
+
+
+def test_without_mail_url_mail_goes_to_the_console():
+    config = settings.settings_for({}, "/tmp")
+    assert config["MAIL_BACKEND"] == "postservice.mail.console.EmailBackend"
+    assert config["PUBLIC_URL"] == "http://127.0.0.1:8000"
+    assert config["REQUIRE_VERIFIED_EMAIL"] is False
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MAIL_URL": "http://mail.example.com"}, "MAIL_URL"),
+        ({"MAIL_URL": "smtp://mail.example.com:port"}, "MAIL_URL"),
+        ({"MAIL_URL": "smtp://h?starttls=maybe"}, "starttls"),
+        ({"PUBLIC_URL": "posts.example.com"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://posts.example.com/?a=b"}, "PUBLIC_URL"),
+        ({"REQUIRE_VERIFIED_EMAIL": "maybe"}, "REQUIRE_VERIFIED_EMAIL"),
+        ({"PASSWORD_RESET_RATE_LIMIT": "often"}, "PASSWORD_RESET_RATE_LIMIT"),
+        ({"MAIL_FROM": "a@example.com\nBcc: b@example.com"}, "MAIL_FROM"),
+    ],
+)
+def test_mail_settings_refused(env, named):
+    with pytest.raises(SystemExit, match=named):
+        settings.settings_for(env, "/tmp")

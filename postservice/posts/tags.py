@@ -54,6 +54,8 @@ def post_tag(post_id, version):
 def version_in(tag, post_id):
     """The version a tag of the post ``post_id`` names, or None when it is
     not one (another post's, another wire format's, or made up)."""
+    if not tag:  # werkzeug's reading of a malformed list can hold None
+        return None
     head, _, version = tag.rpartition(".")
     if head != f"{listing_format()}.{post_id}":
         return None

@@ -128,7 +128,8 @@ def test_a_stale_if_match_is_412_and_changes_nothing(client, auth, owner):
     assert other.status_code == 200
     current = other.headers["ETag"]
     huge = current[: current.rindex(".") + 1] + "9" * 40 + '"'
-    for value in (stale, "W/" + current, '"made-up"', huge, "", "garbage"):
+    malformed = '"1*pY.g", W/",", ""'
+    for value in (stale, "W/" + current, '"made-up"', huge, "", "garbage", malformed):
         response = client.patch(
             EDIT_POST.format(post_id),
             json={"text": "mine"},

@@ -108,7 +108,8 @@ def make_app(database_url, redis_url):
 
 @pytest.fixture(autouse=True)
 def _clean_database(request):
-    """Each test starts with no users and no posts (ids keep growing)."""
+    """Each test starts with no users, no posts and no announced
+    invalidations (ids keep growing)."""
     if "database_url" not in request.fixturenames:
         yield
         return
@@ -118,6 +119,7 @@ def _clean_database(request):
     with app.app_context():
         db.session.execute(text("DELETE FROM posts"))
         db.session.execute(text("DELETE FROM users"))
+        db.session.execute(text("DELETE FROM cache_announcements"))
         db.session.commit()
         db.engine.dispose()
 

@@ -19,18 +19,37 @@ Redis restart can never line up with an old entry.
 Every key of one user carries ``{<id>}``, a Redis Cluster hash tag, so all
 the keys one request reads sit in one slot and go in one ``MGET``.
 
-Redis is an optimisation: when it fails, callers fall back to the database,
-Redis is left alone for a while (``cache_health``), and the generations
-this process could not replace are replaced as soon as it answers again.
+Redis is an optimisation: when it fails, callers fall back to the database
+and Redis is left alone for a while (``cache_health``). A generation that
+could not be replaced when its change was made is announced in the
+database (``announcements``) before the change is answered; every
+instance delivers what is announced, and trusts the cache only for
+``TRUST_FOR`` seconds after it last looked. So a change answered 2xx
+holds on every instance within ``TRUST_FOR`` seconds, even when the
+instance that made it has lost Redis or is gone.
 """
 
+import logging
 import secrets
+import time
 
+from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
+
+from postservice.cache import announcements, namespace
 from postservice.cache import health as cache_health
 from postservice.cache.clients import REDIS_ERRORS
 from postservice.extensions import cache
 
+log = logging.getLogger(__name__)
+
 GENERATION_TTL = 7 * 24 * 3600
+# Seconds after a look at the announcements before a read looks again (one
+# read does, the others go on trusting), and seconds after a look during
+# which the cache is trusted at all: the bound on how long an announced
+# change can go unseen. A cached read costs one clock reading for this.
+CONFIRM_AFTER = 0.5
+TRUST_FOR = 1.5
 SEPARATOR = b"\n"
 
 
@@ -106,11 +125,15 @@ def invalidate(user_id, *kinds, drop=()):
     Tried even while reads are leaving Redis alone after a failure: another
     instance may already be filling the cache again, and an invalidation
     held back here would let it serve an answer without this change. It
-    costs a write at most one ``REDIS_TIMEOUT``. What cannot be sent now is
-    owed, and sent with the next use of the cache (the keys of ``drop``
-    are then left to expire: their generation no longer matches).
+    costs a write at most one ``REDIS_TIMEOUT``. What Redis does not take
+    is announced in the database (``announcements``), for whichever
+    instance reaches Redis to deliver (the keys of ``drop`` are then left to
+    expire: their generation no longer matches).
 
-    Returns False when the generation could not be replaced now.
+    Returns False when neither Redis nor the database took it: the change
+    may then go unseen by other instances for up to ``POSTS_CACHE_TTL``
+    seconds. It is kept in this process and sent with the next use of the
+    cache.
 
     The user's own token is replaced here, not left to the owed set: another
     thread flushing that set could still be sending it when this write is
@@ -119,15 +142,28 @@ def invalidate(user_id, *kinds, drop=()):
     health = cache_health.current()
     owed = {(kind, user_id) for kind in kinds}
     try:
+        if health.shared:
+            namespace.prefix()
         _replace(owed)
         if drop:
             cache.delete_many(*drop)
-    except REDIS_ERRORS as e:
+    except (*REDIS_ERRORS, namespace.Unknown) as e:
+        if not isinstance(e, namespace.Unknown):
+            health.failed(e)
+        return _announce(health, user_id, kinds, owed)
+    _deliver_owed(health)
+    return True
+
+
+def _announce(health, user_id, kinds, owed):
+    try:
+        announcements.record(user_id, kinds)
+    except SQLAlchemyError as e:
+        log.warning("invalidation neither sent nor announced: %s", e.__class__.__name__)
         with health.lock:
             health.pending.update(owed)
-        health.failed(e)
         return False
-    _deliver_owed(health)
+    log.info("invalidation for user %s announced in the database", user_id)
     return True
 
 
@@ -152,8 +188,72 @@ def _replace(generations):
 
 
 def usable(health):
-    """Whether the cache may be read now; first delivers what is owed."""
-    return health.available() and _deliver_owed(health)
+    """Whether the cache may be read now.
+
+    Only while Redis has not just failed, and within ``TRUST_FOR`` seconds
+    of a look at the announced invalidations that delivered them all
+    (``_confirm``, run by one read every ``CONFIRM_AFTER`` seconds); first
+    sends what this process owes.
+    """
+    now = time.monotonic()
+    if now < health.down_until:
+        return False
+    if now - health.confirmed_at >= CONFIRM_AFTER and not _confirm(health, now):
+        return False
+    return not health.pending or _deliver_owed(health)
+
+
+def _confirm(health, now):
+    """Deliver what is announced; whether the cache may be trusted now.
+
+    One thread looks; the others meanwhile trust the last look while it is
+    recent enough. A look needs the namespace, the database and Redis: when
+    one fails, the cache is trusted until ``TRUST_FOR`` after the last good
+    look, then not at all (the database decides) until a look succeeds.
+    """
+    if not health.confirming.acquire(blocking=False):
+        return now - health.confirmed_at < TRUST_FOR
+    try:
+        if now < health.confirm_retry_at:
+            return now - health.confirmed_at < TRUST_FOR
+        app = current_app._get_current_object()
+        started = time.monotonic()
+        try:
+            namespace.prefix(app)
+            ids, owed, complete = announcements.waiting(app)
+        except (namespace.Unknown, SQLAlchemyError) as e:
+            _look_failed(health, started, e)
+            return started - health.confirmed_at < TRUST_FOR
+        if owed:
+            try:
+                _replace(owed)
+            except REDIS_ERRORS as e:
+                health.failed(e)
+                return False
+            try:
+                announcements.forget(app, ids)
+            except SQLAlchemyError as e:  # delivered again next time: harmless
+                log.info("delivered announcements not deleted: %s", e)
+            if not complete:
+                return started - health.confirmed_at < TRUST_FOR
+        health.confirmed_at = started
+        health.look_warned = False
+        return True
+    finally:
+        health.confirming.release()
+
+
+def _look_failed(health, started, error):
+    """Look again in a second, not on every request."""
+    health.confirm_retry_at = started + cache_health.RETRY_AFTER
+    if not isinstance(error, namespace.Unknown) and not health.look_warned:
+        health.look_warned = True
+        log.warning(
+            "announced invalidations cannot be read; the cache is not trusted "
+            "from %.1f s after the last look: %s",
+            TRUST_FOR,
+            error.__class__.__name__,
+        )
 
 
 def _deliver_owed(health):

@@ -13,8 +13,9 @@ way. Work of several statements stays in the session's transactions.
 import contextlib
 import logging
 
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import NullPool
 
 from postservice.db.pool import SocketCheckedPool
 from postservice.extensions import db
@@ -91,6 +92,31 @@ def init_app(app):
             event.listen(db.engine, "connect", _enforce_foreign_keys)
     # Teardowns run last registered first: this one before Flask-SQLAlchemy's.
     app.teardown_appcontext(release_session)
+
+
+def side_engine(app):
+    """An engine apart from the requests' pools, for the cache's bookkeeping.
+
+    The deployment's identity and the announced invalidations
+    (``postservice.cache``) are read on it: never behind requests waiting
+    for a pooled connection, and never holding one of theirs. Without a
+    pool (a connection per use, a few a second at most), so an app that is
+    dropped leaves no connection open. Same server settings (timeouts, time
+    zone, ``wsrep_sync_wait``) as the requests' engine.
+    """
+    engine = app.extensions.get("side_engine")
+    if engine is None:
+        options = app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
+        engine = create_engine(
+            app.config["SQLALCHEMY_DATABASE_URI"],
+            poolclass=NullPool,
+            hide_parameters=True,
+            connect_args=dict(options.get("connect_args") or {}),
+        )
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _enforce_foreign_keys)
+        engine = app.extensions.setdefault("side_engine", engine)
+    return engine
 
 
 def statement_engine():

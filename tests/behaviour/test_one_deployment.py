@@ -4,9 +4,11 @@ seconds whatever the instance that made them can reach.
 
 Each instance is the production server (``AppInstance``) on the test
 MariaDB and Redis, configured only by its own ``DATABASE_URL`` and
-``REDIS_URL``: no ``REDIS_KEY_PREFIX``.
+``REDIS_URL``: no ``REDIS_KEY_PREFIX``. The tests of instances need MariaDB (marked
+``mysql``).
 """
 
+import socket
 import time
 from urllib.parse import urlsplit, urlunsplit
 
@@ -93,6 +95,7 @@ def warm(instance, token):
         texts(instance, token)
 
 
+@pytest.mark.mysql
 def test_instances_reaching_the_database_by_different_hosts_share_the_cache(
     mariadb_url, real_redis_url, start
 ):
@@ -121,6 +124,7 @@ def silenceable_redis(real_redis_url):
     proxy.close()
 
 
+@pytest.mark.mysql
 def test_changes_through_an_instance_whose_redis_went_silent_hold_everywhere(
     mariadb_url, real_redis_url, silenceable_redis, start
 ):
@@ -163,6 +167,7 @@ def test_changes_through_an_instance_whose_redis_went_silent_hold_everywhere(
         assert texts(instance, writer) == ["new"]
 
 
+@pytest.mark.mysql
 def test_a_logout_holds_after_the_instance_that_made_it_is_gone(
     mariadb_url, real_redis_url, silenceable_redis, start
 ):
@@ -205,3 +210,40 @@ def test_an_app_starts_before_its_database_is_migrated(
         prefixes.append(app.config["REDIS_KEY_PREFIX"])
     assert all(prefix.startswith("ps-") for prefix in prefixes)
     assert prefixes[0] != prefixes[1]
+
+
+@pytest.fixture
+def silent_redis():
+    """A port that accepts connections and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+
+
+def test_a_change_neither_redis_nor_the_database_took_is_not_confirmed(
+    make_app, silent_redis, tmp_path
+):
+    """A database before migration 0009 has nowhere to announce it: the post
+    is stored, and the client is told it is not yet in force everywhere."""
+    url = f"sqlite:///{tmp_path / 'at-0006.sqlite'}"
+    app = make_app(SQLALCHEMY_DATABASE_URI=url, REDIS_URL=silent_redis)
+    with app.app_context():
+        upgrade(revision="0006")
+    client = app.test_client()
+    response = client.post(
+        API + "/users/register",
+        json={"email": "early@example.com", "password": PASSWORD},
+    )
+    assert response.status_code == 201, response.json
+    headers = {"Authorization": "Bearer " + response.json["access_token"]}
+    response = client.post(
+        API + "/posts/add-post", json={"text": "kept"}, headers=headers
+    )
+    assert response.status_code == 503, response.json
+    assert response.json == {
+        "detail": "Stored, but not yet in force on every instance; try again"
+    }
+    assert response.headers["Retry-After"] == "1"
+    listing = client.get(API + "/posts/get-posts", headers=headers)
+    assert [post["text"] for post in listing.json] == ["kept"]

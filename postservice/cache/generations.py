@@ -31,6 +31,7 @@ instance that made it has lost Redis or is gone.
 
 import logging
 import secrets
+import threading
 import time
 
 from flask import current_app
@@ -192,62 +193,101 @@ def usable(health):
 
     Only while Redis has not just failed, and within ``TRUST_FOR`` seconds
     of a look at the announced invalidations that delivered them all
-    (``_confirm``, run by one read every ``CONFIRM_AFTER`` seconds); first
-    sends what this process owes.
+    (``_look``); first sends what this process owes. From ``CONFIRM_AFTER``
+    seconds after the last look, the next one runs in a thread of its own,
+    so no request waits for it; only when the last look is older than
+    ``TRUST_FOR`` (an instance that was idle, or just started) and did not
+    fail does the request look itself, before it may read.
     """
     now = time.monotonic()
     if now < health.down_until:
         return False
-    if now - health.confirmed_at >= CONFIRM_AFTER and not _confirm(health, now):
-        return False
+    age = now - health.confirmed_at
+    if age >= CONFIRM_AFTER:
+        if age < TRUST_FOR:
+            _look_soon(health, now)
+        elif health.look_failed:
+            # Tried again in the background: a request never waits for a
+            # database or a Redis that failed the last look.
+            _look_soon(health, now)
+            return False
+        elif not _look_now(health, now):
+            return False
     return not health.pending or _deliver_owed(health)
 
 
-def _confirm(health, now):
-    """Deliver what is announced; whether the cache may be trusted now.
+def _look_soon(health, now):
+    """Start a look in the background, unless one runs or one failed lately."""
+    if now < health.confirm_retry_at or not health.confirming.acquire(blocking=False):
+        return
+    app = current_app._get_current_object()
 
-    One thread looks; the others meanwhile trust the last look while it is
-    recent enough. A look needs the namespace, the database and Redis: when
-    one fails, the cache is trusted until ``TRUST_FOR`` after the last good
-    look, then not at all (the database decides) until a look succeeds.
-    """
-    if not health.confirming.acquire(blocking=False):
-        return now - health.confirmed_at < TRUST_FOR
-    try:
-        if now < health.confirm_retry_at:
-            return now - health.confirmed_at < TRUST_FOR
-        app = current_app._get_current_object()
-        started = time.monotonic()
+    def look():
         try:
-            namespace.prefix(app)
-            ids, owed, complete = announcements.waiting(app)
-        except (namespace.Unknown, SQLAlchemyError) as e:
-            _look_failed(health, started, e)
-            return started - health.confirmed_at < TRUST_FOR
-        if owed:
-            try:
-                _replace(owed)
-            except REDIS_ERRORS as e:
-                health.failed(e)
-                return False
-            try:
-                announcements.forget(app, ids)
-            except SQLAlchemyError as e:  # delivered again next time: harmless
-                log.info("delivered announcements not deleted: %s", e)
-            if not complete:
-                return started - health.confirmed_at < TRUST_FOR
-        health.confirmed_at = started
-        health.look_warned = False
-        return True
+            with app.app_context():
+                _look(health, app)
+        finally:
+            health.confirming.release()
+
+    try:
+        threading.Thread(target=look, name="cache-look", daemon=True).start()
+    except RuntimeError:  # no thread to be had (interpreter exiting)
+        health.confirming.release()
+
+
+def _look_now(health, now):
+    """Look in this request; False when it cannot trust the cache after it.
+
+    A look under way elsewhere, or one that failed less than a second ago,
+    is not waited for nor repeated: the request asks the database instead.
+    """
+    if now < health.confirm_retry_at or not health.confirming.acquire(blocking=False):
+        return False
+    try:
+        return _look(health, current_app._get_current_object())
     finally:
         health.confirming.release()
+
+
+def _look(health, app):
+    """Deliver what is announced; True when nothing is left waiting.
+
+    Needs the namespace, the database and Redis. Only a look that succeeded
+    moves ``confirmed_at``: when one fails, the cache is trusted until
+    ``TRUST_FOR`` after the last good look, then not at all (the database
+    decides) until a look succeeds.
+    """
+    started = time.monotonic()
+    try:
+        namespace.prefix(app)
+        ids, owed, complete = announcements.waiting(app)
+    except (namespace.Unknown, SQLAlchemyError) as e:
+        _look_failed(health, started, e)
+        return False
+    if owed:
+        try:
+            _replace(owed)
+        except REDIS_ERRORS as e:
+            health.failed(e)
+            health.look_failed = True
+            return False
+        try:
+            announcements.forget(app, ids)
+        except SQLAlchemyError as e:  # delivered again next time: harmless
+            log.info("delivered announcements not deleted: %s", e)
+        if not complete:
+            return False
+    health.confirmed_at = started
+    health.look_failed = False
+    return True
 
 
 def _look_failed(health, started, error):
     """Look again in a second, not on every request."""
     health.confirm_retry_at = started + cache_health.RETRY_AFTER
-    if not isinstance(error, namespace.Unknown) and not health.look_warned:
-        health.look_warned = True
+    warn = not health.look_failed and not isinstance(error, namespace.Unknown)
+    health.look_failed = True
+    if warn:
         log.warning(
             "announced invalidations cannot be read; the cache is not trusted "
             "from %.1f s after the last look: %s",

@@ -41,7 +41,8 @@ class CacheHealth:
         self.confirming = threading.Lock()
         self.confirm_retry_at = 0.0
         self.shared = shared
-        self.look_warned = False
+        # The last look failed: the next ones run in the background.
+        self.look_failed = False
 
     def available(self):
         return time.monotonic() >= self.down_until

@@ -17,6 +17,7 @@ from flask_migrate import upgrade
 from sqlalchemy import text
 
 from postservice import create_app
+from postservice.db.engines import dispose_side_engine
 from postservice.extensions import db
 
 from .support.auth import AuthActions
@@ -104,6 +105,7 @@ def make_app(database_url, redis_url):
     for app in apps:
         with app.app_context():
             db.engine.dispose()
+        dispose_side_engine(app)
 
 
 @pytest.fixture(autouse=True)

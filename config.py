@@ -11,7 +11,6 @@ configured apps side by side.
 
 import collections
 import functools
-import hashlib
 import itertools
 import math
 import os
@@ -19,7 +18,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from limits import parse_many
 
@@ -282,6 +281,7 @@ class Config:
                 env, "LISTING_REBUILD_SLOTS", _default_rebuild_slots(env), 1
             ),
             "REDIS_URL": env.get("REDIS_URL") or None,
+            # Unset: the database's own identity (``postservice.cache.namespace``).
             "REDIS_KEY_PREFIX": env.get("REDIS_KEY_PREFIX") or None,
             "RATELIMIT_STORAGE_URL": env.get("RATELIMIT_STORAGE_URL") or None,
             "REDIS_TIMEOUT": _float(env, "REDIS_TIMEOUT", 0.25),
@@ -641,11 +641,7 @@ def _derived(settings):
     """Library settings that follow from ours (the database engines' options
     follow in ``postservice.db.engines``, the cache's in
     ``postservice.cache.backend``)."""
-    prefix = settings["REDIS_KEY_PREFIX"] or default_key_prefix(
-        settings["SQLALCHEMY_DATABASE_URI"]
-    )
     return {
-        "REDIS_KEY_PREFIX": prefix,
         "PUBLIC_URL": DEFAULT_PUBLIC_URL,
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
         "JWT_TOKEN_LOCATION": ["headers"],
@@ -658,21 +654,6 @@ def _derived(settings):
         or settings["REDIS_URL"]
         or "memory://",
     }
-
-
-def default_key_prefix(database_url):
-    """A Redis key prefix of this deployment's own: a digest of its database.
-
-    Two deployments that share a Redis database but not a database then
-    never read each other's keys. The password is left out, so rotating it
-    keeps the cache.
-    """
-    parts = urlsplit(database_url)
-    if parts.password is not None:
-        netloc = parts.netloc.replace(":" + parts.password + "@", "@", 1)
-        parts = parts._replace(netloc=netloc)
-    digest = hashlib.sha256(urlunsplit(parts).encode()).hexdigest()
-    return "ps-" + digest[:12]
 
 
 def development_secret(instance_path):

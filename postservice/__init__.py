@@ -8,6 +8,7 @@ from postservice import extensions, mail
 from postservice.auth import throttling, tokens
 from postservice.cache import backend as cache_backend
 from postservice.cache import health as cache_health
+from postservice.cache import namespace as cache_namespace
 from postservice.db import engines
 from postservice.http import api, docs, errors, headers, proxy
 from postservice.http.app import App
@@ -67,6 +68,8 @@ def register_extensions(app):
     )
     extensions.jwt.init_app(app)
     tokens.register_jwt_callbacks()
+    # The namespace before the cache: its prefix is the cache's key prefix.
+    cache_namespace.init_app(app)
     cache_backend.init_app(app)
     cache_health.init_app(app)
     passwords.init_app(app)

@@ -1,9 +1,20 @@
-"""The database tables: users, their sessions, their posts, and the mail
-waiting to be sent with the single-use tokens it carries."""
+"""The database tables: users, their sessions and their posts, the mail
+waiting to be sent with the single-use tokens it carries, and the
+database's identity and announced cache invalidations."""
 
+import secrets
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    event,
+    text,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -232,3 +243,47 @@ class OutboxMail(db.Model):
         String(MAIL_ERROR_MAX_CHARS), nullable=True
     )
     failed_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class DeploymentIdentity(db.Model):
+    """The one row that names this database: its cache namespace.
+
+    Written once, by migration 0009, with a random value. Every instance of
+    the deployment reads the same row whatever host it reaches the database
+    by (a Galera node, an alias, an address), and another database, made by
+    its own migrations, has another value (``postservice.cache.namespace``).
+    """
+
+    __tablename__ = "deployment_identity"
+    __table_args__ = {
+        key: value for key, value in TABLE_ARGS.items() if key != "sqlite_autoincrement"
+    }
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    identity: Mapped[str] = mapped_column(String(32))
+
+
+@event.listens_for(DeploymentIdentity.__table__, "after_create")
+def _identify(table, connection, **kwargs):
+    """A table made by ``create_all`` (scripts, not the service) gets its row
+    too; the migration writes its own."""
+    connection.execute(table.insert().values(id=1, identity=secrets.token_hex(8)))
+
+
+class CacheAnnouncement(db.Model):
+    """A change whose invalidation Redis did not take when it was made.
+
+    Written after the change committed and before it is answered, when the
+    user's generation of ``kind`` could not be replaced in Redis; any
+    instance that reaches Redis replaces it and deletes the row, and no
+    instance reads the cache without having looked here within the last
+    moment (``postservice.cache.generations``). No foreign key: the rows of
+    a deleted account are what make its cached answers go.
+    """
+
+    __tablename__ = "cache_announcements"
+    __table_args__ = TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))

@@ -17,6 +17,7 @@ from flask_migrate import upgrade
 from sqlalchemy import text
 
 from postservice import create_app
+from postservice.db.engines import dispose_side_engine
 from postservice.extensions import db
 
 from .support.auth import AuthActions
@@ -105,11 +106,13 @@ def make_app(database_url, redis_url):
     for app in apps:
         with app.app_context():
             db.engine.dispose()
+        dispose_side_engine(app)
 
 
 @pytest.fixture(autouse=True)
 def _clean_database(request):
-    """Each test starts with no users, no posts and no mail (ids keep growing)."""
+    """Each test starts with no users, no posts, no mail and no announced
+    invalidations (ids keep growing)."""
     if "database_url" not in request.fixturenames:
         yield
         return
@@ -121,6 +124,7 @@ def _clean_database(request):
         db.session.execute(text("DELETE FROM users"))
         # Not the users': a reset asked for an unknown email has no account.
         db.session.execute(text("DELETE FROM mail_outbox"))
+        db.session.execute(text("DELETE FROM cache_announcements"))
         db.session.commit()
         db.engine.dispose()
 

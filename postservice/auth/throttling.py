@@ -55,7 +55,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
 from config import ConfigError
-from postservice.cache import clients
+from postservice.cache import clients, namespace
 from postservice.cache import health as cache_health
 from postservice.http.errors import APIError
 from postservice.ops import metrics
@@ -97,7 +97,6 @@ class Throttle:
                 clients.parse_url(self.url)
             except clients.RedisURLError as e:
                 raise ConfigError(f"RATELIMIT_STORAGE_URL: {e}") from None
-        self.prefix = app.config["REDIS_KEY_PREFIX"] + ":throttle"
         self.timeout = app.config["REDIS_TIMEOUT"]
         self.tls = clients.TLS.from_settings(app.config)
         # One marker per account and client, alive this long after a login.
@@ -112,10 +111,14 @@ class Throttle:
         if self.shared is None:
             with self.build_lock:
                 if self.shared is None:
+                    # A shared store's keys need the deployment's namespace:
+                    # ``namespace.Unknown`` until it is known.
+                    memory = self.url.lower().startswith("memory")
+                    prefix = "" if memory else namespace.prefix() + ":throttle"
                     storage = clients.limits_storage(
                         self.url,
                         timeout=self.timeout,
-                        key_prefix=self.prefix,
+                        key_prefix=prefix,
                         tls=self.tls,
                     )
                     if not isinstance(storage, MemoryStorage):
@@ -131,7 +134,12 @@ class Throttle:
             return action(self.local)
         try:
             return action(self._shared())
-        except (StorageError, ConfigurationError, *cache_health.ERRORS) as e:
+        except (
+            StorageError,
+            ConfigurationError,
+            namespace.Unknown,
+            *cache_health.ERRORS,
+        ) as e:
             self.shared_down_until = time.monotonic() + RETRY_AFTER
             log.warning("throttle store unavailable, counting in memory: %s", e)
             return action(self.local)

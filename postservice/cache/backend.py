@@ -12,14 +12,15 @@ from cachelib.serializers import BaseRedisSerializer
 from flask_caching.backends.rediscache import RedisCache
 
 from config import ConfigError
-from postservice.cache import clients
+from postservice.cache import clients, namespace
 from postservice.extensions import cache
 
 
-def cache_settings(config):
-    """Flask-Caching's settings, from ours in ``config``."""
+def cache_settings(config, prefix):
+    """Flask-Caching's settings, from ours in ``config`` and the namespace's
+    ``prefix`` (``cache.namespace``)."""
     settings = {
-        "CACHE_KEY_PREFIX": config["REDIS_KEY_PREFIX"] + ":",
+        "CACHE_KEY_PREFIX": prefix + ":",
         "CACHE_DEFAULT_TIMEOUT": config["POSTS_CACHE_TTL"],
     }
     if not config["REDIS_URL"]:
@@ -42,7 +43,7 @@ def cache_settings(config):
 
 def init_app(app):
     """Flask-Caching on the app, with the settings that follow from ours."""
-    for key, value in cache_settings(app.config).items():
+    for key, value in cache_settings(app.config, namespace.key_prefix(app)).items():
         if app.config.get(key) is None:  # a test's own settings win
             app.config[key] = value
     cache.init_app(app)

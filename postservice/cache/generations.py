@@ -19,18 +19,38 @@ Redis restart can never line up with an old entry.
 Every key of one user carries ``{<id>}``, a Redis Cluster hash tag, so all
 the keys one request reads sit in one slot and go in one ``MGET``.
 
-Redis is an optimisation: when it fails, callers fall back to the database,
-Redis is left alone for a while (``cache_health``), and the generations
-this process could not replace are replaced as soon as it answers again.
+Redis is an optimisation: when it fails, callers fall back to the database
+and Redis is left alone for a while (``cache_health``). A generation that
+could not be replaced when its change was made is announced in the
+database (``announcements``) before the change is answered; every
+instance delivers what is announced, and trusts the cache only for
+``TRUST_FOR`` seconds after it last looked. So a change answered 2xx
+holds on every instance within ``TRUST_FOR`` seconds, even when the
+instance that made it has lost Redis or is gone.
 """
 
+import logging
 import secrets
+import threading
+import time
 
+from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
+
+from postservice.cache import announcements, namespace
 from postservice.cache import health as cache_health
 from postservice.cache.clients import REDIS_ERRORS
 from postservice.extensions import cache
 
+log = logging.getLogger(__name__)
+
 GENERATION_TTL = 7 * 24 * 3600
+# Seconds after a look at the announcements before a read looks again (one
+# read does, the others go on trusting), and seconds after a look during
+# which the cache is trusted at all: the bound on how long an announced
+# change can go unseen. A cached read costs one clock reading for this.
+CONFIRM_AFTER = 0.5
+TRUST_FOR = 1.5
 SEPARATOR = b"\n"
 
 
@@ -106,11 +126,15 @@ def invalidate(user_id, *kinds, drop=()):
     Tried even while reads are leaving Redis alone after a failure: another
     instance may already be filling the cache again, and an invalidation
     held back here would let it serve an answer without this change. It
-    costs a write at most one ``REDIS_TIMEOUT``. What cannot be sent now is
-    owed, and sent with the next use of the cache (the keys of ``drop``
-    are then left to expire: their generation no longer matches).
+    costs a write at most one ``REDIS_TIMEOUT``. What Redis does not take
+    is announced in the database (``announcements``), for whichever
+    instance reaches Redis to deliver (the keys of ``drop`` are then left to
+    expire: their generation no longer matches).
 
-    Returns False when the generation could not be replaced now.
+    Returns False when neither Redis nor the database took it: the change
+    may then go unseen by other instances for up to ``POSTS_CACHE_TTL``
+    seconds. It is kept in this process and sent with the next use of the
+    cache.
 
     The user's own token is replaced here, not left to the owed set: another
     thread flushing that set could still be sending it when this write is
@@ -119,15 +143,28 @@ def invalidate(user_id, *kinds, drop=()):
     health = cache_health.current()
     owed = {(kind, user_id) for kind in kinds}
     try:
+        if health.shared:
+            namespace.prefix()
         _replace(owed)
         if drop:
             cache.delete_many(*drop)
-    except REDIS_ERRORS as e:
+    except (*REDIS_ERRORS, namespace.Unknown) as e:
+        if not isinstance(e, namespace.Unknown):
+            health.failed(e)
+        return _announce(health, user_id, kinds, owed)
+    _deliver_owed(health)
+    return True
+
+
+def _announce(health, user_id, kinds, owed):
+    try:
+        announcements.record(user_id, kinds)
+    except SQLAlchemyError as e:
+        log.warning("invalidation neither sent nor announced: %s", e.__class__.__name__)
         with health.lock:
             health.pending.update(owed)
-        health.failed(e)
         return False
-    _deliver_owed(health)
+    log.info("invalidation for user %s announced in the database", user_id)
     return True
 
 
@@ -152,8 +189,111 @@ def _replace(generations):
 
 
 def usable(health):
-    """Whether the cache may be read now; first delivers what is owed."""
-    return health.available() and _deliver_owed(health)
+    """Whether the cache may be read now.
+
+    Only while Redis has not just failed, and within ``TRUST_FOR`` seconds
+    of a look at the announced invalidations that delivered them all
+    (``_look``); first sends what this process owes. From ``CONFIRM_AFTER``
+    seconds after the last look, the next one runs in a thread of its own,
+    so no request waits for it; only when the last look is older than
+    ``TRUST_FOR`` (an instance that was idle, or just started) and did not
+    fail does the request look itself, before it may read.
+    """
+    now = time.monotonic()
+    if now < health.down_until:
+        return False
+    age = now - health.confirmed_at
+    if age >= CONFIRM_AFTER:
+        if age < TRUST_FOR:
+            _look_soon(health, now)
+        elif health.look_failed:
+            # Tried again in the background: a request never waits for a
+            # database or a Redis that failed the last look.
+            _look_soon(health, now)
+            return False
+        elif not _look_now(health, now):
+            return False
+    return not health.pending or _deliver_owed(health)
+
+
+def _look_soon(health, now):
+    """Start a look in the background, unless one runs or one failed lately."""
+    if now < health.confirm_retry_at or not health.confirming.acquire(blocking=False):
+        return
+    app = current_app._get_current_object()
+
+    def look():
+        try:
+            with app.app_context():
+                _look(health, app)
+        finally:
+            health.confirming.release()
+
+    try:
+        threading.Thread(target=look, name="cache-look", daemon=True).start()
+    except RuntimeError:  # no thread to be had (interpreter exiting)
+        health.confirming.release()
+
+
+def _look_now(health, now):
+    """Look in this request; False when it cannot trust the cache after it.
+
+    A look under way elsewhere, or one that failed less than a second ago,
+    is not waited for nor repeated: the request asks the database instead.
+    """
+    if now < health.confirm_retry_at or not health.confirming.acquire(blocking=False):
+        return False
+    try:
+        return _look(health, current_app._get_current_object())
+    finally:
+        health.confirming.release()
+
+
+def _look(health, app):
+    """Deliver what is announced; True when nothing is left waiting.
+
+    Needs the namespace, the database and Redis. Only a look that succeeded
+    moves ``confirmed_at``: when one fails, the cache is trusted until
+    ``TRUST_FOR`` after the last good look, then not at all (the database
+    decides) until a look succeeds.
+    """
+    started = time.monotonic()
+    try:
+        namespace.prefix(app)
+        ids, owed, complete = announcements.waiting(app)
+    except (namespace.Unknown, SQLAlchemyError) as e:
+        _look_failed(health, started, e)
+        return False
+    if owed:
+        try:
+            _replace(owed)
+        except REDIS_ERRORS as e:
+            health.failed(e)
+            health.look_failed = True
+            return False
+        try:
+            announcements.forget(app, ids)
+        except SQLAlchemyError as e:  # delivered again next time: harmless
+            log.info("delivered announcements not deleted: %s", e)
+        if not complete:
+            return False
+    health.confirmed_at = started
+    health.look_failed = False
+    return True
+
+
+def _look_failed(health, started, error):
+    """Look again in a second, not on every request."""
+    health.confirm_retry_at = started + cache_health.RETRY_AFTER
+    warn = not health.look_failed and not isinstance(error, namespace.Unknown)
+    health.look_failed = True
+    if warn:
+        log.warning(
+            "announced invalidations cannot be read; the cache is not trusted "
+            "from %.1f s after the last look: %s",
+            TRUST_FOR,
+            error.__class__.__name__,
+        )
 
 
 def _deliver_owed(health):

@@ -6,6 +6,7 @@ are not checked) and logs one warning per outage, not one per request.
 """
 
 import logging
+import math
 import threading
 import time
 
@@ -28,10 +29,20 @@ class CacheUnavailable(Exception):
 class CacheHealth:
     """Whether the cache may be used, and the invalidations it still owes."""
 
-    def __init__(self):
+    def __init__(self, shared=True):
         self.lock = threading.Lock()
         self.down_until = 0.0
         self.pending = set()
+        # When this app last looked at the announced invalidations and
+        # delivered them (``generations.usable``): the cache is trusted for
+        # a moment after that only. An in-process cache sees every change
+        # its one process makes, so it is always trusted.
+        self.confirmed_at = -math.inf if shared else math.inf
+        self.confirming = threading.Lock()
+        self.confirm_retry_at = 0.0
+        self.shared = shared
+        # The last look failed: the next ones run in the background.
+        self.look_failed = False
 
     def available(self):
         return time.monotonic() >= self.down_until
@@ -50,7 +61,7 @@ class CacheHealth:
 
 def init_app(app):
     """Give each app its own state: tests build many apps side by side."""
-    app.extensions["cache_health"] = CacheHealth()
+    app.extensions["cache_health"] = CacheHealth(shared=bool(app.config["REDIS_URL"]))
 
 
 def current():

@@ -13,8 +13,9 @@ way. Work of several statements stays in the session's transactions.
 import contextlib
 import logging
 
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import NullPool
 
 from postservice.db.pool import SocketCheckedPool
 from postservice.extensions import db
@@ -91,6 +92,49 @@ def init_app(app):
             event.listen(db.engine, "connect", _enforce_foreign_keys)
     # Teardowns run last registered first: this one before Flask-SQLAlchemy's.
     app.teardown_appcontext(release_session)
+
+
+def side_engine(app):
+    """An engine apart from the requests' pools, for the cache's bookkeeping.
+
+    The deployment's identity and the announced invalidations
+    (``postservice.cache``) are read on it: never behind requests waiting
+    for a pooled connection, and never holding one of theirs. On MySQL it
+    keeps one connection (a second while both the look and a write need
+    it): PyMySQL builds a TLS context for every new connection, tens of
+    milliseconds of CPU, too much to pay twice a second. Same server
+    settings (timeouts, time zone, ``wsrep_sync_wait``) as the requests'.
+    """
+    engine = app.extensions.get("side_engine")
+    if engine is None:
+        options = app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
+        url = app.config["SQLALCHEMY_DATABASE_URI"]
+        pool = {"poolclass": NullPool}
+        if url.startswith(("mysql", "mariadb")):
+            pool = {
+                "poolclass": SocketCheckedPool,
+                "pool_size": 1,
+                "max_overflow": 1,
+                "pool_recycle": POOL_RECYCLE,
+                "pool_timeout": POOL_TIMEOUT,
+            }
+        engine = create_engine(
+            url,
+            hide_parameters=True,
+            connect_args=dict(options.get("connect_args") or {}),
+            **pool,
+        )
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _enforce_foreign_keys)
+        engine = app.extensions.setdefault("side_engine", engine)
+    return engine
+
+
+def dispose_side_engine(app):
+    """Close the side engine's connection (an app that is done with)."""
+    engine = app.extensions.pop("side_engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def statement_engine():

@@ -49,6 +49,23 @@ class DatabaseBusy(APIError):
         super().__init__(503, "Database busy, try again", headers={"Retry-After": "1"})
 
 
+class NotAnnounced(APIError):
+    """Committed, but neither Redis nor the database took its invalidation.
+
+    Other instances may go on serving cached answers without the change
+    (a token still accepted, a listing without it) for up to
+    ``POSTS_CACHE_TTL`` seconds, so the change is not confirmed: the client
+    is told to try again, which announces it again.
+    """
+
+    def __init__(self):
+        super().__init__(
+            503,
+            "Stored, but not yet in force on every instance; try again",
+            headers={"Retry-After": "1"},
+        )
+
+
 def _code(error):
     args = getattr(error.orig, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
@@ -126,8 +143,10 @@ def write(work, *, user_id, invalidates, drop=(), after_lost_commit=False, exten
     ``user_id``; ``drop`` names cache keys to delete as well (what must not
     stay in Redis at all, such as a deleted account's listing). Nothing is
     invalidated when ``work`` raises: nothing was committed. An invalidation
-    Redis cannot take now is owed and sent with the next use of the cache
-    (``generations.invalidate``); the write is answered either way.
+    Redis cannot take now is announced in the database, and every instance
+    obeys it within ``generations.TRUST_FOR`` seconds
+    (``generations.invalidate``); when the database does not take that
+    either, ``NotAnnounced`` is raised (a 503) instead of answering.
 
     ``extend(result)``, when given, may bring the cached answers up to date
     with the change instead (an added post appended to the cached listing,
@@ -144,7 +163,8 @@ def invalidate(user_id, kinds, drop=()):
     """After a commit: make the user's cached answers of ``kinds`` stale.
 
     For work that decides only once it has run whether it changed what a
-    cache holds (``write`` calls it for every change it commits).
+    cache holds (``write`` calls it for every change it commits). Raises
+    ``NotAnnounced`` when neither Redis nor the database took it.
     """
     if kinds and not generations.invalidate(user_id, *kinds, drop=drop):
         log.warning(
@@ -152,3 +172,4 @@ def invalidate(user_id, kinds, drop=()):
             "answers again",
             user_id,
         )
+        raise NotAnnounced()

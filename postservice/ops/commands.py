@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from postservice.auth import revocation, sessions
-from postservice.cache import health as cache_health
+from postservice.db import transactions
 from postservice.extensions import db
 from postservice.posts import idempotency
 from postservice.users import service as users_service
@@ -58,22 +58,29 @@ def _account(email):
     return user_id
 
 
-def _cache_told():
-    """Exit 1 when an invalidation is still owed: Redis did not hear of it."""
-    if cache_health.current().pending:
+def _announced(change):
+    """Run ``change``; exit 1 when its invalidation reached neither Redis nor
+    the database (``transactions.NotAnnounced``).
+
+    Redis down alone is no failure: the change is announced in the database
+    and every instance obeys it within seconds (``cache.announcements``).
+    """
+    try:
+        return change()
+    except transactions.NotAnnounced:
         raise click.ClickException(
-            "done in the database, but the cache could not be told: cached "
-            "answers about this account may be served for up to "
-            "POSTS_CACHE_TTL seconds; run the command again once Redis answers"
-        )
+            "done in the database, but neither Redis nor the database took "
+            "its invalidation: cached answers about this account may be "
+            "served for up to POSTS_CACHE_TTL seconds; run the command again"
+        ) from None
 
 
 @users_cli.command("delete")
 @click.argument("email")
 def delete_user(email):
     """Delete the account EMAIL, its posts and its tokens."""
-    users_service.remove_account(_account(email))
-    _cache_told()
+    user_id = _account(email)
+    _announced(lambda: users_service.remove_account(user_id))
     click.echo(f"deleted {email}")
 
 
@@ -81,8 +88,8 @@ def delete_user(email):
 @click.argument("email")
 def revoke_user(email):
     """Log the account EMAIL out everywhere: every token it has stops working."""
-    users_service.log_out_everywhere(user_id=_account(email))
-    _cache_told()
+    user_id = _account(email)
+    _announced(lambda: users_service.log_out_everywhere(user_id=user_id))
     click.echo(f"every token of {email} is revoked")
 
 
@@ -93,8 +100,8 @@ def suspend_user(email):
 
     Nothing is deleted; ``users unsuspend`` restores it.
     """
-    sessions.set_suspended(_account(email), True)
-    _cache_told()
+    user_id = _account(email)
+    _announced(lambda: sessions.set_suspended(user_id, True))
     click.echo(f"suspended {email}")
 
 
@@ -102,8 +109,8 @@ def suspend_user(email):
 @click.argument("email")
 def unsuspend_user(email):
     """Lift the suspension of the account EMAIL."""
-    sessions.set_suspended(_account(email), False)
-    _cache_told()
+    user_id = _account(email)
+    _announced(lambda: sessions.set_suspended(user_id, False))
     click.echo(f"unsuspended {email}")
 
 

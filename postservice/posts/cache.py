@@ -33,7 +33,7 @@ from typing import NamedTuple
 from flask import current_app, g, request
 
 from postservice.auth import revocation
-from postservice.cache import generations
+from postservice.cache import generations, namespace
 from postservice.cache import health as cache_health
 from postservice.cache.clients import REDIS_ERRORS
 from postservice.extensions import cache
@@ -174,8 +174,15 @@ def read_body(user_id, generation):
 
 def _scripts():
     """The backend's scripts, or None for the in-process cache (one process:
-    plain reads and writes do)."""
-    return getattr(cache.cache, "script", None)
+    plain reads and writes do).
+
+    Raises ``namespace.Unknown`` while the deployment's namespace is not
+    known: nothing is written to Redis before it is (``cache.namespace``).
+    """
+    run = getattr(cache.cache, "script", None)
+    if run is not None and cache_health.current().shared:
+        namespace.prefix()
+    return run
 
 
 def tag_entry(link, last_id, tail):
@@ -218,6 +225,8 @@ def store(user_id, generation, link, last_id, body, tail=()):
         if body is not None:
             values[listing_key(user_id)] = generations.wrap(generation, body)
         cache.set_many(values, timeout=ttl)
+    except namespace.Unknown:
+        return  # nothing is written before the namespace is known
     except REDIS_ERRORS as e:
         health.failed(e)
 
@@ -274,11 +283,12 @@ def claim_rebuild(user_id, milliseconds):
 
 
 def release_rebuild(user_id, token):
-    run = _scripts()
-    if run is None:
-        return
     try:
-        run(RELEASE)([rebuild_key(user_id)], [token])
+        run = _scripts()
+        if run is not None:
+            run(RELEASE)([rebuild_key(user_id)], [token])
+    except namespace.Unknown:
+        return
     except REDIS_ERRORS as e:
         cache_health.current().failed(e)  # it lapses by itself
 

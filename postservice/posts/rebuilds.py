@@ -31,6 +31,7 @@ from collections import Counter
 from flask import current_app
 
 from postservice.cache import health as cache_health
+from postservice.cache import namespace
 from postservice.cache.clients import REDIS_ERRORS
 from postservice.http.errors import APIError
 from postservice.posts import cache
@@ -125,6 +126,8 @@ def _claim_or_wait(user_id, generation):
     while True:
         try:
             token = cache.claim_rebuild(user_id, CLAIM_MILLISECONDS)
+        except namespace.Unknown:
+            return None, None, None
         except REDIS_ERRORS as e:
             cache_health.current().failed(e)
             return None, None, None

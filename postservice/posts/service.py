@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.exc import IntegrityError
 
-from postservice.cache import generations
+from postservice.cache import generations, namespace
 from postservice.cache import health as cache_health
 from postservice.cache.clients import REDIS_ERRORS
 from postservice.db import transactions
@@ -159,7 +159,7 @@ def _appended(user_id, row):
         # Extended, or made stale by the script: either way the generation moved.
         cache.appended(user_id, post[0], version, listing.encoded(post))
         return True
-    except cache_health.CacheUnavailable:
+    except (cache_health.CacheUnavailable, namespace.Unknown):
         return False
     except REDIS_ERRORS as e:
         cache_health.current().failed(e)

@@ -6,6 +6,10 @@ commit is refused with 1213 and tried again, which answers the correct
 applies it on the others a moment later, so a listing read through another
 node right after a write may miss it; ``DATABASE_WSREP_SYNC_WAIT=1`` makes
 the read wait for it. The tests measure both.
+
+Each instance is configured by its own node's ``DATABASE_URL`` alone: no
+``REDIS_KEY_PREFIX``. They share one cache namespace because it comes from
+the identity stored in the database, which every node holds.
 """
 
 import threading
@@ -25,9 +29,6 @@ from ..support.topology_checks import app_instances, load_through_faults, revoke
 USERS = 6
 RACES = 30
 ROUNDS = 25
-# One deployment: the default prefix comes from the database URL, which
-# names a different node for each instance here.
-PREFIX = "galera-test"
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +77,8 @@ def test_one_email_registered_through_two_nodes_at_once(
 ):
     outcomes = Counter()
     with (
-        app_instances(
-            tmp_path, galera_urls[0], galera_redis, count=1, REDIS_KEY_PREFIX=PREFIX
-        ) as (first,),
-        app_instances(
-            tmp_path, galera_urls[1], galera_redis, count=1, REDIS_KEY_PREFIX=PREFIX
-        ) as (second,),
+        app_instances(tmp_path, galera_urls[0], galera_redis, count=1) as (first,),
+        app_instances(tmp_path, galera_urls[1], galera_redis, count=1) as (second,),
     ):
         for n in range(RACES):
             statuses = _register_at_once([first, second], f"race{n}@example.com")
@@ -114,7 +111,7 @@ def test_writes_through_one_node_read_through_another(
     tmp_path, galera_urls, galera_redis, sync_wait, capsys
 ):
     """Measured both ways; only with ``wsrep_sync_wait`` must nothing be stale."""
-    env = {"REDIS_KEY_PREFIX": PREFIX}
+    env = {}
     if sync_wait is not None:
         env["DATABASE_WSREP_SYNC_WAIT"] = str(sync_wait)
     with (
@@ -138,7 +135,7 @@ def test_a_node_killed_and_restarted_under_load(
     tmp_path, galera, galera_urls, galera_redis, capsys
 ):
     victim = galera.nodes[2]
-    env = {"DATABASE_WSREP_SYNC_WAIT": "1", "REDIS_KEY_PREFIX": PREFIX}
+    env = {"DATABASE_WSREP_SYNC_WAIT": "1"}
     with (
         app_instances(tmp_path, galera_urls[0], galera_redis, count=1, **env) as a,
         app_instances(tmp_path, galera_urls[2], galera_redis, count=1, **env) as c,
@@ -215,7 +212,7 @@ def test_a_node_without_instances_killed_under_load_costs_no_request(
     caught in it are slower, not failed, and adds tried again after a lost
     commit store their post once."""
     victim = galera.nodes[2]
-    env = {"DATABASE_WSREP_SYNC_WAIT": "1", "REDIS_KEY_PREFIX": PREFIX}
+    env = {"DATABASE_WSREP_SYNC_WAIT": "1"}
     with (
         app_instances(tmp_path, galera_urls[0], galera_redis, count=1, **env) as a,
         app_instances(tmp_path, galera_urls[1], galera_redis, count=1, **env) as b,
@@ -269,7 +266,7 @@ def test_the_node_behind_the_proxy_killed_under_load_costs_no_request(
     find out whether it happened, and new connections go to the next node."""
     victim = galera.nodes[0]
     assert routed_port(galera_proxy) == victim.port
-    env = {"DATABASE_WSREP_SYNC_WAIT": "1", "REDIS_KEY_PREFIX": PREFIX}
+    env = {"DATABASE_WSREP_SYNC_WAIT": "1"}
     url = galera_proxy.url("galera")
     with app_instances(tmp_path, url, galera_redis, count=2, **env) as bases:
         headers = register_users(bases[0], USERS, "galera-proxied")

@@ -93,7 +93,7 @@ class Post(db.Model):
     # A random number each add-post stores with the row, so that a retry
     # after a commit whose answer was lost can find out whether the row was
     # stored (``posts.service``). Not indexed: the lookup is rare and goes
-    # through the user's posts; None on posts stored before migration 0010.
+    # through the user's posts; None on posts stored before migration 0009.
     insert_token: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
@@ -248,7 +248,7 @@ class OutboxMail(db.Model):
 class DeploymentIdentity(db.Model):
     """The one row that names this database: its cache namespace.
 
-    Written once, by migration 0009, with a random value. Every instance of
+    Written once, by migration 0010, with a random value. Every instance of
     the deployment reads the same row whatever host it reaches the database
     by (a Galera node, an alias, an address), and another database, made by
     its own migrations, has another value (``postservice.cache.namespace``).

@@ -2,7 +2,7 @@
 
 ``REDIS_KEY_PREFIX`` when it is set; otherwise ``ps-`` and the identity
 stored in the database itself (table ``deployment_identity``, one row with
-a random value written by migration 0009). Every instance of a deployment
+a random value written by migration 0010). Every instance of a deployment
 reads that same row, whichever host it reaches the database by (two Galera
 nodes, ``db`` and ``db.internal``, an address), so all of them share one
 namespace and see each other's invalidations; another database has been

@@ -224,12 +224,12 @@ def silent_redis():
 def test_a_change_neither_redis_nor_the_database_took_is_not_confirmed(
     make_app, silent_redis, tmp_path
 ):
-    """A database before migration 0009 has nowhere to announce it: the post
+    """A database before migration 0010 (at 0009) has nowhere to announce it: the post
     is stored, and the client is told it is not yet in force everywhere."""
-    url = f"sqlite:///{tmp_path / 'at-0006.sqlite'}"
+    url = f"sqlite:///{tmp_path / 'at-0009.sqlite'}"
     app = make_app(SQLALCHEMY_DATABASE_URI=url, REDIS_URL=silent_redis)
     with app.app_context():
-        upgrade(revision="0006")
+        upgrade(revision="0009")
     client = app.test_client()
     response = client.post(
         API + "/users/register",

@@ -1,7 +1,7 @@
 """posts.insert_token: what a retried add-post looks for after a lost commit
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-07 00:30:00
 
 A nullable BIGINT without an index. Every add-post stores a random number in
@@ -22,8 +22,8 @@ from sqlalchemy import exc
 
 
 # revision identifiers, used by Alembic.
-revision = "0010"
-down_revision = "0009"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

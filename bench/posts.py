@@ -7,7 +7,8 @@ Three comparisons, each measured in one run, rounds alternating the order:
 - **304**: a get-posts with the current tag in ``If-None-Match``, against
   the read floor (``reference_app.py``: the same listing's bytes from one
   Redis ``GET``), 8 connections;
-- **edit**: edit-post of one post, against the write floor's ``INSERT``
+- **edit**: edit-post of 64 posts of one account in turn (the connections
+  edit different posts), against the write floor's ``INSERT``
   (``write_floor.py``), 8 connections;
 - **mixed**: one account of 2,000 posts, its whole listing read by 8
   connections while 4 connections add posts to it, against each alone.
@@ -31,6 +32,7 @@ import common
 import run
 
 LISTING_POSTS = 2000
+EDITED_POSTS = 64
 GET_POSTS = "/api/v1/posts/get-posts"
 
 
@@ -119,19 +121,23 @@ def conditional(config, ours, reference, args):
 
 def edit(config, ours, floor, floor_user, tmp, args):
     token = common.register(ours, "editor@bench.example")
-    status, _, body = common.request(
-        "POST", ours + "/api/v1/posts/add-post", {"text": "draft"}, token=token
+    ids = common.insert_posts(
+        config,
+        common.user_id_of(token),
+        [run.text_of(run.SMALL_TEXT, n) for n in range(EDITED_POSTS)],
     )
-    assert status == 200, status
-    post_id = json.loads(body)["PostID"]
     body_file = run.add_body_file(tmp, run.SMALL_TEXT)
-    env = {"BENCH_TOKEN": token, "BENCH_BODY_FILE": body_file}
+    env = {
+        "BENCH_TOKEN": token,
+        "BENCH_BODY_FILE": body_file,
+        "BENCH_IDS_FILE": run.ids_file(tmp, "edited", ids),
+    }
     edits, inserts = [], []
     for _ in range(args.rounds):
         edits.append(
             common.wrk(
                 ours,
-                f"/api/v1/posts/edit-post/{post_id}",
+                "/api/v1/posts/edit-post/1",
                 "edit_post.lua",
                 8,
                 args.seconds,
@@ -148,9 +154,9 @@ def edit(config, ours, floor, floor_user, tmp, args):
         )
     ratios = [a["rps"] / b["rps"] for a, b in zip(edits, inserts, strict=True)]
     return [
-        f"edit-post (one post, c=8): {median_rps(edits):.0f} req/s; write floor "
-        f"{median_rps(inserts):.0f} req/s; ratio {statistics.median(ratios):.3f}; "
-        f"errors {errors(edits)}"
+        f"edit-post ({EDITED_POSTS} posts of one account in turn, c=8): "
+        f"{median_rps(edits):.0f} req/s; write floor {median_rps(inserts):.0f} "
+        f"req/s; ratio {statistics.median(ratios):.3f}; errors {errors(edits)}"
     ]
 
 

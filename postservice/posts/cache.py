@@ -73,7 +73,7 @@ def keys(user_id):
 
 
 def _write_keys(user_id):
-    return [*_read_keys(user_id, body=True), log_key(user_id)]
+    return [*_read_keys(user_id, body=True), log_key(user_id), rebuild_key(user_id)]
 
 
 # Adds of larger posts are not logged for a rebuild under way: the log
@@ -99,7 +99,7 @@ UNUSABLE = Cached(None)
 
 
 def _conditional():
-    return "If-None-Match" in request.headers
+    return "HTTP_IF_NONE_MATCH" in request.environ
 
 
 def _read_keys(user_id, *, body):

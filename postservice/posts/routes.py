@@ -126,7 +126,9 @@ def get_posts():
 
 def _known():
     """``If-None-Match`` as a test of a tag (weak comparison), or None."""
-    if "If-None-Match" not in request.headers:
+    # The environ itself: most requests have no such header, and a lookup
+    # in werkzeug's Headers compares every header's name to find that out.
+    if "HTTP_IF_NONE_MATCH" not in request.environ:
         return None
     return request.if_none_match.contains_weak
 
@@ -137,7 +139,9 @@ def _listing_response(answer):
         del response.headers["Content-Type"]
     else:
         response = _json_response(answer.body)
-    response.set_etag(answer.tag)
+    # Tags are hex digits and dots (posts.tags): quoted as they are, without
+    # werkzeug's check of what a tag may hold.
+    response.headers["ETag"] = f'"{answer.tag}"'
     return response
 
 
@@ -196,7 +200,7 @@ def edit_post(body, post_id):
 
 def _post_response(post, tag):
     response = Response(post, mimetype="application/json")
-    response.set_etag(tag)
+    response.headers["ETag"] = f'"{tag}"'
     return response
 
 

@@ -98,12 +98,14 @@ local function listed(key, head)
 end
 """
 
-# KEYS: generation, tag, listing, log. ARGV: new generation, post id,
-# version, the post's JSON, the listing's byte limit, its ttl, the
+# KEYS: generation, tag, listing, log, rebuild claim. ARGV: new generation,
+# post id, version, the post's JSON, the listing's byte limit, its ttl, the
 # generation's ttl, TAIL, the largest post logged.
 # A current cached listing gets the post in its place, under the new
-# generation. Otherwise the add is logged, for a rebuild of the listing
-# under way (STORE), and the generation replaced as after any change.
+# generation. Otherwise, while a rebuild of the listing is under way (its
+# claim is held), the add is logged for it (STORE); either way the
+# generation is replaced, as after any change. An add before the claim is
+# not logged: a rebuild that began before it is then not stored.
 APPEND = (
     COMMON
     + r"""
@@ -133,7 +135,8 @@ if gen then
       done = 1
     end
   end
-  if done == 0 and #ARGV[4] <= tonumber(ARGV[9]) then
+  if done == 0 and #ARGV[4] <= tonumber(ARGV[9])
+      and redis.call('EXISTS', KEYS[5]) == 1 then
     redis.call('LPUSH', KEYS[4],
       gen .. ' ' .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
     redis.call('LTRIM', KEYS[4], 0, 63)
@@ -145,7 +148,7 @@ return done
 """
 )
 
-# KEYS: generation, tag, listing, log. ARGV: the generation read before
+# KEYS: generation, tag, listing, log, rebuild claim. ARGV: the generation read before
 # the query, the tag entry, the bytes ('' when too large to cache), the
 # ttl, the byte limit, TAIL.
 # Stores the listing under the current generation if nothing but adds

@@ -300,3 +300,42 @@ def invalidate(user_id):
 
 # What get-posts reads in its token check's round trip.
 READ_ALONG = revocation.ReadAlong(keys=_keys_along, keep=_keep, wanted=_whole_listing)
+
+
+def _add_keys(user_id):
+    return [
+        generations.gen_key(generations.POSTS, user_id),
+        tag_key(user_id),
+        rebuild_key(user_id),
+    ]
+
+
+def _keep_for_add(user_id, values):
+    g.posts_add_read = (user_id, values)
+
+
+def worth_appending(user_id):
+    """Whether an add should bring its post to the cached listing: when the
+    listing is cached now, or a rebuild of it is under way (from what the
+    token check read along, ``ADD_ALONG``), or that is not known.
+
+    Otherwise the add stays the plain INSERT it was, and the listing is made
+    stale as after any change: a listing cached between that read and the
+    add's commit is then read again, once.
+    """
+    if _scripts_absent():
+        return False
+    read = g.pop("posts_add_read", None)
+    if read is None or read[0] != user_id or read[1] is None:
+        return True
+    generation, tag_entry, claim = read[1]
+    return claim is not None or generations.unwrap(tag_entry, generation) is not None
+
+
+def _scripts_absent():
+    return getattr(cache.cache, "script", None) is None
+
+
+# What add-post reads in its token check's round trip: whether its post
+# goes into a cached listing (``worth_appending``).
+ADD_ALONG = revocation.ReadAlong(keys=_add_keys, keep=_keep_for_add)

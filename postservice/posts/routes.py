@@ -44,6 +44,7 @@ NOT_MODIFIED = "Not Modified: the tag in If-None-Match is current; no body"
 
 @bp.post("/add-post")
 @bp.protected
+@reads_along(cache.ADD_ALONG)  # whether the post goes into a cached listing
 @bp.arguments(AddPostSchema)
 @bp.response(200, PostCreatedSchema, description="Created")
 @bp.doc(parameters=[idempotency.HEADER_DOC])

@@ -21,6 +21,9 @@ from postservice.models import Post
 from postservice.ops import metrics
 from postservice.posts import cache, idempotency, listing, rebuilds, scripts, tags
 
+# A new post's version (the column's default, migration 0007).
+FIRST_VERSION = 1
+
 # What every write of posts makes stale: the user's cached listing.
 POSTS = (generations.POSTS,)
 
@@ -48,8 +51,8 @@ def add_post(*, user_id, text, idempotency_key=None):
 @built_once
 def _insert_statement(returning):
     statement = insert(Post.__table__)
-    if returning:  # the post as listed, and its version: see _appended
-        statement = statement.returning(*listing.columns(), Post.version)
+    if returning:  # what the database set: see _appended
+        statement = statement.returning(Post.id, Post.created_at)
     return statement
 
 
@@ -97,6 +100,7 @@ def _add_alone(user_id, text):
     second one. The token costs the INSERT eight bytes and no index.
     """
     row = {"user_id": user_id, "text": text, "insert_token": _insert_token()}
+    appending = cache.worth_appending(user_id)
     tries = []
 
     def attempt():
@@ -105,14 +109,14 @@ def _add_alone(user_id, text):
             if stored is not None:
                 return (stored,)  # its row as listed is unknown: not appended
         tries.append(1)
-        return _insert_alone(row)
+        return _insert_alone(row, appending)
 
     stored = transactions.write(
         attempt,
         user_id=user_id,
         invalidates=POSTS,
         after_lost_commit=True,
-        extend=lambda stored: _appended(user_id, stored),
+        extend=lambda stored: _appended(user_id, text, stored),
     )
     return stored[0]
 
@@ -131,33 +135,41 @@ def _stored_id(row):
         ).scalar()
 
 
-def _insert_alone(row):
+def _insert_alone(row, appending):
     """One Core INSERT, its own transaction (``database.single_statement``):
     the ORM's unit of work would cost more than the statement for one row."""
     try:
         with single_statement() as conn:
             # Known once the dialect has met the server (MariaDB 10.5+, SQLite).
-            returning = conn.dialect.insert_returning
+            returning = appending and conn.dialect.insert_returning
             result = conn.execute(_insert_statement(returning), row)
             return result.one() if returning else result.inserted_primary_key
     except IntegrityError:  # the foreign key: the account was deleted
         raise Unauthorized("Could not validate credentials") from None
 
 
-def _appended(user_id, row):
+def _appended(user_id, text, row):
     """Extend the user's cached listing with the post just stored: a listing
     read while posts are added stays cached (``posts.cache.appended``).
 
-    False when it could not be (no row as listed: the database cannot
-    return one; no scripts; Redis failed): ``transactions.write`` then makes
-    the listing stale the usual way.
+    ``row`` is what the INSERT returned: the id and ``created_at``. A new
+    post's ``updated_at`` is the same time (one statement's
+    CURRENT_TIMESTAMP) and its version 1, so no more columns are read.
+    False when it could not be (the database returns no row; no scripts;
+    Redis failed): ``transactions.write`` then makes the listing stale the
+    usual way.
     """
     if len(row) == 1:
         return False
-    *post, version = row
+    post_id, created_at = row
+    known = {"id": post_id, "text": text, "created_at": created_at}
+    known["updated_at"] = created_at
+    if not set(listing.POST_FIELDS) <= known.keys():
+        return False  # a field this add does not know: the listing is read again
+    post = [known[name] for name in listing.POST_FIELDS]
     try:
         # Extended, or made stale by the script: either way the generation moved.
-        cache.appended(user_id, post[0], version, listing.encoded(post))
+        cache.appended(user_id, post_id, FIRST_VERSION, listing.encoded(post))
         return True
     except (cache_health.CacheUnavailable, namespace.Unknown):
         return False

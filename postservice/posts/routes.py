@@ -141,8 +141,9 @@ def _listing_response(answer):
     else:
         response = _json_response(answer.body)
     # Tags are hex digits and dots (posts.tags): quoted as they are, without
-    # werkzeug's check of what a tag may hold.
-    response.headers["ETag"] = f'"{answer.tag}"'
+    # werkzeug's check of what a tag may hold, and added, not set: no other
+    # ETag is there to replace.
+    response.headers.add("ETag", f'"{answer.tag}"')
     return response
 
 
@@ -201,7 +202,7 @@ def edit_post(body, post_id):
 
 def _post_response(post, tag):
     response = Response(post, mimetype="application/json")
-    response.headers["ETag"] = f'"{tag}"'
+    response.headers.add("ETag", f'"{tag}"')
     return response
 
 

@@ -435,6 +435,20 @@ def test_adds_that_commit_out_of_order_are_put_in_place(make_app, real_redis_url
     assert [p["text"] for p in cached.json][-3:] == ["a", "b", "c"]
 
 
+def during_next_read(monkeypatch, change):
+    """``change()`` runs once the next listing read from the database has
+    its rows, before that read is stored."""
+    whole = listing.whole
+
+    def read_then_changed(*args):
+        read = whole(*args)
+        monkeypatch.setattr(listing, "whole", whole)
+        change()
+        return read
+
+    monkeypatch.setattr(listing, "whole", read_then_changed)
+
+
 def test_adds_during_a_rebuild_are_kept_in_what_it_stores(
     make_app, real_redis_url, monkeypatch
 ):
@@ -444,16 +458,10 @@ def test_adds_during_a_rebuild_are_kept_in_what_it_stores(
     headers = actions.register()
     post_id = actions.add_post(headers, "old")
     client.patch(EDIT_POST.format(post_id), json={"text": "edited"}, headers=headers)
-    whole = listing.whole
-
-    def read_then_posts_are_added(*args):
-        read = whole(*args)  # the rebuild's rows, read before the adds
-        monkeypatch.setattr(listing, "whole", whole)
-        actions.add_post(headers, "new")
-        actions.add_post(headers, "newer")
-        return read
-
-    monkeypatch.setattr(listing, "whole", read_then_posts_are_added)
+    during_next_read(
+        monkeypatch,
+        lambda: [actions.add_post(headers, "new"), actions.add_post(headers, "newer")],
+    )
     assert [p["text"] for p in get(client, headers).json] == ["edited"]
     with executed_sql(app) as executed:
         after = get(client, headers)
@@ -479,16 +487,11 @@ def test_an_edit_during_a_rebuild_keeps_it_from_being_stored(
     client.delete(
         DELETE_POST.format(actions.add_post(headers, "gone")), headers=headers
     )
-    whole = listing.whole
-
-    def read_then_edited(*args):
-        read = whole(*args)
-        monkeypatch.setattr(listing, "whole", whole)
-        client.patch(
+    during_next_read(
+        monkeypatch,
+        lambda: client.patch(
             EDIT_POST.format(post_id), json={"text": "edited"}, headers=headers
-        )
-        return read
-
-    monkeypatch.setattr(listing, "whole", read_then_edited)
+        ),
+    )
     assert [p["text"] for p in get(client, headers).json] == ["old"]  # the racing read
     assert [p["text"] for p in get(client, headers).json] == ["edited"]

@@ -64,6 +64,11 @@ def test_image_builds_runs_unprivileged_and_becomes_healthy(engine, tmp_path, ca
             f"JWT_SECRET_KEY={secret()}",
             "--env",
             "DATABASE_URL=sqlite:////app/instance/postservice.sqlite",
+            # Production requires them; nothing is mailed in this test.
+            "--env",
+            "MAIL_URL=smtp://127.0.0.1:1",
+            "--env",
+            "PUBLIC_URL=https://postservice.example",
             tag,
         ],
         engine,

@@ -147,7 +147,13 @@ def why_not_healthy(stack, healthy_after):
 
 @pytest.fixture(scope="module")
 def galera(engine, tmp_path_factory):
-    stack = Stack(engine, tmp_path_factory.mktemp("galera"), GALERA)
+    # Its tests register more accounts than a client may in a minute.
+    stack = Stack(
+        engine,
+        tmp_path_factory.mktemp("galera"),
+        GALERA,
+        REGISTER_RATE_LIMIT="1000/minute",
+    )
     try:
         stack.compose("build", timeout=1200)
         stack.healthy_after, began = up_watching_nodes(stack)

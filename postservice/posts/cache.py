@@ -303,11 +303,7 @@ READ_ALONG = revocation.ReadAlong(keys=_keys_along, keep=_keep, wanted=_whole_li
 
 
 def _add_keys(user_id):
-    return [
-        generations.gen_key(generations.POSTS, user_id),
-        tag_key(user_id),
-        rebuild_key(user_id),
-    ]
+    return [*_read_keys(user_id, body=False), rebuild_key(user_id)]
 
 
 def _keep_for_add(user_id, values):
@@ -323,17 +319,13 @@ def worth_appending(user_id):
     stale as after any change: a listing cached between that read and the
     add's commit is then read again, once.
     """
-    if _scripts_absent():
-        return False
+    if getattr(cache.cache, "script", None) is None:
+        return False  # no scripts (the in-process cache): nothing to append with
     read = g.pop("posts_add_read", None)
     if read is None or read[0] != user_id or read[1] is None:
         return True
     generation, tag_entry, claim = read[1]
     return claim is not None or generations.unwrap(tag_entry, generation) is not None
-
-
-def _scripts_absent():
-    return getattr(cache.cache, "script", None) is None
 
 
 # What add-post reads in its token check's round trip: whether its post

@@ -9,6 +9,9 @@ instead of the image's healthcheck.sh: 200 while its wsrep_local_state is 4
 """
 
 import re
+import time
+
+import pymysql
 
 from .engines import Process, _until
 from .processes import require_program
@@ -95,6 +98,24 @@ class GaleraProxy(Process):
         self.kill()
         for check in self.checks:
             check.kill()
+
+
+def rerouted_port(proxy, timeout=10):
+    """The port of the node a new connection reaches once the proxy routes
+    around a node that just died.
+
+    Until the proxy has marked the node down, a connection may be handed to
+    it and closed during the handshake (2013), as the app's may be: the app
+    connects again (DATABASE_RETRIES), and so does this.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return routed_port(proxy)
+        except pymysql.err.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def routed_port(proxy):

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 
 from ..support.auth import PASSWORD
 from ..support.engines import GaleraCluster, running
-from ..support.galera_proxy import GaleraProxy, routed_port
+from ..support.galera_proxy import GaleraProxy, rerouted_port, routed_port
 from ..support.load import HANG, Stats, register_users, report, run_load
 from ..support.servers import RedisServer, migrated_database
 from ..support.topology_checks import app_instances, load_through_faults, revoke_tokens
@@ -274,7 +274,7 @@ def test_the_node_behind_the_proxy_killed_under_load_costs_no_request(
 
         def kill():
             victim.kill()
-            routed["killed"] = routed_port(galera_proxy)
+            routed["killed"] = rerouted_port(galera_proxy)
 
         routed = {}
         stats, writers, during = load_through_faults(

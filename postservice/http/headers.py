@@ -38,12 +38,18 @@ def init_app(app):
 
 def add_security_headers(response):
     headers = response.headers
-    for name, value in ALWAYS:
-        headers[name] = value
-    headers["Content-Security-Policy"] = (
-        DOCS_POLICY if _is_docs(request.path) else API_POLICY
-    )
-    if "Authorization" in request.headers:
+    environ = request.environ
+    policy = DOCS_POLICY if _is_docs(environ.get("PATH_INFO", "")) else API_POLICY
+    # One look at the headers already there, then each of ours added: a set
+    # would compare its name with every header, once per name. Views set
+    # none of these, but a set keeps one of each should one ever do.
+    present = {name.lower() for name, _ in headers}
+    for name, value in (*ALWAYS, ("Content-Security-Policy", policy)):
+        if name.lower() in present:
+            headers[name] = value
+        else:
+            headers.add(name, value)
+    if "HTTP_AUTHORIZATION" in environ:
         headers["Cache-Control"] = "no-store"
     return response
 

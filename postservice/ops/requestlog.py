@@ -23,6 +23,7 @@ from postservice.ops import logs, metrics
 log = logging.getLogger("postservice.request")
 
 HEADER = "X-Request-ID"
+ENVIRON_KEY = "HTTP_X_REQUEST_ID"
 # Letters, digits and a few separators only: the id goes into log lines and
 # response headers, where anything else could forge a line or a header.
 VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -89,7 +90,9 @@ def _new_id():
 
 def _start():
     g.request_started = time.perf_counter()
-    incoming = request.headers.get(HEADER, "")
+    # The environ itself: werkzeug's Headers raises and catches an exception
+    # for a header that is absent, as this one mostly is.
+    incoming = request.environ.get(ENVIRON_KEY, "")
     g.request_id = incoming if VALID_ID.fullmatch(incoming) else _new_id()
 
 

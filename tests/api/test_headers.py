@@ -86,3 +86,25 @@ def test_public_answers_may_be_stored(client):
     for response in (client.get("/docs"), client.get("/api/v1/openapi.json")):
         assert response.status_code == 200
         assert "no-store" not in response.headers.get("Cache-Control", "")
+
+
+def test_each_security_header_is_sent_once(app, client):
+    """Added where absent, replaced where a view set it: never twice."""
+
+    @app.get("/framed-by-its-view")
+    def framed():
+        return (
+            "",
+            204,
+            {"X-Frame-Options": "SAMEORIGIN", "Content-Security-Policy": "x"},
+        )
+
+    for response in (client.get("/no/such/route"), client.get("/framed-by-its-view")):
+        for name in (
+            "X-Content-Type-Options",
+            "X-Frame-Options",
+            "Content-Security-Policy",
+        ):
+            assert len(response.headers.getlist(name)) == 1, (name, response.headers)
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert directives(response)["default-src"] == "'none'"

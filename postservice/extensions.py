@@ -1,6 +1,7 @@
 """Extension objects, created without an app; ``create_app`` binds them."""
 
-from flask_caching import Cache
+from flask import current_app
+from flask_caching import Cache as BaseCache
 from flask_mailman import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -17,6 +18,20 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+class Cache(BaseCache):
+    """Flask-Caching's ``Cache``, finding the app's backend in one lookup of
+    the app context (``current_app or self.app`` takes two), on every cache
+    call of every request."""
+
+    @property
+    def cache(self):
+        try:
+            app = current_app._get_current_object()
+        except RuntimeError:  # no app context: the app given to the constructor
+            app = self.app
+        return app.extensions["cache"][self]
 
 
 class Base(DeclarativeBase):

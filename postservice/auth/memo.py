@@ -43,10 +43,11 @@ class MemoizingJWTManager(JWTManager):
             return super()._decode_jwt_from_config(
                 encoded_token, csrf_value, allow_expired
             )
-        extensions = current_app.extensions
+        app = current_app._get_current_object()  # one context lookup
+        extensions = app.extensions
         memo = extensions["verified_tokens"]
         entry = memo.get(encoded_token)
-        leeway = current_app.config["JWT_DECODE_LEEWAY"]
+        leeway = app.config["JWT_DECODE_LEEWAY"]
         if entry is not None:
             claims = entry[0]
             if "exp" not in claims or time.time() < claims["exp"] + leeway:

@@ -89,11 +89,14 @@ def _new_id():
 
 
 def _start():
-    g.request_started = time.perf_counter()
+    started = time.perf_counter()
+    # Each name of the request's context is a lookup: the objects once.
+    store = g._get_current_object()
+    store.request_started = started
     # The environ itself: werkzeug's Headers raises and catches an exception
     # for a header that is absent, as this one mostly is.
     incoming = request.environ.get(ENVIRON_KEY, "")
-    g.request_id = incoming if VALID_ID.fullmatch(incoming) else _new_id()
+    store.request_id = incoming if VALID_ID.fullmatch(incoming) else _new_id()
 
 
 def _printable(path):
@@ -103,10 +106,11 @@ def _printable(path):
 
 
 def _finish(response, record):
-    # Each read of ``request`` goes through a context lookup: read once.
-    method, endpoint = request.method, request.endpoint or metrics.NO_ENDPOINT
-    rid = g.get("request_id") or _new_id()
-    started = g.get("request_started")
+    # Each name of the request's context is a lookup: the objects once.
+    current, store = request._get_current_object(), g._get_current_object()
+    method, endpoint = current.method, current.endpoint or metrics.NO_ENDPOINT
+    rid = getattr(store, "request_id", None) or _new_id()
+    started = getattr(store, "request_started", None)
     seconds = time.perf_counter() - started if started else 0.0
     duration_ms = seconds * 1000
     response.headers[HEADER] = rid
@@ -114,7 +118,7 @@ def _finish(response, record):
     record(endpoint, method, status, seconds)
     if not log.isEnabledFor(logging.INFO):
         return response
-    _write_line(method, _printable(request.path), endpoint, status, duration_ms, rid)
+    _write_line(method, _printable(current.path), endpoint, status, duration_ms, rid)
     return response
 
 

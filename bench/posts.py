@@ -78,15 +78,16 @@ def median_rps(results):
     return statistics.median(r["rps"] for r in results)
 
 
+ERROR_KINDS = ("connect_errors", "read_errors", "write_errors", "timeouts", "non_2xx")
+
+
 def errors(results):
-    return sum(
-        r["connect_errors"]
-        + r["read_errors"]
-        + r["write_errors"]
-        + r["timeouts"]
-        + r["non_2xx"]
-        for r in results
-    )
+    """How many requests failed, and how, as wrk counts them."""
+    counts = {kind: sum(r[kind] for r in results) for kind in ERROR_KINDS}
+    total = sum(counts.values())
+    if not total:
+        return "0"
+    return f"{total} ({', '.join(f'{k} {n}' for k, n in counts.items() if n)})"
 
 
 def conditional(config, ours, reference, args):
@@ -249,7 +250,7 @@ def mixed(config, ours, tmp, args):
         f"{statistics.median(read_ratios):.3f} of alone), adds "
         f"{median_rps(mixed_adds):.0f} req/s (ratio "
         f"{statistics.median(add_ratios):.3f}); errors "
-        f"{errors(mixed_reads) + errors(mixed_adds)}",
+        f"{errors(mixed_reads + mixed_adds)}",
     ]
 
 

@@ -51,6 +51,10 @@ GENERATION_TTL = 7 * 24 * 3600
 # change can go unseen. A cached read costs one clock reading for this.
 CONFIRM_AFTER = 0.5
 TRUST_FOR = 1.5
+# Seconds a request waits for a look under way when the cache may no
+# longer be trusted without one: a look takes milliseconds, unless the
+# database is in trouble, and then the request asks it directly.
+LOOK_WAIT = 1.0
 SEPARATOR = b"\n"
 
 
@@ -238,12 +242,22 @@ def _look_soon(health, now):
 def _look_now(health, now):
     """Look in this request; False when it cannot trust the cache after it.
 
-    A look under way elsewhere, or one that failed less than a second ago,
-    is not waited for nor repeated: the request asks the database instead.
+    A look under way (another request's, or the background one) is waited
+    for, up to ``LOOK_WAIT``, and its outcome taken: the requests of a burst
+    that meets an idle instance all wait for the first one's look, instead
+    of all reading the database at once. A look that failed less than a
+    second ago is not repeated: the request asks the database instead.
     """
-    if now < health.confirm_retry_at or not health.confirming.acquire(blocking=False):
+    if now < health.confirm_retry_at:
+        return False
+    if not health.confirming.acquire(timeout=LOOK_WAIT):
         return False
     try:
+        looked = time.monotonic()
+        if looked - health.confirmed_at < TRUST_FOR:
+            return True  # the look waited for delivered everything announced
+        if looked < health.confirm_retry_at:
+            return False  # it failed
         return _look(health, current_app._get_current_object())
     finally:
         health.confirming.release()

@@ -2,12 +2,15 @@
 through the cache, across instances and without Redis; and a listing kept
 warm while posts are added."""
 
+import math
 import threading
+import time
 
 import pytest
 import redis
 from sqlalchemy import insert, select
 
+from postservice.cache import announcements
 from postservice.extensions import db
 from postservice.models import Post
 from postservice.posts import cache as posts_cache
@@ -495,3 +498,52 @@ def test_an_edit_during_a_rebuild_keeps_it_from_being_stored(
     )
     assert [p["text"] for p in get(client, headers).json] == ["old"]  # the racing read
     assert [p["text"] for p in get(client, headers).json] == ["edited"]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("quiet", ["just started", "idle"])
+def test_a_burst_after_a_quiet_spell_is_served_from_the_cache(
+    make_app, real_redis_url, monkeypatch, quiet
+):
+    """The first request after a quiet spell looks at the announced
+    invalidations before it trusts the cache; the requests that arrive
+    while it looks wait for that look, then are served from the cache: none
+    is sent to the database for it, none is turned away."""
+    app = make_app(REDIS_URL=real_redis_url, LISTING_REBUILD_SLOTS=1)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    actions.add_post(headers, "one")
+    expected = get(client, headers)
+    health = app.extensions["cache_health"]
+    health.confirmed_at = (
+        -math.inf if quiet == "just started" else time.monotonic() - 60
+    )
+    waiting = announcements.waiting
+
+    def slow_look(app):
+        time.sleep(0.3)  # a database busy serving other requests
+        return waiting(app)
+
+    monkeypatch.setattr(announcements, "waiting", slow_look)
+    barrier = threading.Barrier(8)
+    answers = []
+
+    def read(tag):
+        reader = app.test_client()
+        barrier.wait()
+        response = get(reader, headers, tag)
+        answers.append((tag, response.status_code, response.data))
+
+    tags = [None, expected.headers["ETag"]] * 4  # plain and conditional reads
+    with executed_sql(app) as executed:
+        threads = [threading.Thread(target=read, args=(tag,)) for tag in tags]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted((tag is None, status) for tag, status, _ in answers) == sorted(
+        (tag is None, 200 if tag is None else 304) for tag in tags
+    ), answers
+    assert {body for tag, _, body in answers if tag is None} == {expected.data}
+    assert not [s for _, s in executed if "FROM posts" in s or "FROM users" in s]

@@ -41,6 +41,24 @@ def get(client, headers, tag=None, query=""):
     return response
 
 
+def at_once(calls):
+    """Each of ``calls`` on a thread of its own, all released together;
+    their results, in order."""
+    barrier = threading.Barrier(len(calls))
+    results = [None] * len(calls)
+
+    def run(n, call):
+        barrier.wait()
+        results[n] = call()
+
+    threads = [threading.Thread(target=run, args=item) for item in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def assert_not_modified(response, tag):
     assert response.status_code == 304
     assert response.data == b""
@@ -301,21 +319,13 @@ def test_concurrent_misses_rebuild_the_listing_once(make_app, real_redis_url):
         # database until it has: cache.generations.usable).
         get(app.test_client(), headers)
     actions.client.patch(EDIT_POST.format(post_id), json={"text": "e"}, headers=headers)
-    barrier = threading.Barrier(8)
-    bodies = []
 
     def read(app):
-        client = app.test_client()
-        barrier.wait()
-        response = get(client, headers)
-        bodies.append((response.status_code, response.data))
+        response = get(app.test_client(), headers)
+        return response.status_code, response.data
 
     with executed_sql(apps[0]) as first, executed_sql(apps[1]) as second:
-        threads = [threading.Thread(target=read, args=(apps[n % 2],)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        bodies = at_once([lambda n=n: read(apps[n % 2]) for n in range(8)])
     listings = [
         statement
         for _, statement in first + second
@@ -526,22 +536,14 @@ def test_a_burst_after_a_quiet_spell_is_served_from_the_cache(
         return waiting(app)
 
     monkeypatch.setattr(announcements, "waiting", slow_look)
-    barrier = threading.Barrier(8)
-    answers = []
 
     def read(tag):
-        reader = app.test_client()
-        barrier.wait()
-        response = get(reader, headers, tag)
-        answers.append((tag, response.status_code, response.data))
+        response = get(app.test_client(), headers, tag)
+        return tag, response.status_code, response.data
 
     tags = [None, expected.headers["ETag"]] * 4  # plain and conditional reads
     with executed_sql(app) as executed:
-        threads = [threading.Thread(target=read, args=(tag,)) for tag in tags]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        answers = at_once([lambda tag=tag: read(tag) for tag in tags])
     assert sorted((tag is None, status) for tag, status, _ in answers) == sorted(
         (tag is None, 200 if tag is None else 304) for tag in tags
     ), answers

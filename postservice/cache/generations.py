@@ -186,10 +186,12 @@ def _flush_pending(health):
 
 def _replace(generations):
     """New tokens for ``(kind, user_id)`` pairs, in one round trip."""
-    cache.set_many(
-        {gen_key(kind, user_id): new_generation() for kind, user_id in generations},
-        timeout=GENERATION_TTL,
-    )
+    tokens = {gen_key(kind, user_id): new_generation() for kind, user_id in generations}
+    if len(tokens) == 1:
+        # Most writes replace one: a plain SET, without building a pipeline.
+        cache.set(*tokens.popitem(), timeout=GENERATION_TTL)
+    else:
+        cache.set_many(tokens, timeout=GENERATION_TTL)
 
 
 def usable(health):

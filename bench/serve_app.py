@@ -23,6 +23,7 @@ def main():
     except ImportError:  # a checkout from before config read the server's
         serve_older_checkout()
         return
+    import postservice.serve
     from postservice.ops import logs
     from postservice.serve import GracefulServer
 
@@ -34,6 +35,10 @@ def main():
     server = GracefulServer(app, settings.waitress())
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)
+    # As ``python -m postservice.serve`` does, where a checkout's does.
+    freeze = getattr(postservice.serve, "freeze_startup_heap", None)
+    if freeze is not None:
+        freeze()
     server.run(settings.shutdown_timeout)
 
 

@@ -30,7 +30,7 @@ from postservice.serve.channel import (
     accept_pending,
 )
 from postservice.serve.queue_log import QueueLog
-from postservice.serve.server import GracefulServer
+from postservice.serve.server import GracefulServer, freeze_startup_heap
 
 __all__ = [
     "AcceptGuard",
@@ -39,6 +39,7 @@ __all__ = [
     "JsonErrorTask",
     "QueueLog",
     "accept_pending",
+    "freeze_startup_heap",
     "main",
 ]
 
@@ -79,6 +80,7 @@ def main():
         server.port,
         settings.threads,
     )
+    freeze_startup_heap()
     server.run(settings.shutdown_timeout)
     if mailer is not None:
         _stop_mailer(*mailer)

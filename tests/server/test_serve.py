@@ -5,12 +5,14 @@ Its settings from the environment: tests/unit/test_server_settings.py.
 """
 
 import errno
+import gc
 import json
 import logging
 import signal
 import socket
 import threading
 import time
+import weakref
 from contextlib import ExitStack
 
 import pytest
@@ -27,6 +29,7 @@ from postservice.models import Post
 from postservice.ops import metrics
 from postservice.serve import Channel, GracefulServer
 from postservice.serve.channel import LOCKED_OUTPUT_PAUSE
+from postservice.serve.server import freeze_startup_heap
 
 from ..support.load import register_users
 from ..support.processes import run_in_repo, server_env
@@ -104,6 +107,31 @@ def test_sigterm_finishes_the_request_in_flight_and_exits(instance, make_app):
         stored = db.session.scalar(select(Post.text).where(Post.id == answer["PostID"]))
     assert stored == text
     assert "stopping: no new connections" in instance.log_tail()
+
+
+class Node:
+    """An object that can hold itself: a cycle only the collector frees."""
+
+
+def test_freezing_the_startup_heap_freezes_no_garbage():
+    # With automatic collections off, only the freeze's own collection can
+    # free the cycle before it would be frozen, and never collected.
+    gc.disable()
+    try:
+        garbage = Node()
+        garbage.me = garbage
+        collected = weakref.ref(garbage)
+        live = Node()
+        live.me = live
+        del garbage
+        frozen_before = gc.get_freeze_count()
+        freeze_startup_heap()
+        assert collected() is None
+        assert gc.get_freeze_count() > frozen_before
+        assert live.me is live
+    finally:
+        gc.unfreeze()
+        gc.enable()
 
 
 def test_sigterm_on_an_idle_server_exits_at_once(instance):

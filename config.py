@@ -127,7 +127,6 @@ DEFAULT_PROXY_HEADERS = "x-forwarded-for x-forwarded-proto"
 POSTS_CACHE_MAX_BYTES = 1024 * 1024
 MAIL_SCHEMES = {"smtp": 25, "smtps": 465}
 DEFAULT_MAIL_FROM = "postservice <no-reply@localhost>"
-DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
 class ConfigError(SystemExit):
@@ -404,6 +403,8 @@ def settings_for(env, instance_path, overrides=None):
     settings.update(overrides)
     settings.update(parse_mail_url(settings["MAIL_URL"]))
     _check_production(settings)
+    if settings.get("PUBLIC_URL") is None:
+        settings["PUBLIC_URL"] = served_url(env)
     for key, value in _derived(settings).items():
         if settings.get(key) is None:  # an override of a library setting wins
             settings[key] = value
@@ -642,7 +643,6 @@ def _derived(settings):
     follow in ``postservice.db.engines``, the cache's in
     ``postservice.cache.backend``)."""
     return {
-        "PUBLIC_URL": DEFAULT_PUBLIC_URL,
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_ALGORITHM": "HS256",
@@ -726,13 +726,30 @@ def public_url(env):
     """``PUBLIC_URL``: where the site's pages are, the start of mailed links."""
     raw = (env.get("PUBLIC_URL") or "").strip()
     if not raw:
-        return None  # development's default follows in _derived
+        return None  # outside production, ``served_url`` in settings_for
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"PUBLIC_URL must be an http(s) URL, got {raw!r}")
     if parts.query or parts.fragment:
         raise ConfigError("PUBLIC_URL must have no query or fragment")
     return raw.rstrip("/")
+
+
+# Addresses that name no one host: a link needs one the browser can reach.
+ANY_ADDRESS = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104  (not bound)
+
+
+def served_url(env):
+    """Where ``python -m postservice.serve`` answers, by ``HOST`` and ``PORT``:
+    development's ``PUBLIC_URL``, so that mailed links reach the server
+    started with ``PORT=8765 ./scripts/serve.sh`` too. Production requires
+    ``PUBLIC_URL`` instead."""
+    host = (env.get("HOST") or "").strip()
+    if host in ANY_ADDRESS:
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address, bracketed in a URL
+    return f"http://{host}:{_int(env, 'PORT', DEFAULT_PORT, 1)}"
 
 
 def log_format(env):

@@ -31,6 +31,8 @@ SETTINGS_FROM_ENV = (
     "MAIL_FROM",
     "PUBLIC_URL",
     "REQUIRE_VERIFIED_EMAIL",
+    "HOST",
+    "PORT",
 )
 # What production needs besides a signing key: where mail goes and what
 # the links in it open.
@@ -255,6 +257,32 @@ def test_development_builds_with_no_variables():
     assert app.config["JWT_SECRET_KEY"]
     assert app.config["CACHE_TYPE"] == "SimpleCache"
     assert app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///")
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [
+        (None, None, "http://127.0.0.1:8000"),
+        (None, "8765", "http://127.0.0.1:8765"),
+        ("0.0.0.0", "8765", "http://127.0.0.1:8765"),  # noqa: S104
+        ("::", "9000", "http://127.0.0.1:9000"),
+        ("192.0.2.7", "8000", "http://192.0.2.7:8000"),
+        ("::1", "8765", "http://[::1]:8765"),
+    ],
+)
+def test_development_links_point_where_the_server_answers(monkeypatch, host, port, url):
+    # Mailed links open the server started on HOST and PORT, when no
+    # PUBLIC_URL says otherwise.
+    for name, value in (("HOST", host), ("PORT", port)):
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    assert create_app().config["PUBLIC_URL"] == url
+
+
+def test_a_set_public_url_wins_over_the_port(monkeypatch):
+    monkeypatch.setenv("PORT", "8765")
+    monkeypatch.setenv("PUBLIC_URL", "https://posts.example.com/")
+    assert create_app().config["PUBLIC_URL"] == "https://posts.example.com"
 
 
 def test_development_secret_survives_a_restart():

@@ -84,14 +84,18 @@ def test_the_listing_cache_counts_misses_and_hits(app, auth):
     auth.posts(headers)
     auth.posts(headers)
     auth.posts(headers)
-    second = auth.add_post(headers, "second")  # appended: the next read hits
+    # On Redis the add is appended to the cached listing and the next read
+    # hits; the in-process cache has no scripts to append with, and misses.
+    appended = bool(app.config["REDIS_URL"])
+    second = auth.add_post(headers, "second")
     auth.posts(headers)
     auth.client.delete(f"/api/v1/posts/delete-post/{second}", headers=headers)
     auth.posts(headers)  # a new generation: this read misses
     auth.client.get(GET_POSTS + "?limit=1", headers=headers)  # pages bypass it
 
     seen = scrape(app)
-    assert (cache(seen, "miss"), cache(seen, "hit")) == (2, 3)
+    expected = (2, 3) if appended else (3, 2)
+    assert (cache(seen, "miss"), cache(seen, "hit")) == expected
     assert (cache(seen, "error"), cache(seen, "bypass")) == (0, 0)
 
 

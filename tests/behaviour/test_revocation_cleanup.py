@@ -26,7 +26,7 @@ ME = "/api/v1/users/me"
 LOGOUT = "/api/v1/users/logout"
 
 
-@pytest.fixture(params=["in-process", "redis"])
+@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.redis)])
 def cached_app(request, make_app):
     if request.param == "redis":
         return make_app(REDIS_URL=request.getfixturevalue("real_redis_url"))

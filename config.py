@@ -111,6 +111,7 @@ DEFAULT_DATABASE_POOL_SIZE = 10
 DEFAULT_DATABASE_IO_TIMEOUT = 10
 # Connections the pool may open beyond DATABASE_POOL_SIZE under load.
 DATABASE_MAX_OVERFLOW = 5
+DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 # Seconds an idle connection is kept (waitress: 120). Idle connections hold
 # a slot of WAITRESS_CONNECTION_LIMIT each; clients that keep one open for
@@ -746,10 +747,15 @@ def served_url(env):
     ``PUBLIC_URL`` instead."""
     host = (env.get("HOST") or "").strip()
     if host in ANY_ADDRESS:
-        host = "127.0.0.1"
+        host = DEFAULT_HOST
     elif ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 address, bracketed in a URL
-    return f"http://{host}:{_int(env, 'PORT', DEFAULT_PORT, 1)}"
+    return f"http://{host}:{_port(env)}"
+
+
+def _port(env):
+    """``PORT``: where the server listens, and development's links point."""
+    return _int(env, "PORT", DEFAULT_PORT, 1)
 
 
 def log_format(env):
@@ -830,7 +836,7 @@ def server_settings(env=None, *, pool_size=None):
             f"{DATABASE_MAX_OVERFLOW} overflow): lower WAITRESS_THREADS or raise "
             "DATABASE_POOL_SIZE"
         )
-    port = _int(env, "PORT", DEFAULT_PORT, 1)
+    port = _port(env)
     metrics_port = _int(env, "METRICS_PORT", None, 1)
     if metrics_port is not None and metrics_port == port:
         raise ConfigError(
@@ -838,7 +844,7 @@ def server_settings(env=None, *, pool_size=None):
             "are never served on the public port"
         )
     return ServerSettings(
-        host=env.get("HOST") or "127.0.0.1",
+        host=env.get("HOST") or DEFAULT_HOST,
         port=port,
         threads=threads,
         connection_limit=_int(env, "WAITRESS_CONNECTION_LIMIT", 100, 1),

@@ -19,6 +19,7 @@ import flask_smorest
 from flask_jwt_extended import jwt_required
 from flask_smorest.spec.plugins import FlaskPlugin
 
+from config import SERVER_BODY_LIMIT
 from postservice.http.errors import ErrorSchema, ValidationErrorSchema
 from postservice.http.parsing import RequestParser
 
@@ -45,7 +46,11 @@ WWW_AUTHENTICATE = {
 }
 # status: (usual description, body schema, headers)
 ERRORS = {
-    400: ("The body is not valid JSON in UTF-8", ErrorSchema, None),
+    400: (
+        "The body is not valid JSON in UTF-8, or the request not well-formed HTTP",
+        ErrorSchema,
+        None,
+    ),
     401: (
         "No token, or an invalid, expired or revoked one",
         ErrorSchema,
@@ -71,6 +76,15 @@ ERRORS = {
         ErrorSchema,
         {"Retry-After": RETRY_AFTER},
     ),
+}
+# What the server (waitress, serve/channel.py) answers itself, on any path,
+# before the app sees the request: every operation can be answered so.
+SERVER_ERRORS = {
+    400: "The request is not well-formed HTTP: its request line, a header, "
+    "Content-Length",
+    413: f"The body is over the server's {SERVER_BODY_LIMIT // 2**20} MiB",
+    431: "The headers are over the server's limit",
+    501: "A transfer coding other than chunked",
 }
 # What reading a JSON body can fail with, and reading a query string.
 BODY_ERRORS = (400, 413, 415, 422)
@@ -109,11 +123,25 @@ class Blueprint(flask_smorest.Blueprint):
 
     ``arguments`` also documents the errors reading can answer, and
     ``alt_response`` given only a status documents the usual error from
-    ``ERRORS``. Decorators that only document add no layer around the view:
-    their cost would be paid on every request for nothing.
+    ``ERRORS``; ``route`` documents ``SERVER_ERRORS`` on every operation.
+    Decorators that only document add no layer around the view: their cost
+    would be paid on every request for nothing.
     """
 
     ARGUMENTS_PARSER = RequestParser()
+
+    def route(self, rule, **options):
+        register = super().route(rule, **options)
+
+        def decorator(view):
+            # Outermost: what an operation documents itself wins.
+            for status, description in SERVER_ERRORS.items():
+                view = self.alt_response(
+                    status, description=description, schema=ErrorSchema
+                )(view)
+            return register(view)
+
+        return decorator
 
     def arguments(self, schema, *, location="json", **kwargs):
         # webargs builds a new instance of a schema class on every request.

@@ -7,6 +7,9 @@ body is one the document declares; invalid input is refused and valid
 input accepted; protected operations refuse a request without a token.
 The number of examples is bounded (tests/support/schemathesis.toml) so a run takes
 well under a minute.
+
+Each run draws a new seed and prints it; ``CONTRACT_SEED=<seed>`` replays a
+run's cases (against a new database, so the stateful phase may differ).
 """
 
 import os
@@ -39,6 +42,7 @@ def test_service_matches_its_document(start_server):
         SCHEMATHESIS_HOOKS="tests.support.contract_hooks",
     )
     cli = Path(sys.executable).with_name("schemathesis")
+    seed = os.environ.get("CONTRACT_SEED")
     result = subprocess.run(
         [
             str(cli),
@@ -50,6 +54,7 @@ def test_service_matches_its_document(start_server):
             base,
             "--checks",
             "all",
+            *(["--seed", seed] if seed else []),
         ],
         env=env,
         capture_output=True,

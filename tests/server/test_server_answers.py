@@ -8,6 +8,7 @@ metrics under the endpoint ``none`` and written as one request line, with
 its request id echoed in ``X-Request-ID``, as every answer of the app is.
 """
 
+import re
 import socket
 
 import pytest
@@ -21,6 +22,8 @@ from ..support.metrics import parse, requests_total
 from ..support.processes import free_port
 from ..support.servers import AppInstance
 
+# A path template's argument, "{post_id}".
+ARGUMENT = re.compile(r"\{\w+\}")
 # waitress's limit, reached by the last byte sent: nothing is left unread,
 # which would make its close a reset that can overtake the answer.
 _head = b"GET /headers HTTP/1.1\r\nHost: x\r\nX-Big: "
@@ -169,6 +172,39 @@ def test_answers_before_the_app_are_counted_and_logged(served):
         assert line["message"] == (
             f"{method} {path} {status} {line['duration_ms']:.1f}ms request_id={rid}"
         )
+
+
+def refusals(method, path):
+    """A request to ``method path`` for each answer waitress gives itself."""
+    line = f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode()
+    return {
+        400: line + b"Content-Length: ten\r\n\r\n",
+        431: (line + b"X-Big: ").ljust(Adjustments.max_request_header_size, b"a"),
+        413: line + b"Content-Length: %d\r\n\r\n" % (SERVER_BODY_LIMIT + 1),
+        501: line + b"Transfer-Encoding: gzip\r\n\r\n",
+    }
+
+
+def test_every_operation_documents_what_the_server_answers_itself(served):
+    instance = served("text")
+    base = f"http://127.0.0.1:{instance.port}"
+    document = requests.get(base + "/api/v1/openapi.json", timeout=10).json()
+    checked = 0
+    for template, item in document["paths"].items():
+        path = ARGUMENT.sub("1", template)
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            for status, request in refusals(method.upper(), path).items():
+                got, headers = exchange(instance.port, request)
+                assert got == status, (method, template)
+                assert headers["content-type"] == "application/json"
+                documented = operation["responses"].get(str(status))
+                assert documented, f"{method.upper()} {template}: {status}"
+                schema = documented["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/Error"}
+                checked += 1
+    assert checked >= 4 * 19
 
 
 def test_each_is_one_text_line(served):

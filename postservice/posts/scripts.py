@@ -19,6 +19,11 @@ TAIL = 32
 COMMON = r"""
 local function less(a, b) return #a < #b or (#a == #b and a < b) end
 
+-- The tag's chain after one more post, as posts.tags.chain computes it.
+local function linked(link, id, version)
+  return redis.sha1hex(link .. ':' .. id .. '.' .. version)
+end
+
 local function parse(value, head)
   if not value or string.sub(value, 1, #head) ~= head then return nil end
   local lines = {}
@@ -62,7 +67,7 @@ local function add(key, h, size, state, id, version, json, tail_max)
       size = size + 1 + #json
     end
     tail[#tail + 1] = {id = id, version = version, offset = offset, before = state.link}
-    state.link = redis.sha1hex(state.link .. ':' .. id .. '.' .. version)
+    state.link = linked(state.link, id, version)
     state.last = id
   else
     local p
@@ -78,11 +83,11 @@ local function add(key, h, size, state, id, version, json, tail_max)
       size = size + 1 + #json
     end
     local entry = {id = id, version = version, offset = o, before = tail[p].before}
-    local link = redis.sha1hex(entry.before .. ':' .. id .. '.' .. version)
+    local link = linked(entry.before, id, version)
     for i = p, #tail do
       tail[i].offset = tail[i].offset + 1 + #json
       tail[i].before = link
-      link = redis.sha1hex(link .. ':' .. tail[i].id .. '.' .. tail[i].version)
+      link = linked(link, tail[i].id, tail[i].version)
     end
     table.insert(tail, p, entry)
     state.link = link

@@ -435,11 +435,10 @@ def get_post(*, user_id, post_id):
 
     Raises ``NotFound`` as ``delete_post`` does.
     """
-    statement = select(*listing.columns(), Post.version).where(
-        Post.id == post_id, Post.user_id == user_id
-    )
     with statement_engine().connect() as conn:
-        row = conn.execute(statement).first()
+        row = conn.execute(
+            _post_statement(), {"post_id": post_id, "owner": user_id}
+        ).first()
     if row is None:
         raise NotFound("Post not found")
     return _post(row)
@@ -472,31 +471,54 @@ def edit_post(*, user_id, post_id, text, if_match=None):
             if (version := tags.version_in(tag, post_id)) is not None
         }
 
+    post = {"post_id": post_id, "owner": user_id}
+
     def work():
         session = db.session
-        edit = update(Post).where(Post.id == post_id, Post.user_id == user_id)
-        if versions is not None:
-            edit = edit.where(Post.version.in_(versions))
-        dialect = session.get_bind().dialect.name
+        edit = _edit_statement(session.get_bind().dialect.name, versions is not None)
         changed = session.execute(
-            edit.values(
-                text=text, version=Post.version + 1, updated_at=_edited_at(dialect)
-            )
+            edit, {**post, "new_text": text, "versions": list(versions or ())}
         ).rowcount
         if not changed:
-            exists = session.scalar(
-                select(Post.id).where(Post.id == post_id, Post.user_id == user_id)
-            )
+            exists = session.execute(_post_statement(), post).first() is not None
             session.rollback()
             raise PreconditionFailed() if exists else NotFound("Post not found")
-        row = session.execute(
-            select(*listing.columns(), Post.version).where(Post.id == post_id)
-        ).one()
+        row = session.execute(_post_statement(), post).one()
         session.commit()
         return row
 
     row = transactions.write(work, user_id=user_id, invalidates=POSTS)
     return _post(row)
+
+
+@built_once
+def _post_statement():
+    """One post of an owner, with its version (the tag)."""
+    posts = Post.__table__
+    return select(*listing.columns(), posts.c.version).where(
+        posts.c.id == bindparam("post_id"), posts.c.user_id == bindparam("owner")
+    )
+
+
+@built_once
+def _edit_statement(dialect, checks_version):
+    """The edit of one post of an owner; with ``checks_version``, only at one
+    of the listed ``versions``. A Core statement: the ORM's would evaluate
+    its condition against the session's objects, of which there are none."""
+    posts = Post.__table__
+    statement = update(posts).where(
+        posts.c.id == bindparam("post_id"), posts.c.user_id == bindparam("owner")
+    )
+    if checks_version:
+        statement = statement.where(
+            posts.c.version.in_(bindparam("versions", expanding=True))
+        )
+    # Not "text": a column's own name is reserved for its value in SET.
+    return statement.values(
+        text=bindparam("new_text"),
+        version=posts.c.version + 1,
+        updated_at=_edited_at(dialect),
+    )
 
 
 def _edited_at(dialect):

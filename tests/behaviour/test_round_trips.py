@@ -1,4 +1,5 @@
-"""What a write sends to MySQL: one statement, committed by itself.
+"""What a request sends to MySQL: an add or a delete one statement, committed
+by itself; an edit its statement, the post read back and the commit.
 
 Counted at the driver, where every command is one round trip: PyMySQL's
 ``query``, ``commit`` and ``rollback`` all go through ``_execute_command``.
@@ -96,3 +97,19 @@ def test_a_listing_that_misses_is_one_select(make_app, database_url):
         assert [p["text"] for p in actions.posts(headers)] == ["listed"]
     # Its bytes and its tag come from the same rows.
     assert verbs(sent) == ["SELECT"]
+
+
+def test_an_edit_is_its_update_the_post_read_back_and_a_commit(signed_in):
+    actions, headers = signed_in
+    post_id = actions.add_post(headers, "to edit")
+    with commands_sent() as sent:
+        response = actions.client.patch(
+            f"/api/v1/posts/edit-post/{post_id}",
+            json={"text": "edited"},
+            headers=headers,
+        )
+    assert response.status_code == 200
+    assert response.json["text"] == "edited"
+    # The post as edited, read in the edit's transaction (no other edit
+    # between), then the pool's reset of the connection as it goes back.
+    assert verbs(sent) == ["UPDATE", "SELECT", "COMMIT", "ROLLBACK"]

@@ -46,11 +46,7 @@ WWW_AUTHENTICATE = {
 }
 # status: (usual description, body schema, headers)
 ERRORS = {
-    400: (
-        "The body is not valid JSON in UTF-8, or the request not well-formed HTTP",
-        ErrorSchema,
-        None,
-    ),
+    400: ("The body is not valid JSON in UTF-8", ErrorSchema, None),
     401: (
         "No token, or an invalid, expired or revoked one",
         ErrorSchema,
@@ -82,7 +78,8 @@ ERRORS = {
 SERVER_ERRORS = {
     400: "The request is not well-formed HTTP: its request line, a header, "
     "Content-Length",
-    413: f"The body is over the server's {SERVER_BODY_LIMIT // 2**20} MiB",
+    413: f"The body is {SERVER_BODY_LIMIT // 2**20} MiB or more: over the server's "
+    "limit",
     431: "The headers are over the server's limit",
     501: "A transfer coding other than chunked",
 }
@@ -134,11 +131,13 @@ class Blueprint(flask_smorest.Blueprint):
         register = super().route(rule, **options)
 
         def decorator(view):
-            # Outermost: what an operation documents itself wins.
+            # Outermost: what an operation documents itself wins (and its
+            # 400 says this one too, see alt_response).
             for status, description in SERVER_ERRORS.items():
-                view = self.alt_response(
-                    status, description=description, schema=ErrorSchema
-                )(view)
+                document = flask_smorest.Blueprint.alt_response(
+                    self, status, description=description, schema=ErrorSchema
+                )
+                view = _documenting_only(document)(view)
             return register(view)
 
         return decorator
@@ -163,6 +162,10 @@ class Blueprint(flask_smorest.Blueprint):
             usual, schema, headers = ERRORS[status_code]
             kw = {"schema": schema, "headers": deepcopy(headers)}
             description = description or usual
+        if status_code == 400 and description:
+            # The server's own 400 (SERVER_ERRORS) is possible on every
+            # operation, and this description replaces its.
+            description += ", or the request is not well-formed HTTP"
         return _documenting_only(
             super().alt_response(status_code, response, description=description, **kw)
         )

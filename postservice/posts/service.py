@@ -480,7 +480,7 @@ def edit_post(*, user_id, post_id, text, if_match=None):
             edit, {**post, "new_text": text, "versions": list(versions or ())}
         ).rowcount
         if not changed:
-            exists = session.execute(_post_statement(), post).first() is not None
+            exists = session.execute(_owned_statement(), post).first() is not None
             session.rollback()
             raise PreconditionFailed() if exists else NotFound("Post not found")
         row = session.execute(_post_statement(), post).one()
@@ -496,6 +496,15 @@ def _post_statement():
     """One post of an owner, with its version (the tag)."""
     posts = Post.__table__
     return select(*listing.columns(), posts.c.version).where(
+        posts.c.id == bindparam("post_id"), posts.c.user_id == bindparam("owner")
+    )
+
+
+@built_once
+def _owned_statement():
+    """Whether the owner has the post: its id, without its text."""
+    posts = Post.__table__
+    return select(posts.c.id).where(
         posts.c.id == bindparam("post_id"), posts.c.user_id == bindparam("owner")
     )
 

@@ -33,7 +33,7 @@ def seed(kind):
 def chain(link, post_id, version):
     """The next link: ``link`` followed by the post ``post_id`` at ``version``.
 
-    ``posts.cache``'s append script computes the same value.
+    The Lua scripts of ``posts.scripts`` compute the same value (``linked``).
     """
     return _sha1(f"{link}:{post_id}.{version}")
 

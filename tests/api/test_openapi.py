@@ -167,6 +167,9 @@ def test_status_codes_and_security(document):
                 schema = response["content"]["application/json"]["schema"]
                 name = "ValidationError" if status == "422" else "Error"
                 assert schema == {"$ref": f"#/components/schemas/{name}"}
+    for operation in found.values():
+        # The server's 400, whatever else the operation answers 400 for.
+        assert "not well-formed HTTP" in operation["responses"]["400"]["description"]
     unauthorized = found[("GET", "/api/v1/users/me")]["responses"]["401"]
     assert unauthorized["headers"]["WWW-Authenticate"]["required"] is True
     throttled = found[("POST", "/api/v1/users/login")]["responses"]["429"]

@@ -476,9 +476,10 @@ def edit_post(*, user_id, post_id, text, if_match=None):
     def work():
         session = db.session
         edit = _edit_statement(session.get_bind().dialect.name, versions is not None)
-        changed = session.execute(
-            edit, {**post, "new_text": text, "versions": list(versions or ())}
-        ).rowcount
+        values = {**post, "new_text": text}
+        if versions is not None:
+            values["versions"] = list(versions)
+        changed = session.execute(edit, values).rowcount
         if not changed:
             exists = session.execute(_owned_statement(), post).first() is not None
             session.rollback()

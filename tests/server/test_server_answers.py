@@ -24,10 +24,23 @@ from ..support.servers import AppInstance
 
 # A path template's argument, "{post_id}".
 ARGUMENT = re.compile(r"\{\w+\}")
-# waitress's limit, reached by the last byte sent: nothing is left unread,
-# which would make its close a reset that can overtake the answer.
-_head = b"GET /headers HTTP/1.1\r\nHost: x\r\nX-Big: "
-HEADERS_AT_THE_LIMIT = _head.ljust(Adjustments.max_request_header_size, b"a")
+
+
+def refusals(method, path):
+    """A request to ``method path`` for each answer waitress gives itself.
+
+    The headers reach waitress's limit with the last byte sent: nothing is
+    left unread, which would make its close a reset that can overtake the
+    answer.
+    """
+    line = f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode()
+    return {
+        400: line + b"Content-Length: ten\r\n\r\n",
+        431: (line + b"X-Big: ").ljust(Adjustments.max_request_header_size, b"a"),
+        413: line + b"Content-Length: %d\r\n\r\n" % (SERVER_BODY_LIMIT + 1),
+        501: line + b"Transfer-Encoding: gzip\r\n\r\n",
+    }
+
 
 # (name, request, status, method and path in the log, method in the metrics)
 # A request waitress could not read as far as its request line has neither:
@@ -42,7 +55,7 @@ REFUSED = [
     ),
     (
         "bad length",
-        b"GET /length HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n",
+        refusals("GET", "/length")[400],
         400,
         ("GET", "/length"),
         "GET",
@@ -50,7 +63,7 @@ REFUSED = [
     ("no request line", b"NOT A REQUEST LINE\r\n\r\n", 400, ("-", "-"), "other"),
     (
         "headers",
-        HEADERS_AT_THE_LIMIT,
+        refusals("GET", "/headers")[431],
         431,
         ("-", "-"),
         "other",
@@ -172,17 +185,6 @@ def test_answers_before_the_app_are_counted_and_logged(served):
         assert line["message"] == (
             f"{method} {path} {status} {line['duration_ms']:.1f}ms request_id={rid}"
         )
-
-
-def refusals(method, path):
-    """A request to ``method path`` for each answer waitress gives itself."""
-    line = f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode()
-    return {
-        400: line + b"Content-Length: ten\r\n\r\n",
-        431: (line + b"X-Big: ").ljust(Adjustments.max_request_header_size, b"a"),
-        413: line + b"Content-Length: %d\r\n\r\n" % (SERVER_BODY_LIMIT + 1),
-        501: line + b"Transfer-Encoding: gzip\r\n\r\n",
-    }
 
 
 def test_every_operation_documents_what_the_server_answers_itself(served):

@@ -52,8 +52,9 @@ delete_docker_chains() {  # delete_docker_chains TABLE
     local table=$1 chain
     # First the rules Docker added to the built-in chains: jumps to its own
     # chains, and those for its bridges (docker0, br-<network>).
-    iptables -t "$table" -S | grep -E '^-A [A-Z]+ ' | grep -vE '^-A DOCKER' |
-        grep -E -- '-j DOCKER|docker0|br-[0-9a-f]{12}' |
+    # grep finding nothing is not a failure here (pipefail would make it one).
+    iptables -t "$table" -S | { grep -E '^-A [A-Z]+ ' || true; } | { grep -vE '^-A DOCKER' || true; } |
+        { grep -E -- '-j DOCKER|docker0|br-[0-9a-f]{12}' || true; } |
         while read -r _ rule; do
             # shellcheck disable=SC2086  # the rule is a list of words
             iptables -t "$table" -D $rule || true

@@ -1,6 +1,6 @@
 """Conditional reads, edits, and a listing read while it is written to.
 
-    .venv/bin/python bench/posts.py [--seconds 5] [--rounds 3]
+    .venv/bin/python bench/posts.py [--seconds 5] [--rounds 3] [--only mixed]
 
 Three comparisons, each measured in one run, rounds alternating the order:
 
@@ -44,7 +44,14 @@ def main(argv=None):
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument(
+        "--only",
+        choices=("conditional", "edit", "mixed"),
+        action="append",
+        help="run these comparisons alone (repeatable); default: all three",
+    )
     args = parser.parse_args(argv)
+    wanted = set(args.only or ("conditional", "edit", "mixed"))
 
     config = common.settings()
     common.ensure_wrk()
@@ -60,9 +67,12 @@ def main(argv=None):
             common.waitress("write_floor:create_app", floor_env)
         )[0]
         lines = []
-        lines += conditional(config, ours, reference, args)
-        lines += edit(config, ours, floor, floor_user, tmp, args)
-        lines += mixed(config, ours, tmp, args)
+        if "conditional" in wanted:
+            lines += conditional(config, ours, reference, args)
+        if "edit" in wanted:
+            lines += edit(config, ours, floor, floor_user, tmp, args)
+        if "mixed" in wanted:
+            lines += mixed(config, ours, tmp, args)
     print("\n".join(lines))
     if args.markdown:
         args.markdown.write_text(

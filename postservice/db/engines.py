@@ -12,6 +12,7 @@ way. Work of several statements stays in the session's transactions.
 
 import contextlib
 import logging
+import threading
 
 from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -90,8 +91,32 @@ def init_app(app):
             # SQLite ignores foreign keys unless asked on every connection;
             # without them a post could outlive its user.
             event.listen(db.engine, "connect", _enforce_foreign_keys)
+        event.listen(db.engine, "commit", _count_commit)
+        if AUTOCOMMIT_BIND in db.engines:
+            # Each statement there is its own transaction.
+            event.listen(
+                db.engines[AUTOCOMMIT_BIND], "before_cursor_execute", _count_commit
+            )
     # Teardowns run last registered first: this one before Flask-SQLAlchemy's.
     app.teardown_appcontext(release_session)
+
+
+# Per thread: what it has sent that commits (see ``commits_sent``).
+_commits = threading.local()
+
+
+def commits_sent():
+    """How many times this thread has sent what commits, on the requests'
+    engines: a ``COMMIT``, or any statement on the autocommit engine.
+
+    A connection lost with none sent since a transaction began lost only
+    what the server rolls back (``db.transactions``).
+    """
+    return getattr(_commits, "count", 0)
+
+
+def _count_commit(*_args):
+    _commits.count = commits_sent() + 1
 
 
 def side_engine(app):

@@ -15,9 +15,14 @@ deadlock, and 1205 a lock wait that ran out. Nothing was stored in either
 case, so the transaction can run again, and the second run sees the winner's
 row and answers as if the requests had come one after the other.
 
-A connection lost during the commit is different: the commit may or may
-not have happened. Only work that can tell (it reads back what it meant
-to write) is tried again then, with ``after_lost_commit=True``.
+A connection lost before anything was committed (a server restarted, or
+a connection it dropped while idle, met by the transaction's first
+statement) is tried again too: the server rolls back what a connection
+had not committed when it goes. A connection lost during the commit is
+different: the commit may or may not have happened. Only work that can
+tell (it reads back what it meant to write) is tried again then, with
+``after_lost_commit=True``. Which of the two it was, the engines count
+(``engines.commits_sent``).
 """
 
 import contextlib
@@ -77,27 +82,33 @@ def connection_lost(error):
     return error.connection_invalidated or _code(error) in (SERVER_GONE, SERVER_LOST)
 
 
-def _retryable(error, after_lost_commit):
+def _retryable(error, after_lost_commit, committed):
+    """``committed``: whether the try sent anything that commits."""
     if _code(error) in ROLLED_BACK:
         return True
-    return after_lost_commit and connection_lost(error)
+    if not connection_lost(error):
+        return False
+    return after_lost_commit or not committed
 
 
 def run(work, *, after_lost_commit=False):
     """``work()``, which ends with its own commit, tried up to
-    ``DATABASE_RETRIES`` more times while the database rolls it back.
+    ``DATABASE_RETRIES`` more times while the database rolls it back, or
+    its connection is lost before it commits (see above).
 
     Raises ``DatabaseBusy`` when every try was rolled back; any other error
     from ``work`` is raised as it is (after a rollback).
     """
     retries = current_app.config["DATABASE_RETRIES"]
     for attempt in range(retries + 1):
+        commits_before = engines.commits_sent()
         try:
             return work()
         except DBAPIError as e:
             with contextlib.suppress(SQLAlchemyError):  # the connection may be gone
                 db.session.rollback()
-            if not _retryable(e, after_lost_commit):
+            committed = engines.commits_sent() != commits_before
+            if not _retryable(e, after_lost_commit, committed):
                 raise
             if connection_lost(e):
                 engines.discard_pooled_connections()

@@ -53,7 +53,10 @@ def register(*, email, password):
     on Galera the commit that loses and is tried again), and
     ``transactions.DatabaseBusy`` when the database keeps rolling it back.
     """
-    if db.session.scalar(select(User.id).where(User.email == email)) is not None:
+    taken = transactions.read(
+        lambda: db.session.scalar(select(User.id).where(User.email == email))
+    )
+    if taken is not None:
         raise EmailTaken()
     db.session.rollback()  # no connection held through the slow hash
     password_hash = hash_password(password)
@@ -114,11 +117,13 @@ def authenticate(*, email, password):
     Raises ``NotFound`` for an unknown email and ``Unauthorized`` for a
     wrong password.
     """
-    row = db.session.execute(
-        select(
-            User.id, User.password_hash, User.token_version, User.suspended_at
-        ).where(User.email == email)
-    ).first()
+    row = transactions.read(
+        lambda: db.session.execute(
+            select(
+                User.id, User.password_hash, User.token_version, User.suspended_at
+            ).where(User.email == email)
+        ).first()
+    )
     # Give the connection back before the slow hash: a burst of logins must
     # not hold the pool's connections while they wait for the CPU.
     db.session.rollback()
@@ -134,9 +139,11 @@ def _verified_account(user_id, password):
 
     Raises ``Unauthorized``: "Incorrect password", or when the account is gone.
     """
-    row = db.session.execute(
-        select(User.password_hash, User.token_version).where(User.id == user_id)
-    ).first()
+    row = transactions.read(
+        lambda: db.session.execute(
+            select(User.password_hash, User.token_version).where(User.id == user_id)
+        ).first()
+    )
     db.session.rollback()  # the connection goes back to the pool for the hash
     if row is None:
         raise Unauthorized("Could not validate credentials")

@@ -5,10 +5,12 @@ import time
 
 import pymysql
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
+from postservice.db import transactions
 from postservice.extensions import db
+from postservice.models import User
 
 from ..support.auth import PASSWORD, AuthActions
 from ..support.settings import TEST_DATABASE_URL, require
@@ -100,6 +102,85 @@ def test_token_of_a_deleted_account_cannot_add_posts(app, auth, client):
     assert response.headers["WWW-Authenticate"] == "Bearer"
     with app.app_context():
         assert db.session.execute(text("SELECT COUNT(*) FROM posts")).scalar() == 0
+
+
+def unchecked_pool_app(make_app):
+    """An app whose pool hands out connections without looking at them: every
+    connection killed while idle is met by a request's statement, as when a
+    server goes between a checkout's look and the statement."""
+    require(TEST_DATABASE_URL, "TEST_DATABASE_URL", "a server closes a connection")
+    return make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": False})
+
+
+@pytest.mark.mysql
+def test_a_login_and_a_password_change_survive_connections_lost_unnoticed(make_app):
+    app = unchecked_pool_app(make_app)
+    actions = AuthActions(app.test_client())
+    actions.register("unnoticed@example.com")
+    assert kill_idle_connections(app) >= 1
+    login = actions.client.post(
+        "/api/v1/users/login",
+        json={"email": "unnoticed@example.com", "password": PASSWORD},
+    )
+    assert login.status_code == 200, login.get_data(as_text=True)
+    headers = {"Authorization": f"Bearer {login.get_json()['access_token']}"}
+    assert kill_idle_connections(app) >= 1
+    changed = actions.client.post(
+        "/api/v1/users/change-password",
+        json={"current_password": PASSWORD, "new_password": PASSWORD + "-2"},
+        headers=headers,
+    )
+    assert changed.status_code == 200, changed.get_data(as_text=True)
+
+
+def _add_user(email, tries, before_commit=lambda: None):
+    """Work for ``transactions.run``: one user added, its tries counted."""
+
+    def work():
+        tries.append(email)
+        db.session.add(User(email=email, password_hash="x", token_version=0))
+        db.session.flush()
+        before_commit()
+        db.session.commit()
+
+    return work
+
+
+def _emails(app):
+    with app.app_context():
+        return db.session.scalars(select(User.email)).all()
+
+
+@pytest.mark.mysql
+def test_a_transaction_whose_connection_died_before_its_commit_runs_again(make_app):
+    app = unchecked_pool_app(make_app)
+    with app.app_context():
+        db.session.execute(text("SELECT 1"))  # a connection to the pool
+        db.session.rollback()
+    assert kill_idle_connections(app) >= 1
+    tries = []
+    with app.app_context():
+        transactions.run(_add_user("again@example.com", tries))
+    assert tries == ["again@example.com"] * 2
+    assert _emails(app) == ["again@example.com"]
+
+
+@pytest.mark.mysql
+def test_a_transaction_whose_connection_died_in_its_commit_is_not_run_again(make_app):
+    """The commit may have happened: only work that can tell runs again."""
+    app = unchecked_pool_app(make_app)
+    tries = []
+
+    def die():  # the connection goes as the COMMIT is sent
+        own = db.session.execute(text("SELECT CONNECTION_ID()")).scalar()
+        with server_cursor(db.engine.url) as cursor:
+            cursor.execute(f"KILL {int(own)}")
+
+    with app.app_context(), pytest.raises(DBAPIError) as lost:
+        transactions.run(_add_user("once@example.com", tries, die))
+    assert transactions.connection_lost(lost.value)
+    assert tries == ["once@example.com"]
+    assert _emails(app) == []
 
 
 @pytest.mark.mysql

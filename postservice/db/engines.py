@@ -91,12 +91,11 @@ def init_app(app):
             # SQLite ignores foreign keys unless asked on every connection;
             # without them a post could outlive its user.
             event.listen(db.engine, "connect", _enforce_foreign_keys)
-        event.listen(db.engine, "commit", _count_commit)
-        if AUTOCOMMIT_BIND in db.engines:
-            # Each statement there is its own transaction.
-            event.listen(
-                db.engines[AUTOCOMMIT_BIND], "before_cursor_execute", _count_commit
-            )
+    # The session's commits; ``single_statement`` counts its own. A session
+    # event, not the engine's: an engine with listeners takes a slower path
+    # for every statement.
+    if not event.contains(db.session, "before_commit", _count_commit):
+        event.listen(db.session, "before_commit", _count_commit)
     # Teardowns run last registered first: this one before Flask-SQLAlchemy's.
     app.teardown_appcontext(release_session)
 
@@ -106,8 +105,9 @@ _commits = threading.local()
 
 
 def commits_sent():
-    """How many times this thread has sent what commits, on the requests'
-    engines: a ``COMMIT``, or any statement on the autocommit engine.
+    """How many times this thread has sent what commits: the session's
+    ``COMMIT``, or a ``single_statement`` (on the autocommit engine each
+    statement commits as it ends).
 
     A connection lost with none sent since a transaction began lost only
     what the server rolls back (``db.transactions``).
@@ -180,6 +180,7 @@ def single_statement():
     Either way an error leaves nothing stored.
     """
     engine = statement_engine()
+    _count_commit()  # counted before it is sent: it may commit however it ends
     if engine is db.engine:
         with engine.begin() as conn:
             yield conn

@@ -2,6 +2,7 @@
 
 import contextlib
 import time
+from select import POLLHUP, POLLIN, poll
 
 import pymysql
 import pytest
@@ -24,6 +25,7 @@ def kill_idle_connections(app):
     """
     with app.app_context():
         engine = db.engine
+        pools = [e.pool for e in {db.engine, *db.engines.values()}]
     if engine.dialect.name not in ("mysql", "mariadb"):
         idle = list(engine.pool._pool.queue)  # SQLite: no server to kill them
         for record in idle:
@@ -36,17 +38,38 @@ def kill_idle_connections(app):
             (engine.url.database,),
         )
         ids = [row[0] for row in cursor.fetchall()]
-        for thread_id in ids:
-            cursor.execute(f"KILL {int(thread_id)}")
-        # KILL returns before the server has closed the connection; a
-        # restart has closed them all by the time anyone asks again.
-        deadline = time.monotonic() + 10
-        while ids and time.monotonic() < deadline:
-            cursor.execute("SELECT id FROM information_schema.processlist")
-            if not set(ids) & {row[0] for row in cursor.fetchall()}:
-                break
-            time.sleep(0.05)
+        kill(cursor, ids, pools)
     return len(ids)
+
+
+def kill(cursor, ids, pools=()):
+    """Kill the server's connections ``ids`` and wait until they are gone,
+    and until the idle ones of ``pools`` have the server's close waiting.
+
+    KILL returns before the server has ended the connection, and the
+    server may drop it from its process list before its close reaches the
+    client; a restart has done both by the time anyone asks again. A
+    connection gone from the process list runs nothing more sent to it.
+    """
+    for thread_id in ids:
+        cursor.execute(f"KILL {int(thread_id)}")
+    deadline = time.monotonic() + 10
+    while ids and time.monotonic() < deadline:
+        cursor.execute("SELECT id FROM information_schema.processlist")
+        if not set(ids) & {row[0] for row in cursor.fetchall()}:
+            break
+        time.sleep(0.05)
+    else:
+        if ids:
+            pytest.fail(f"connections {ids} still listed 10 s after KILL")
+    for pool in pools:
+        for record in list(pool._pool.queue):
+            conn = record.dbapi_connection
+            if conn is not None and conn.thread_id() in ids:
+                poller = poll()
+                poller.register(conn._sock, POLLIN | POLLHUP)
+                if not poller.poll(max(0, deadline - time.monotonic()) * 1000):
+                    pytest.fail(f"connection {conn.thread_id()} not closed after KILL")
 
 
 @contextlib.contextmanager
@@ -171,10 +194,10 @@ def test_a_transaction_whose_connection_died_in_its_commit_is_not_run_again(make
     app = unchecked_pool_app(make_app)
     tries = []
 
-    def die():  # the connection goes as the COMMIT is sent
+    def die():  # the connection is gone when the COMMIT is sent
         own = db.session.execute(text("SELECT CONNECTION_ID()")).scalar()
         with server_cursor(db.engine.url) as cursor:
-            cursor.execute(f"KILL {int(own)}")
+            kill(cursor, [own])
 
     with app.app_context(), pytest.raises(DBAPIError) as lost:
         transactions.run(_add_user("once@example.com", tries, die))
@@ -202,7 +225,7 @@ def test_only_the_connection_the_server_closed_is_replaced(app):
     first = checked_out_ids()
     victim, *survivors = first
     with server_cursor(engine.url) as cursor:
-        cursor.execute(f"KILL {int(victim)}")
+        kill(cursor, [victim], [engine.pool])
     second = checked_out_ids()
     assert set(survivors) <= set(second)
     (replacement,) = set(second) - set(survivors)

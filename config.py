@@ -126,6 +126,9 @@ DEFAULT_PROXY_HEADERS = "x-forwarded-for x-forwarded-proto"
 # A listing larger than this is streamed to the client and not kept in the
 # cache: one user's posts must not fill Redis or a process's memory.
 POSTS_CACHE_MAX_BYTES = 1024 * 1024
+# Each instance keeps the cached listings it served, up to this many bytes,
+# and reads only their tags from Redis (``postservice.posts.copies``).
+POSTS_LOCAL_COPY_BYTES = 64 * 1024 * 1024
 MAIL_SCHEMES = {"smtp": 25, "smtps": 465}
 DEFAULT_MAIL_FROM = "postservice <no-reply@localhost>"
 
@@ -276,6 +279,9 @@ class Config:
             "POSTS_CACHE_TTL": _int(env, "POSTS_CACHE_TTL", cls.POSTS_CACHE_TTL, 1),
             "POSTS_CACHE_MAX_BYTES": _int(
                 env, "POSTS_CACHE_MAX_BYTES", POSTS_CACHE_MAX_BYTES, 0
+            ),
+            "POSTS_LOCAL_COPY_BYTES": _int(
+                env, "POSTS_LOCAL_COPY_BYTES", POSTS_LOCAL_COPY_BYTES, 0
             ),
             "LISTING_REBUILD_SLOTS": _int(
                 env, "LISTING_REBUILD_SLOTS", _default_rebuild_slots(env), 1

@@ -14,7 +14,7 @@ from postservice.http import api, docs, errors, headers, proxy
 from postservice.http.app import App
 from postservice.mail import commands as mail_commands
 from postservice.ops import commands, health, logs, metrics, requestlog
-from postservice.posts import rebuilds
+from postservice.posts import copies, rebuilds
 from postservice.posts.routes import bp as posts_bp
 from postservice.users import passwords
 from postservice.users.routes import bp as users_bp
@@ -75,6 +75,7 @@ def register_extensions(app):
     passwords.init_app(app)
     throttling.init_app(app)
     rebuilds.init_app(app)
+    copies.init_app(app)
     mail.init_app(app)
 
 

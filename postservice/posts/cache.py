@@ -22,9 +22,11 @@ Otherwise the generation is replaced, as after an edit or a delete.
 
 The token check of a get-posts request reads the tag and the listing in
 the same ``MGET`` as the token's verdict and the generation
-(``READ_ALONG``), so a hit is one round trip and no SQL; with
-``If-None-Match`` it reads the tag alone. A page (``?limit``,
-``?after_id``) is read from the database and reads nothing along.
+(``READ_ALONG``), so a hit is one round trip and no SQL. It reads the tag
+alone with ``If-None-Match``, and when this process holds a copy of the
+listing (``posts.copies``): the copy answers, brought up to date by one
+script when posts were added since. A page (``?limit``, ``?after_id``)
+is read from the database and reads nothing along.
 """
 
 import secrets
@@ -38,7 +40,7 @@ from postservice.cache import health as cache_health
 from postservice.cache.clients import REDIS_ERRORS
 from postservice.extensions import cache
 from postservice.ops import metrics
-from postservice.posts import scripts
+from postservice.posts import copies, scripts
 from postservice.posts.schemas import (
     PAGE_PARAMETERS,
     format_digest,  # noqa: F401  (part of this module's interface)
@@ -108,7 +110,18 @@ def _read_keys(user_id, *, body):
 
 
 def _keys_along(user_id):
-    return _read_keys(user_id, body=not _conditional())
+    return _read_keys(user_id, body=not _conditional() and _held(user_id) is None)
+
+
+def _copying():
+    """Whether listings read are copied (``posts.copies``): the in-process
+    cache already is this process's memory."""
+    return getattr(cache.cache, "script", None) is not None
+
+
+def _held(user_id):
+    """This process's copy of the user's listing, or None."""
+    return copies.held(user_id) if _copying() else None
 
 
 def _keep(user_id, values):
@@ -141,20 +154,28 @@ def lookup(user_id, *, body=True):
     On a miss ``generation`` is the token to ``store`` the listing under
     once it has been read from the database: read *before* the query, so a
     listing read across a concurrent write is stored under the old token
-    and never served. ``body=False`` reads the tag alone.
+    and never served. ``body=False`` reads the tag alone. The bytes come
+    from this process's copy when it holds one, and are copied otherwise.
     """
     health = cache_health.current()
     try:
+        held = _held(user_id) if body else None
+        whole = body and held is None
         read = g.pop("posts_listing_read", None)
-        if read is not None and read[0] == user_id and len(read[1]) >= 2 + body:
+        if read is not None and read[0] == user_id and len(read[1]) >= 2 + whole:
             values = read[1]
         else:
-            values = generations.read(_read_keys(user_id, body=body))
+            values = generations.read(_read_keys(user_id, body=whole))
         cached = _parsed(values)
         if cached.generation is None:
-            generation = generations.ensure_generation(generations.POSTS, user_id)
-            cached = Cached(generation)
+            return Cached(generations.ensure_generation(generations.POSTS, user_id))
+        if held is not None and cached.link is not None and cached.body is None:
+            cached = _caught_up(user_id, held, cached)
+        if body and cached.body is not None and _copying():
+            copies.keep(user_id, held, cached.link, cached.body)
         return cached
+    except namespace.Unknown:
+        return UNUSABLE
     except cache_health.CacheUnavailable:
         return UNUSABLE
     except REDIS_ERRORS as e:
@@ -163,10 +184,37 @@ def lookup(user_id, *, body=True):
         return UNUSABLE
 
 
-def read_body(user_id, generation):
-    """The cached listing's bytes if still built under ``generation``, else None."""
+def _caught_up(user_id, held, cached):
+    """``cached`` (read without its bytes) with the bytes, from this
+    process's copy ``held`` and what Redis adds to it (``posts.copies``)."""
+    if held.link == cached.link:
+        return cached._replace(body=held.body)
+    found = _scripts()(scripts.CATCH_UP)(
+        _read_keys(user_id, body=True), [held.link, len(held.body)]
+    )
+    if not found:
+        return Cached(generations.ensure_generation(generations.POSTS, user_id))
+    generation, entry, kind, data = found
+    caught = _parsed([generation, entry])
+    if caught.link is None or kind == scripts.NOT_CACHED:
+        return caught
+    if kind == scripts.SAME:
+        body = held.body
+    elif kind == scripts.APPENDED:
+        body = b"".join((memoryview(held.body)[:-1], data))  # one copy, not two
+    else:
+        body = generations.unwrap(data, generation)
+    return caught._replace(body=body)
+
+
+def read_body(user_id, cached):
+    """The bytes of the listing ``cached`` names (read without them), or
+    None when it is no longer cached under its generation."""
+    held = _held(user_id)
+    if held is not None and held.link == cached.link:
+        return held.body
     try:
-        return generations.unwrap(cache.get(listing_key(user_id)), generation)
+        return generations.unwrap(cache.get(listing_key(user_id)), cached.generation)
     except REDIS_ERRORS as e:
         cache_health.current().failed(e)
         return None

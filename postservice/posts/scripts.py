@@ -201,3 +201,38 @@ redis.call('SET', KEYS[2], head .. serialized(state), 'EX', ARGV[4])
 return 1
 """
 )
+
+# What CATCH_UP found.
+NOT_CACHED, SAME, APPENDED, OTHER = 0, 1, 2, 3
+
+# KEYS: generation, tag, listing. ARGV: the link of a copy of the listing
+# an instance holds (``posts.copies``), the copy's size in bytes.
+# Returns false without a generation, else {generation, tag entry, kind,
+# bytes}, all read at once: kind 0, no listing is cached under the
+# generation (bytes ''); 1, the copy is the listing ('');
+# 2, the listing is the copy with posts appended (the bytes from the
+# copy's closing bracket on); 3, neither (the whole entry).
+CATCH_UP = (
+    COMMON
+    + r"""
+local gen = redis.call('GET', KEYS[1])
+if not gen then return false end
+local head = gen .. '\n'
+local tag = redis.call('GET', KEYS[2]) or ''
+local state = parse(tag, head)
+if not state or not listed(KEYS[3], head) then return {gen, tag, 0, ''} end
+if state.link == ARGV[1] then return {gen, tag, 1, ''} end
+local size = tonumber(ARGV[2])
+local start = size
+if size == 2 then start = 1 end
+for _, e in ipairs(state.tail) do
+  if e.before == ARGV[1] then
+    if e.offset == start then
+      return {gen, tag, 2, redis.call('GETRANGE', KEYS[3], #head + size - 1, -1)}
+    end
+    break
+  end
+end
+return {gen, tag, 3, redis.call('GET', KEYS[3])}
+"""
+)

@@ -252,7 +252,7 @@ def listing_body(*, user_id, known=None):
             if known(cached.link):
                 metrics.cache_result("hit")
                 return Listing(cached.link, None)
-            body = cache.read_body(user_id, cached.generation)
+            body = cache.read_body(user_id, cached)
         if body is not None:
             metrics.cache_result("hit")
             return Listing(cached.link, body)

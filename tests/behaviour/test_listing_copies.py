@@ -1,0 +1,215 @@
+"""Each instance's copies of the listings it served (``posts.copies``): a
+read fetches the tag alone, the copy answers, brought up to date by what
+was appended; after any other change, and without Redis, it is not used."""
+
+import contextlib
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+from postservice.posts import cache as posts_cache
+from postservice.posts import copies, listing, scripts
+
+from ..support.auth import AuthActions, token_user_id
+from ..support.proxy import SilenceableProxy
+from .test_conditional_listings import EDIT_POST, committed_rows, get
+
+pytestmark = [
+    pytest.mark.redis,
+    # The apps without a cache say so; that is what they are for here.
+    pytest.mark.filterwarnings("ignore:Flask-Caching.*NullCache"),
+]
+
+DELETE_POST = "/api/v1/posts/delete-post/{}"
+LARGE = "x" * 100_000
+
+
+def _size(value):
+    if isinstance(value, bytes | str):
+        return len(value)
+    if isinstance(value, list | tuple):
+        return sum(_size(v) for v in value)
+    return 0
+
+
+@contextlib.contextmanager
+def redis_replies(app, monkeypatch):
+    """The commands ``app`` sends Redis meanwhile, with the size of each reply."""
+    with app.app_context():
+        backend = app.extensions["cache"][next(iter(app.extensions["cache"]))]
+    replies = []
+    with monkeypatch.context() as patch:
+        for client in {
+            id(c): c for c in (backend._read_client, backend._write_client)
+        }.values():
+            original = client.execute_command
+
+            def counting(*args, _original=original, **kwargs):
+                result = _original(*args, **kwargs)
+                replies.append((args[0], _size(result)))
+                return result
+
+            patch.setattr(client, "execute_command", counting)
+        yield replies
+
+
+def truth(make_app, headers):
+    """The listing as an app without any cache answers it."""
+    return get(make_app(REDIS_URL=None, CACHE_TYPE="NullCache").test_client(), headers)
+
+
+def assert_same(response, expected):
+    assert response.status_code == 200
+    assert response.data == expected.data
+    assert response.headers["ETag"] == expected.headers["ETag"]
+
+
+def test_a_read_with_a_copy_fetches_the_tag_alone(
+    make_app, real_redis_url, monkeypatch
+):
+    app = make_app(REDIS_URL=real_redis_url)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    actions.add_post(headers, LARGE)
+    get(client, headers)  # a miss: read from the database and cached
+    first = get(client, headers)  # from Redis, and copied
+    with redis_replies(app, monkeypatch) as replies:
+        second = get(client, headers)
+    assert_same(second, first)
+    [(command, size)] = replies  # the token's check, nothing more
+    assert command == "MGET"
+    assert size < 1000
+
+
+def test_without_copies_every_read_fetches_the_listing(
+    make_app, real_redis_url, monkeypatch
+):
+    app = make_app(REDIS_URL=real_redis_url, POSTS_LOCAL_COPY_BYTES=0)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    actions.add_post(headers, LARGE)
+    get(client, headers)
+    get(client, headers)
+    with redis_replies(app, monkeypatch) as replies:
+        get(client, headers)
+    assert sum(size for _, size in replies) > len(LARGE)
+
+
+def test_posts_added_on_another_instance_are_fetched_alone(
+    make_app, real_redis_url, monkeypatch
+):
+    reader = make_app(REDIS_URL=real_redis_url)
+    writer = make_app(REDIS_URL=real_redis_url).test_client()
+    actions = AuthActions(writer)
+    headers = actions.register()
+    actions.add_post(headers, LARGE)
+    client = reader.test_client()
+    get(client, headers)
+    get(client, headers)  # copied
+    for added in (1, 3, scripts.TAIL - 1):
+        for n in range(added):
+            actions.add_post(headers, f"added {added}.{n}")
+        with redis_replies(reader, monkeypatch) as replies:
+            response = get(client, headers)
+        assert_same(response, truth(make_app, headers))
+        assert [command for command, _ in replies] == ["MGET", "EVALSHA"]
+        # The new posts and the tags, not the large post before them.
+        assert sum(size for _, size in replies) < len(LARGE) // 10
+    with redis_replies(reader, monkeypatch) as replies:
+        again = get(client, headers)
+    assert_same(again, response)
+    assert [command for command, _ in replies] == ["MGET"]
+
+
+def test_every_other_change_on_another_instance_is_answered_whole(
+    make_app, real_redis_url
+):
+    reader = make_app(REDIS_URL=real_redis_url).test_client()
+    writer = make_app(REDIS_URL=real_redis_url)
+    actions = AuthActions(writer.test_client())
+    headers = actions.register()
+    ids = [actions.add_post(headers, f"p{n}") for n in range(5)]
+    get(reader, headers)
+    get(reader, headers)
+    uid = token_user_id(writer, headers)
+
+    def out_of_order():
+        rows = committed_rows(writer, uid, ["a", "b"])
+        with writer.test_request_context():
+            for *post, version in reversed(rows):  # the later id first
+                posts_cache.appended(uid, post[0], version, listing.encoded(post))
+
+    def many_adds():
+        for n in range(scripts.TAIL + 3):  # further than a tag's tail reaches
+            actions.add_post(headers, f"many {n}")
+
+    changes = [
+        lambda: actions.client.patch(
+            EDIT_POST.format(ids[1]), json={"text": "edited"}, headers=headers
+        ),
+        lambda: actions.client.delete(DELETE_POST.format(ids[2]), headers=headers),
+        out_of_order,
+        many_adds,
+        lambda: actions.client.patch(
+            EDIT_POST.format(ids[-1]), json={"text": "edited last"}, headers=headers
+        ),
+    ]
+    for change in changes:
+        change()
+        assert_same(get(reader, headers), truth(make_app, headers))
+        assert_same(get(reader, headers), truth(make_app, headers))
+
+
+def test_a_copy_is_not_used_when_redis_lost_the_listing(make_app, real_redis_url):
+    app = make_app(REDIS_URL=real_redis_url)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    actions.add_post(headers, "one")
+    get(client, headers)
+    get(client, headers)  # copied
+    # Posts stored without the service, then Redis emptied (a restart): the
+    # generation is gone, and with it any trust in the copy.
+    committed_rows(app, token_user_id(app, headers), ["two"])
+    redis.Redis.from_url(real_redis_url).flushdb()
+    response = get(client, headers)
+    assert [p["text"] for p in response.json] == ["one", "two"]
+    assert_same(response, truth(make_app, headers))
+
+
+def test_a_copy_is_not_used_while_redis_is_silent(make_app, real_redis_url):
+    parts = urlsplit(real_redis_url)
+    proxy = SilenceableProxy(parts.hostname, parts.port or 6379)
+    try:
+        silenced = make_app(REDIS_URL=proxy.url(path=parts.path or "/0"))
+        writer = AuthActions(make_app(REDIS_URL=real_redis_url).test_client())
+        headers = writer.register()
+        writer.add_post(headers, "one")
+        reader = silenced.test_client()
+        get(reader, headers)
+        get(reader, headers)  # copied
+        proxy.silence()
+        writer.add_post(headers, "two")
+        response = get(reader, headers)
+        assert [p["text"] for p in response.json] == ["one", "two"]
+        assert_same(response, truth(make_app, headers))
+    finally:
+        proxy.close()
+
+
+def test_copies_stay_within_their_bytes():
+    held = copies.Copies(limit=100)
+    held.put(1, "a", b"x" * 40)
+    held.put(2, "b", b"x" * 40)
+    assert held.get(1).link == "a"  # 1 is now the most recently used
+    held.put(3, "c", b"x" * 40)  # over the limit: 2 goes
+    assert held.get(2) is None
+    assert held.size == (80, 2)
+    held.put(4, "d", b"x" * 101)  # larger than all of it: not kept
+    assert held.get(4) is None
+    held.put(1, "a2", b"x" * 10)  # replaces 1's copy
+    assert held.get(1) == copies.Copy("a2", b"x" * 10)
+    assert held.size == (50, 2)

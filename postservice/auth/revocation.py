@@ -61,12 +61,15 @@ class ReadAlong(NamedTuple):
     ``keep(user_id, values)`` is handed what was read, before the view runs,
     or None when Redis failed. ``wanted(request)`` says whether this request
     will use them (a paged get-posts does not): when it is false nothing is
-    read along, so no request fetches bytes it ignores.
+    read along, so no request fetches bytes it ignores. ``script(user_id)``
+    may name a script, ``(source, args)``, that reads all the keys instead
+    of the ``MGET`` (``generations.read``): the verdict's first, as read.
     """
 
     keys: Callable[[int], list]
     keep: Callable[[int, list | None], None]
     wanted: Callable[[Request], bool] = lambda request: True
+    script: Callable[[int], tuple | None] = lambda user_id: None
 
 
 def reads_along(along):
@@ -130,10 +133,12 @@ def _cached_verdict(user_id, payload):
     key = token_key(user_id, payload["jti"])
     keys = [generations.gen_key(generations.TOKENS, user_id), key]
     along = _read_along()
+    script = None
     if along is not None:
         keys += along.keys(user_id)
+        script = along.script(user_id)
     try:
-        generation, entry, *extra = generations.read(keys)
+        generation, entry, *extra = generations.read(keys, script)
     except cache_health.CacheUnavailable:
         return verdict_from_database(user_id, payload)
     except cache_health.ERRORS:

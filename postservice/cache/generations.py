@@ -75,8 +75,9 @@ def new_generation():
     return secrets.token_hex(8).encode("ascii")
 
 
-def read(keys):
-    """The values of ``keys`` (one user's: one slot), in one ``MGET``.
+def read(keys, script=None):
+    """The values of ``keys`` (one user's: one slot), in one ``MGET``, or
+    what ``script``, ``(source, args)``, returns for them (a Redis backend's).
 
     Raises one of ``REDIS_ERRORS`` (after recording the failure), or
     ``CacheUnavailable`` while the cache is being left alone.
@@ -85,6 +86,9 @@ def read(keys):
     if not usable(health):
         raise cache_health.CacheUnavailable()
     try:
+        if script is not None:
+            source, args = script
+            return cache.cache.script(source)(keys, args)
         return cache.get_many(*keys)
     except REDIS_ERRORS as e:
         health.failed(e)

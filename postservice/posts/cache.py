@@ -22,11 +22,12 @@ Otherwise the generation is replaced, as after an edit or a delete.
 
 The token check of a get-posts request reads the tag and the listing in
 the same ``MGET`` as the token's verdict and the generation
-(``READ_ALONG``), so a hit is one round trip and no SQL. It reads the tag
-alone with ``If-None-Match``, and when this process holds a copy of the
-listing (``posts.copies``): the copy answers, brought up to date by one
-script when posts were added since. A page (``?limit``, ``?after_id``)
-is read from the database and reads nothing along.
+(``READ_ALONG``), so a hit is one round trip and no SQL. With
+``If-None-Match`` it reads the tag alone. When this process holds a copy
+of the listing (``posts.copies``) that round trip is a script instead,
+which reads the tag and only the bytes the copy lacks. A page
+(``?limit``, ``?after_id``) is read from the database and reads nothing
+along.
 """
 
 import secrets
@@ -110,7 +111,23 @@ def _read_keys(user_id, *, body):
 
 
 def _keys_along(user_id):
-    return _read_keys(user_id, body=not _conditional() and _held(user_id) is None)
+    return _read_keys(user_id, body=not _conditional())
+
+
+def _script_along(user_id):
+    """The token check reads the listing's keys with ``READ_WITH_COPY`` when
+    this process holds a copy of it; the copy is kept for ``lookup``."""
+    if _conditional():
+        return None
+    held = _held(user_id)
+    if held is None:
+        return None
+    g.posts_listing_copy = held
+    return _with_copy(held)
+
+
+def _with_copy(held):
+    return scripts.READ_WITH_COPY, [held.link, len(held.body)]
 
 
 def _copying():
@@ -144,7 +161,7 @@ def _parsed(values):
         return Cached(generation)
     first = tag.split(b"\n", 1)[0].decode("ascii")
     last_id, _, link = first.partition(" ")
-    body = generations.unwrap(rest[0], generation) if rest else None
+    body = generations.unwrap(rest[0], generation) if len(rest) == 1 else None
     return Cached(generation, link, int(last_id), body)
 
 
@@ -155,22 +172,24 @@ def lookup(user_id, *, body=True):
     once it has been read from the database: read *before* the query, so a
     listing read across a concurrent write is stored under the old token
     and never served. ``body=False`` reads the tag alone. The bytes come
-    from this process's copy when it holds one, and are copied otherwise.
+    from this process's copy when it holds one (``posts.copies``), and are
+    copied otherwise.
     """
     health = cache_health.current()
     try:
-        held = _held(user_id) if body else None
-        whole = body and held is None
         read = g.pop("posts_listing_read", None)
-        if read is not None and read[0] == user_id and len(read[1]) >= 2 + whole:
+        held = g.pop("posts_listing_copy", None)
+        if read is not None and read[0] == user_id and len(read[1]) >= 2 + body:
             values = read[1]
         else:
-            values = generations.read(_read_keys(user_id, body=whole))
+            held = _held(user_id) if body else None
+            keys = _read_keys(user_id, body=body)
+            values = generations.read(keys, held and _with_copy(held))
         cached = _parsed(values)
         if cached.generation is None:
             return Cached(generations.ensure_generation(generations.POSTS, user_id))
-        if held is not None and cached.link is not None and cached.body is None:
-            cached = _caught_up(user_id, held, cached)
+        if len(values) == 4:  # read with the copy held
+            cached = _from_copy(cached, held, *values[2:])
         if body and cached.body is not None and _copying():
             copies.keep(user_id, held, cached.link, cached.body)
         return cached
@@ -184,27 +203,18 @@ def lookup(user_id, *, body=True):
         return UNUSABLE
 
 
-def _caught_up(user_id, held, cached):
-    """``cached`` (read without its bytes) with the bytes, from this
-    process's copy ``held`` and what Redis adds to it (``posts.copies``)."""
-    if held.link == cached.link:
-        return cached._replace(body=held.body)
-    found = _scripts()(scripts.CATCH_UP)(
-        _read_keys(user_id, body=True), [held.link, len(held.body)]
-    )
-    if not found:
-        return Cached(generations.ensure_generation(generations.POSTS, user_id))
-    generation, entry, kind, data = found
-    caught = _parsed([generation, entry])
-    if caught.link is None or kind == scripts.NOT_CACHED:
-        return caught
+def _from_copy(cached, held, kind, data):
+    """``cached`` with its bytes, from the copy ``held`` and what
+    ``READ_WITH_COPY`` found of the listing: ``kind`` and ``data``."""
+    if cached.link is None or kind == scripts.NOT_CACHED:
+        return cached
     if kind == scripts.SAME:
         body = held.body
     elif kind == scripts.APPENDED:
         body = b"".join((memoryview(held.body)[:-1], data))  # one copy, not two
     else:
-        body = generations.unwrap(data, generation)
-    return caught._replace(body=body)
+        body = generations.unwrap(data, cached.generation)
+    return cached._replace(body=body)
 
 
 def read_body(user_id, cached):
@@ -347,7 +357,9 @@ def invalidate(user_id):
 
 
 # What get-posts reads in its token check's round trip.
-READ_ALONG = revocation.ReadAlong(keys=_keys_along, keep=_keep, wanted=_whole_listing)
+READ_ALONG = revocation.ReadAlong(
+    keys=_keys_along, keep=_keep, wanted=_whole_listing, script=_script_along
+)
 
 
 def _add_keys(user_id):

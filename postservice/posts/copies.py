@@ -3,23 +3,25 @@
 A listing served from Redis crosses the network and the interpreter on
 every read: for a large account that is most of the read's cost. So each
 instance keeps the bytes it last served of each listing, with their tag's
-link (``posts.tags``), and its reads fetch the tag alone
+link (``posts.tags``), and the token check of a read runs
+``scripts.READ_WITH_COPY`` instead of its ``MGET``: still one round trip,
+which reads the listing's tag and, of its bytes, only what the copy lacks
 (``posts.cache.lookup``):
 
 - the tag cached under the current generation has the copy's link: the
   copy *is* the listing (a link stands for the ids and versions of every
-  post, hence for the bytes), and nothing more is read;
+  post, hence for the bytes), and no bytes are read;
 - its tail (``posts.scripts``) shows posts appended after the copy's last
-  one: one script reads the bytes from there on (``scripts.CATCH_UP``);
-- anything else (an edit, a delete, a copy too far behind): the same
-  script reads the listing whole, as a read without a copy would.
+  one: the bytes from there on are read, and the copy extended with them;
+- anything else (an edit, a delete, a copy too far behind): the listing is
+  read whole, as without a copy.
 
-A copy is served only under a tag read from the current generation in
-the same round trip as the token's verdict, so it is never staler than
-the cache it stands in for, and never used while Redis is not (the
-database answers then). Copies take at most ``POSTS_LOCAL_COPY_BYTES`` of
-the process's memory, the least recently used going first; ``0`` keeps
-none.
+A copy is served only under a tag read from the current generation, in
+the same round trip as the token's verdict, so it is never staler than the
+cache it stands in for, and never used while Redis is not (the database
+answers then). Copies take at most ``POSTS_LOCAL_COPY_BYTES`` of the
+process's memory, the least recently used going first; ``0`` keeps none.
+Listings under ``SMALLEST`` bytes are not copied.
 """
 
 import threading
@@ -29,6 +31,9 @@ from typing import NamedTuple
 from flask import current_app
 
 EXTENSION = "postservice.listing_copies"
+# Smaller listings are not copied: reading a few kilobytes along with the
+# token's verdict costs less than the script that reads beside a copy.
+SMALLEST = 64 * 1024
 
 
 class Copy(NamedTuple):
@@ -64,6 +69,10 @@ class Copies:
             while self._bytes > self.limit:
                 self._drop(next(iter(self._copies)))
 
+    def drop(self, user_id):
+        with self._lock:
+            self._drop(user_id)
+
     def _drop(self, user_id):
         old = self._copies.pop(user_id, None)
         if old is not None:
@@ -89,7 +98,11 @@ def held(user_id):
 def keep(user_id, held, link, body):
     """After a read answered ``body`` of tag ``link``; ``held`` is the copy
     it found (or None)."""
-    if held is None or held.link != link:
-        copies = current_app.extensions[EXTENSION]
-        if copies.limit:
-            copies.put(user_id, link, body)
+    copies = current_app.extensions[EXTENSION]
+    if not copies.limit:
+        return
+    if len(body) < SMALLEST:
+        if held is not None:
+            copies.drop(user_id)  # the listing shrank: read it with the verdict
+    elif held is None or held.link != link:
+        copies.put(user_id, link, body)

@@ -202,37 +202,49 @@ return 1
 """
 )
 
-# What CATCH_UP found.
+# What READ_WITH_COPY found of a listing.
 NOT_CACHED, SAME, APPENDED, OTHER = 0, 1, 2, 3
 
-# KEYS: generation, tag, listing. ARGV: the link of a copy of the listing
-# an instance holds (``posts.copies``), the copy's size in bytes.
-# Returns false without a generation, else {generation, tag entry, kind,
-# bytes}, all read at once: kind 0, no listing is cached under the
-# generation (bytes ''); 1, the copy is the listing ('');
-# 2, the listing is the copy with posts appended (the bytes from the
-# copy's closing bracket on); 3, neither (the whole entry).
-CATCH_UP = (
+# KEYS: any keys of the user read as by MGET, then the generation, tag and
+# listing of a listing an instance holds a copy of (``posts.copies``),
+# last. ARGV: the copy's link and its size in bytes.
+# Returns the values of every key but the listing, all read at once, and
+# then what the listing is to the copy, a kind and bytes: 0, no listing is
+# cached under the generation (''); 1, the copy is the listing (''); 2, the
+# listing is the copy with posts appended (its bytes from the copy's
+# closing bracket on); 3, neither (the whole entry, generation first).
+READ_WITH_COPY = (
     COMMON
     + r"""
-local gen = redis.call('GET', KEYS[1])
-if not gen then return false end
-local head = gen .. '\n'
-local tag = redis.call('GET', KEYS[2]) or ''
-local state = parse(tag, head)
-if not state or not listed(KEYS[3], head) then return {gen, tag, 0, ''} end
-if state.link == ARGV[1] then return {gen, tag, 1, ''} end
-local size = tonumber(ARGV[2])
-local start = size
-if size == 2 then start = 1 end
-for _, e in ipairs(state.tail) do
-  if e.before == ARGV[1] then
-    if e.offset == start then
-      return {gen, tag, 2, redis.call('GETRANGE', KEYS[3], #head + size - 1, -1)}
+local n = #KEYS
+local values = redis.call('MGET', unpack(KEYS, 1, n - 1))
+local gen, tag = values[n - 2], values[n - 1]
+local kind, bytes = 0, ''
+local head = gen and gen .. '\n'
+if gen and tag and string.sub(tag, 1, #head) == head then
+  local first = string.match(tag, '^%d+ (%x+)', #head + 1)
+  if first == ARGV[1] then
+    kind = 1
+  elseif first and listed(KEYS[n], head) then
+    local state = parse(tag, head)
+    local size = tonumber(ARGV[2])
+    local start = size
+    if size == 2 then start = 1 end
+    kind, bytes = 3, nil
+    for _, e in ipairs(state and state.tail or {}) do
+      if e.before == ARGV[1] then
+        if e.offset == start then
+          kind = 2
+          bytes = redis.call('GETRANGE', KEYS[n], #head + size - 1, -1)
+        end
+        break
+      end
     end
-    break
+    if not bytes then bytes = redis.call('GET', KEYS[n]) end
   end
 end
-return {gen, tag, 3, redis.call('GET', KEYS[3])}
+values[n] = kind
+values[n + 1] = bytes
+return values
 """
 )

@@ -1,6 +1,7 @@
 """Each instance's copies of the listings it served (``posts.copies``): a
-read fetches the tag alone, the copy answers, brought up to date by what
-was appended; after any other change, and without Redis, it is not used."""
+read fetches the tag alone, in its token check's one round trip, and the
+copy answers, brought up to date by what was appended; after any other
+change, and without Redis, it is not used."""
 
 import contextlib
 from urllib.parse import urlsplit
@@ -78,8 +79,9 @@ def test_a_read_with_a_copy_fetches_the_tag_alone(
     with redis_replies(app, monkeypatch) as replies:
         second = get(client, headers)
     assert_same(second, first)
-    [(command, size)] = replies  # the token's check, nothing more
-    assert command == "MGET"
+    # One round trip, the token's check, which read the tag and not the bytes.
+    [(command, size)] = replies
+    assert command == "EVALSHA"
     assert size < 1000
 
 
@@ -115,13 +117,14 @@ def test_posts_added_on_another_instance_are_fetched_alone(
         with redis_replies(reader, monkeypatch) as replies:
             response = get(client, headers)
         assert_same(response, truth(make_app, headers))
-        assert [command for command, _ in replies] == ["MGET", "EVALSHA"]
+        assert [command for command, _ in replies] == ["EVALSHA"]
         # The new posts and the tags, not the large post before them.
         assert sum(size for _, size in replies) < len(LARGE) // 10
     with redis_replies(reader, monkeypatch) as replies:
         again = get(client, headers)
     assert_same(again, response)
-    assert [command for command, _ in replies] == ["MGET"]
+    assert [command for command, _ in replies] == ["EVALSHA"]
+    assert sum(size for _, size in replies) < len(LARGE) // 10
 
 
 def test_every_other_change_on_another_instance_is_answered_whole(
@@ -131,6 +134,7 @@ def test_every_other_change_on_another_instance_is_answered_whole(
     writer = make_app(REDIS_URL=real_redis_url)
     actions = AuthActions(writer.test_client())
     headers = actions.register()
+    actions.add_post(headers, LARGE)
     ids = [actions.add_post(headers, f"p{n}") for n in range(5)]
     get(reader, headers)
     get(reader, headers)
@@ -168,7 +172,7 @@ def test_a_copy_is_not_used_when_redis_lost_the_listing(make_app, real_redis_url
     client = app.test_client()
     actions = AuthActions(client)
     headers = actions.register()
-    actions.add_post(headers, "one")
+    actions.add_post(headers, LARGE)
     get(client, headers)
     get(client, headers)  # copied
     # Posts stored without the service, then Redis emptied (a restart): the
@@ -176,7 +180,7 @@ def test_a_copy_is_not_used_when_redis_lost_the_listing(make_app, real_redis_url
     committed_rows(app, token_user_id(app, headers), ["two"])
     redis.Redis.from_url(real_redis_url).flushdb()
     response = get(client, headers)
-    assert [p["text"] for p in response.json] == ["one", "two"]
+    assert [p["text"] for p in response.json] == [LARGE, "two"]
     assert_same(response, truth(make_app, headers))
 
 
@@ -187,17 +191,43 @@ def test_a_copy_is_not_used_while_redis_is_silent(make_app, real_redis_url):
         silenced = make_app(REDIS_URL=proxy.url(path=parts.path or "/0"))
         writer = AuthActions(make_app(REDIS_URL=real_redis_url).test_client())
         headers = writer.register()
-        writer.add_post(headers, "one")
+        writer.add_post(headers, LARGE)
         reader = silenced.test_client()
         get(reader, headers)
         get(reader, headers)  # copied
         proxy.silence()
         writer.add_post(headers, "two")
         response = get(reader, headers)
-        assert [p["text"] for p in response.json] == ["one", "two"]
+        assert [p["text"] for p in response.json] == [LARGE, "two"]
         assert_same(response, truth(make_app, headers))
     finally:
         proxy.close()
+
+
+def test_small_listings_are_read_with_the_verdict(
+    make_app, real_redis_url, monkeypatch
+):
+    app = make_app(REDIS_URL=real_redis_url)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    large = actions.add_post(headers, LARGE)
+    actions.add_post(headers, "small")
+    get(client, headers)
+    get(client, headers)  # copied
+    with redis_replies(app, monkeypatch) as replies:
+        get(client, headers)
+    assert [command for command, _ in replies] == ["EVALSHA"]
+    # Below copies.SMALLEST: the copy goes, and the bytes come with the verdict.
+    actions.client.delete(DELETE_POST.format(large), headers=headers)
+    get(client, headers)
+    get(client, headers)
+    with redis_replies(app, monkeypatch) as replies:
+        response = get(client, headers)
+    assert [command for command, _ in replies] == ["MGET"]
+    assert [p["text"] for p in response.json] == ["small"]
+    with app.app_context():
+        assert app.extensions[copies.EXTENSION].size == (0, 0)
 
 
 def test_copies_stay_within_their_bytes():

@@ -62,8 +62,9 @@ class ReadAlong(NamedTuple):
     or None when Redis failed. ``wanted(request)`` says whether this request
     will use them (a paged get-posts does not): when it is false nothing is
     read along, so no request fetches bytes it ignores. ``script(user_id)``
-    may name a script, ``(source, args)``, that reads all the keys instead
-    of the ``MGET`` (``generations.read``): the verdict's first, as read.
+    may name a script, ``(source, args)``, run on all the keys instead of
+    the ``MGET`` (``generations.read``): it returns the verdict's two values
+    first, as the ``MGET`` would, and what it read along after them.
     """
 
     keys: Callable[[int], list]

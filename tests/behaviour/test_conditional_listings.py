@@ -17,6 +17,7 @@ from postservice.posts import cache as posts_cache
 from postservice.posts import listing
 
 from ..support.auth import AuthActions, token_user_id
+from ..support.redis_commands import sent_commands
 from ..support.sql import executed_sql
 
 # The apps without a cache say so; that is what they are for here.
@@ -101,21 +102,8 @@ def test_a_304_reads_the_tag_and_not_the_listing(redis_app, monkeypatch):
     headers = actions.register()
     actions.add_post(headers, "x" * 100_000)
     tag = get(client, headers).headers["ETag"]
-    with redis_app.app_context():
-        backend = redis_app.extensions["cache"][
-            next(iter(redis_app.extensions["cache"]))
-        ]
-        read = backend._read_client
-    answered = []
-    original = read.execute_command
-
-    def counting(*args, **kwargs):
-        result = original(*args, **kwargs)
-        answered.append((args, result))
-        return result
-
-    monkeypatch.setattr(read, "execute_command", counting)
-    assert_not_modified(get(client, headers, tag), tag)
+    with sent_commands(redis_app, monkeypatch) as answered:
+        assert_not_modified(get(client, headers, tag), tag)
     [(command, values)] = answered  # one round trip, with the token's check
     assert command[0] == "MGET"
     uid = token_user_id(redis_app, headers)

@@ -14,7 +14,8 @@ from postservice.posts import copies, listing, scripts
 
 from ..support.auth import AuthActions, token_user_id
 from ..support.proxy import SilenceableProxy
-from .test_conditional_listings import EDIT_POST, committed_rows, get
+from ..support.redis_commands import reply_size, sent_commands
+from .test_conditional_listings import DELETE_POST, EDIT_POST, committed_rows, get
 
 pytestmark = [
     pytest.mark.redis,
@@ -22,37 +23,23 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Flask-Caching.*NullCache"),
 ]
 
-DELETE_POST = "/api/v1/posts/delete-post/{}"
 LARGE = "x" * 100_000
-
-
-def _size(value):
-    if isinstance(value, bytes | str):
-        return len(value)
-    if isinstance(value, list | tuple):
-        return sum(_size(v) for v in value)
-    return 0
 
 
 @contextlib.contextmanager
 def redis_replies(app, monkeypatch):
     """The commands ``app`` sends Redis meanwhile, with the size of each reply."""
-    with app.app_context():
-        backend = app.extensions["cache"][next(iter(app.extensions["cache"]))]
-    replies = []
-    with monkeypatch.context() as patch:
-        for client in {
-            id(c): c for c in (backend._read_client, backend._write_client)
-        }.values():
-            original = client.execute_command
-
-            def counting(*args, _original=original, **kwargs):
-                result = _original(*args, **kwargs)
-                replies.append((args[0], _size(result)))
-                return result
-
-            patch.setattr(client, "execute_command", counting)
+    with sent_commands(app, monkeypatch) as sent:
+        replies = []
         yield replies
+    replies.extend((args[0], reply_size(reply)) for args, reply in sent)
+
+
+def copied(client, headers):
+    """Read the listing twice: a miss that caches it, then a hit from Redis
+    that the instance copies; the second answer."""
+    get(client, headers)
+    return get(client, headers)
 
 
 def truth(make_app, headers):
@@ -74,8 +61,7 @@ def test_a_read_with_a_copy_fetches_the_tag_alone(
     actions = AuthActions(client)
     headers = actions.register()
     actions.add_post(headers, LARGE)
-    get(client, headers)  # a miss: read from the database and cached
-    first = get(client, headers)  # from Redis, and copied
+    first = copied(client, headers)
     with redis_replies(app, monkeypatch) as replies:
         second = get(client, headers)
     assert_same(second, first)
@@ -93,8 +79,7 @@ def test_without_copies_every_read_fetches_the_listing(
     actions = AuthActions(client)
     headers = actions.register()
     actions.add_post(headers, LARGE)
-    get(client, headers)
-    get(client, headers)
+    copied(client, headers)
     with redis_replies(app, monkeypatch) as replies:
         get(client, headers)
     assert sum(size for _, size in replies) > len(LARGE)
@@ -109,8 +94,7 @@ def test_posts_added_on_another_instance_are_fetched_alone(
     headers = actions.register()
     actions.add_post(headers, LARGE)
     client = reader.test_client()
-    get(client, headers)
-    get(client, headers)  # copied
+    copied(client, headers)
     for added in (1, 3, scripts.TAIL - 1):
         for n in range(added):
             actions.add_post(headers, f"added {added}.{n}")
@@ -136,8 +120,7 @@ def test_every_other_change_on_another_instance_is_answered_whole(
     headers = actions.register()
     actions.add_post(headers, LARGE)
     ids = [actions.add_post(headers, f"p{n}") for n in range(5)]
-    get(reader, headers)
-    get(reader, headers)
+    copied(reader, headers)
     uid = token_user_id(writer, headers)
 
     def out_of_order():
@@ -173,8 +156,7 @@ def test_a_copy_is_not_used_when_redis_lost_the_listing(make_app, real_redis_url
     actions = AuthActions(client)
     headers = actions.register()
     actions.add_post(headers, LARGE)
-    get(client, headers)
-    get(client, headers)  # copied
+    copied(client, headers)
     # Posts stored without the service, then Redis emptied (a restart): the
     # generation is gone, and with it any trust in the copy.
     committed_rows(app, token_user_id(app, headers), ["two"])
@@ -193,8 +175,7 @@ def test_a_copy_is_not_used_while_redis_is_silent(make_app, real_redis_url):
         headers = writer.register()
         writer.add_post(headers, LARGE)
         reader = silenced.test_client()
-        get(reader, headers)
-        get(reader, headers)  # copied
+        copied(reader, headers)
         proxy.silence()
         writer.add_post(headers, "two")
         response = get(reader, headers)
@@ -213,15 +194,13 @@ def test_small_listings_are_read_with_the_verdict(
     headers = actions.register()
     large = actions.add_post(headers, LARGE)
     actions.add_post(headers, "small")
-    get(client, headers)
-    get(client, headers)  # copied
+    copied(client, headers)
     with redis_replies(app, monkeypatch) as replies:
         get(client, headers)
     assert [command for command, _ in replies] == ["EVALSHA"]
     # Below copies.SMALLEST: the copy goes, and the bytes come with the verdict.
     actions.client.delete(DELETE_POST.format(large), headers=headers)
-    get(client, headers)
-    get(client, headers)
+    copied(client, headers)
     with redis_replies(app, monkeypatch) as replies:
         response = get(client, headers)
     assert [command for command, _ in replies] == ["MGET"]

@@ -22,7 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-RESULTS = BENCH / "results"
+# Where scripts write their figures; the smoke run points it at a scratch
+# directory, so that its noise never replaces a measurement.
+RESULTS = Path(os.environ.get("BENCH_RESULTS", BENCH / "results"))
 LUA = BENCH / "lua"
 PASSWORD = "bench password 1"
 BCRYPT_ROUNDS = 12  # the production minimum: what login really costs

@@ -206,6 +206,8 @@ def in_process(config, count):
             "REDIS_URL": config["redis_url"],
             "JWT_SECRET_KEY": common.server_env(config)["JWT_SECRET_KEY"],
             "BCRYPT_ROUNDS": common.BCRYPT_ROUNDS,
+            "MAIL_URL": common.server_env(config)["MAIL_URL"],
+            "PUBLIC_URL": common.server_env(config)["PUBLIC_URL"],
         }
     )
     with ours.app_context():
@@ -457,6 +459,9 @@ def main(argv=None):
     parser.add_argument("--seconds", type=int, default=6, help="per py-spy recording")
     parser.add_argument("--no-py-spy", action="store_true")
     args = parser.parse_args(argv)
+    if args.seconds < 2:
+        # wrk runs for a second less than the recording, to be inside it.
+        parser.error("--seconds must be at least 2")
     config = common.settings()
     common.reset_database(config)
     process, token = in_process(config, args.requests)

@@ -5,6 +5,7 @@ when their database connection was lost."""
 from flask import Flask, request
 
 from postservice.db import transactions
+from postservice.http.converters import IdConverter
 from postservice.http.parsing import JSONProvider, JSONRequest
 
 # Requests that change nothing: run again from the start (up to
@@ -23,6 +24,7 @@ class App(Flask):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._sync_memo = {}
+        self.url_map.converters["id"] = IdConverter
 
     def ensure_sync(self, func):
         # Flask asks inspect whether every hook and view is a coroutine

@@ -21,7 +21,7 @@ bp = Blueprint(
 
 page_query_schema = PageQuerySchema()
 DATABASE_DOWN = "The database is unavailable"
-POST_ID = f"<int(max={ID_MAX}):post_id>"
+POST_ID = f"<id(max={ID_MAX}):post_id>"
 
 # The conditional headers as documented (RFC 9110, section 13.1).
 IF_NONE_MATCH = {

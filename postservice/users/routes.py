@@ -279,7 +279,7 @@ def list_sessions():
     return response
 
 
-@bp.delete(f"/me/sessions/<int(max={ID_MAX}):session_id>")
+@bp.delete(f"/me/sessions/<id(max={ID_MAX}):session_id>")
 @bp.protected
 @bp.response(204, description="Ended: the session's tokens are refused from now on")
 @bp.alt_response(404, description="No live session of this account has this id")

@@ -48,3 +48,30 @@ def test_control_characters_and_nul_round_trip_in_posts(auth):
 def test_unknown_fields_are_ignored(client):
     body = {"email": "extra@example.com", "password": "password123", "admin": True}
     assert client.post(REGISTER, json=body).status_code == 201
+
+
+# Decimal digits of other scripts, by their zero's code point: int() reads
+# each as the same number as ASCII's.
+OTHER_DIGITS = {"Arabic-Indic": 0x0660, "Devanagari": 0x0966, "full-width": 0xFF10}
+
+
+@pytest.mark.parametrize("script", OTHER_DIGITS)
+def test_an_id_in_digits_of_another_script_names_nothing(client, auth, script):
+    def written(number):
+        zero = OTHER_DIGITS[script]
+        return "".join(chr(zero + int(digit)) for digit in str(number))
+
+    headers = auth.register()
+    post_id = auth.add_post(headers, "kept")
+    [session] = client.get("/api/v1/users/me/sessions", headers=headers).json
+    for method, path, body in [
+        ("GET", f"/api/v1/posts/get-post/{written(post_id)}", None),
+        ("PATCH", f"/api/v1/posts/edit-post/{written(post_id)}", {"text": "changed"}),
+        ("DELETE", f"/api/v1/posts/delete-post/{written(post_id)}", None),
+        ("DELETE", f"/api/v1/users/me/sessions/{written(session['id'])}", None),
+    ]:
+        response = client.open(path, method=method, json=body, headers=headers)
+        assert response.status_code == 404, (method, path)
+        assert response.json == {"detail": "Not Found"}, (method, path)
+    assert auth.posts(headers) == [{"id": post_id, "text": "kept"}]
+    assert client.get("/api/v1/users/me", headers=headers).status_code == 200

@@ -176,6 +176,26 @@ def test_status_codes_and_security(document):
     assert "Retry-After" in throttled["headers"]
 
 
+def test_conditional_headers_are_documented(document):
+    """What a generated client needs to revalidate and to edit without a
+    lost update: the tag each answer carries and the header that sends it
+    back. A 304 has no body, so it is described by its headers alone."""
+    paths = document["paths"]
+    for path, method, condition, tagged in (
+        ("/api/v1/posts/get-posts", "get", "If-None-Match", ("200", "304")),
+        ("/api/v1/posts/get-post/{post_id}", "get", "If-None-Match", ("200", "304")),
+        ("/api/v1/posts/edit-post/{post_id}", "patch", "If-Match", ("200",)),
+    ):
+        operation = paths[path][method]
+        sent = {p["name"]: p for p in operation["parameters"] if p["in"] == "header"}
+        assert sent[condition]["schema"] == {"type": "string"}, (path, condition)
+        assert not sent[condition].get("required", False), (path, condition)
+        for status in tagged:
+            answered = operation["responses"][status]["headers"]
+            assert answered["ETag"]["schema"] == {"type": "string"}, (path, status)
+        assert "content" not in operation["responses"].get("304", {}), path
+
+
 def test_path_parameter_bounds(document):
     item = document["paths"]["/api/v1/posts/delete-post/{post_id}"]
     (parameter,) = item["parameters"]

@@ -11,6 +11,7 @@ import redis
 from postservice.cache import generations
 from postservice.http.api import document
 from postservice.posts import cache as posts_cache
+from postservice.posts import schemas
 from postservice.posts.cache import format_digest, listing_format, listing_key
 from postservice.posts.schemas import LISTING_ENCODING, POST_FIELDS, PostSchema
 
@@ -104,3 +105,40 @@ def test_the_declaration_follows_the_view_under_another_endpoint(
     assert response.status_code == 200
     assert json.loads(response.data)[0]["text"] == "x"
     assert commands == ["MGET"]
+
+
+def test_a_tag_of_another_wire_format_is_never_current(
+    make_app, real_redis_url, monkeypatch
+):
+    """After a release that changes the shape, on the same database and
+    Redis: a client holding the old shape's tags gets the new bytes, never
+    a 304 that would keep the old ones, and cannot edit with an old tag."""
+    app = make_app(REDIS_URL=real_redis_url)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    post_id = actions.add_post(headers, "first")
+    actions.add_post(headers, "second")
+    paths = (GET_POSTS, GET_POSTS + "?limit=1", f"/api/v1/posts/get-post/{post_id}")
+    old = {path: client.get(path, headers=headers).headers["ETag"] for path in paths}
+    for path, tag in old.items():  # current until the release
+        response = client.get(path, headers={**headers, "If-None-Match": tag})
+        assert response.status_code == 304, path
+
+    monkeypatch.setattr(schemas, "LISTING_ENCODING", LISTING_ENCODING + 1)
+    listing_format.cache_clear()
+    try:
+        for path, tag in old.items():
+            response = client.get(path, headers={**headers, "If-None-Match": tag})
+            assert response.status_code == 200, path
+            assert response.headers["ETag"] != tag, path
+        edit = client.patch(
+            f"/api/v1/posts/edit-post/{post_id}",
+            json={"text": "edited"},
+            headers={**headers, "If-Match": old[paths[2]]},
+        )
+        assert (edit.status_code, edit.json) == (412, {"detail": "Precondition Failed"})
+        assert actions.listing(headers)[0]["text"] == "first"
+    finally:
+        monkeypatch.undo()
+        listing_format.cache_clear()

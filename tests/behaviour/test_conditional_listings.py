@@ -294,6 +294,69 @@ def test_an_append_that_would_outgrow_the_limit_keeps_the_tag(make_app, real_red
     assert executed == []  # the tag is cached without the listing
 
 
+# Listings the database streams, over the size that is cached: with Redis
+# (their tag alone is cached) and while Redis is down.
+UNCACHED = {
+    "too large to cache": lambda redis_url: {
+        "REDIS_URL": redis_url,
+        "POSTS_CACHE_MAX_BYTES": 400,
+    },
+    "Redis down": lambda redis_url: {
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "POSTS_CACHE_MAX_BYTES": 400,
+    },
+}
+
+
+@pytest.mark.parametrize("setting", UNCACHED)
+def test_a_listing_streamed_from_the_database_answers_304(
+    make_app, real_redis_url, setting
+):
+    """The tag is read first, in the same snapshot as the rows: a client
+    that holds it gets no body, whether or not the tag was cached."""
+    app = make_app(**UNCACHED[setting](real_redis_url))
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    actions.add_post(headers, "a" * 300)
+    actions.add_post(headers, "b" * 300)
+    truth = get(make_app(REDIS_URL=None, CACHE_TYPE="NullCache").test_client(), headers)
+    tag = truth.headers["ETag"]
+    # The first read with the tag is a miss (nothing cached yet), the
+    # second finds the tag alone cached, or Redis still down.
+    for _ in range(2):
+        assert_not_modified(get(client, headers, tag), tag)
+    response = get(client, headers, '"elsewhere"')
+    assert (response.status_code, response.data) == (200, truth.data)
+    assert response.headers["ETag"] == tag
+
+
+@pytest.mark.parametrize("setting", UNCACHED)
+def test_reads_of_an_uncached_listing_hold_at_most_the_accounts_share(
+    make_app, real_redis_url, setting
+):
+    app = make_app(**UNCACHED[setting](real_redis_url), LISTING_REBUILD_SLOTS=1)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    actions.add_post(headers, "a" * 500)
+    assert get(client, headers).status_code == 200  # the tag alone is cached
+    uid = token_user_id(app, headers)
+    slots = app.extensions["listing_rebuild_slots"]
+    slots.take(uid)  # another request of the account streams its listing
+    try:
+        response = get(client, headers)
+        assert (response.status_code, response.headers["Retry-After"]) == (503, "1")
+        assert response.json == {
+            "detail": "Too many requests for this listing at once, retry shortly"
+        }
+        stranger = AuthActions(client).register("stranger@example.com")
+        assert get(client, stranger).status_code == 200  # other accounts go on
+    finally:
+        slots.give_back(uid)
+    assert get(client, headers).status_code == 200
+
+
 def test_concurrent_misses_rebuild_the_listing_once(make_app, real_redis_url):
     apps = [make_app(REDIS_URL=real_redis_url) for _ in range(2)]
     actions = AuthActions(apps[0].test_client())

@@ -4,15 +4,14 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, func, select
-from sqlalchemy import text as sql
-from sqlalchemy.pool import NullPool
+from sqlalchemy import func, select
 
 from postservice.extensions import db
 from postservice.models import Post
 
 from ..support.auth import AuthActions, assert_post_shape, ids_and_texts
 from ..support.settings import TEST_DATABASE_URL, require
+from ..support.time_zone import server_time_zone
 
 ADD_POST = "/api/v1/posts/add-post"
 GET_POSTS = "/api/v1/posts/get-posts"
@@ -215,40 +214,21 @@ def test_posts_carry_the_times_the_database_stored(app, client, auth):
         assert wire_time(post["updated_at"]) == stored.updated_at
 
 
-@pytest.fixture
-def server_five_hours_ahead():
-    """The test server set to a time zone five hours ahead of UTC, as a
-    server set to local time is: each new session starts in it, and MySQL's
-    CURRENT_TIMESTAMP is then local time. Server-wide while the test runs
-    (a session's own setting is the very thing under test), then put back."""
-    require(TEST_DATABASE_URL, "TEST_DATABASE_URL", "a MySQL server's time zone")
-    engine = create_engine(TEST_DATABASE_URL, poolclass=NullPool)
-    with engine.connect() as conn:
-        before = conn.scalar(sql("SELECT @@GLOBAL.time_zone"))
-        conn.execute(sql("SET GLOBAL time_zone = '+05:00'"))
-    try:
-        yield
-    finally:
-        with engine.connect() as conn:
-            conn.execute(sql("SET GLOBAL time_zone = :zone"), {"zone": before})
-        engine.dispose()
-
-
 @pytest.mark.mysql
-def test_times_are_utc_whatever_the_servers_time_zone(
-    server_five_hours_ahead, make_app
-):
+def test_times_are_utc_whatever_the_servers_time_zone(make_app):
+    require(TEST_DATABASE_URL, "TEST_DATABASE_URL", "a MySQL server's time zone")
     actions = AuthActions(make_app().test_client())
-    headers = actions.register()
     slack = timedelta(seconds=5)
-    before = utc_now()
-    post_id = actions.add_post(headers, "hello")
-    edited = actions.client.patch(
-        f"/api/v1/posts/edit-post/{post_id}", json={"text": "hi"}, headers=headers
-    )
-    after = utc_now()
+    with server_time_zone(TEST_DATABASE_URL, "+05:00"):
+        headers = actions.register()
+        before = utc_now()
+        post_id = actions.add_post(headers, "hello")
+        edited = actions.client.patch(
+            f"/api/v1/posts/edit-post/{post_id}", json={"text": "hi"}, headers=headers
+        )
+        after = utc_now()
+        [post] = actions.listing(headers)
     assert edited.status_code == 200
-    [post] = actions.listing(headers)
     for name in ("created_at", "updated_at"):
         assert before - slack <= wire_time(post[name]) <= after + slack, name
         assert edited.json[name] == post[name]

@@ -5,6 +5,7 @@ On a database of its own (SQLite, or a scratch database next to
 migrated to the head.
 """
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,8 @@ from sqlalchemy.engine import make_url
 from postservice import create_app
 from postservice.extensions import db
 
-from ..support.settings import TEST_DATABASE_URL
+from ..support.settings import TEST_DATABASE_URL, require
+from ..support.time_zone import server_time_zone
 
 
 @pytest.fixture
@@ -41,9 +43,19 @@ def now():
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
-def test_posts_stored_before_get_the_time_of_the_migration(scratch_url):
+# On MariaDB also with the server set to a time zone ahead of UTC: the
+# times are UTC all the same.
+@pytest.mark.parametrize(
+    "server_zone", [None, pytest.param("+05:00", marks=pytest.mark.mysql)]
+)
+def test_posts_stored_before_get_the_time_of_the_migration(scratch_url, server_zone):
+    if server_zone is None:
+        zone = contextlib.nullcontext()
+    else:
+        require(TEST_DATABASE_URL, "TEST_DATABASE_URL", "a MySQL server's time zone")
+        zone = server_time_zone(TEST_DATABASE_URL, server_zone)
     app = create_app({"MODE": "testing", "SQLALCHEMY_DATABASE_URI": scratch_url})
-    with app.app_context():
+    with zone, app.app_context():
         upgrade(revision="0005")
         with db.engine.begin() as conn:
             conn.execute(

@@ -17,6 +17,20 @@ READS = frozenset({"GET", "HEAD"})
 SYNC_MEMO_SIZE = 1000
 
 
+def canonical_scheme(authorization):
+    """``Authorization`` with its scheme spelt ``Bearer`` however it came.
+
+    An auth scheme is case-insensitive (RFC 9110, section 11.1): ``bearer``
+    is the ``token_type`` login answers, and clients send it as it is.
+    Flask-JWT-Extended compares the scheme exactly.
+    """
+    value = authorization.lstrip(" \t")
+    scheme = value[:6]
+    if scheme != "Bearer" and scheme.lower() == "bearer" and value[6:7] in (" ", "\t"):
+        return "Bearer" + value[6:]
+    return authorization
+
+
 class App(Flask):
     request_class = JSONRequest
     json_provider_class = JSONProvider
@@ -36,6 +50,20 @@ class App(Flask):
             if len(self._sync_memo) < SYNC_MEMO_SIZE:
                 self._sync_memo[func] = synced
         return synced
+
+    def wsgi_app(self, environ, start_response):
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        if authorization is not None:
+            environ["HTTP_AUTHORIZATION"] = canonical_scheme(authorization)
+        return super().wsgi_app(environ, start_response)
+
+    def make_default_options_response(self):
+        # Flask's answer to OPTIONS is an empty text/html 200: say the same
+        # (the Allow header) with no body and no type.
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
 
     def dispatch_request(self):
         # A node that dies under a read (or the proxy in front of the nodes

@@ -20,6 +20,7 @@ from webargs.flaskparser import FlaskParser
 from postservice.http.errors import APIError
 
 UTF8 = ("utf-8", "utf-8-sig")
+GIVEN_TWICE = "Given more than once."
 
 
 class NotUTF8(ValueError):
@@ -30,8 +31,15 @@ class NestedTooDeeply(ValueError):
     """The body nests arrays or objects deeper than the decoder recurses."""
 
 
+def _not_json(constant):
+    # json.loads reads NaN, Infinity and -Infinity, which JSON does not have
+    # (RFC 8259): such a body is refused as any other that is not JSON.
+    raise ValueError(f"{constant} is not JSON")
+
+
 class JSONProvider(DefaultJSONProvider):
-    """The app's JSON: decodes UTF-8 only, and reports depth as a ValueError.
+    """The app's JSON: decodes UTF-8 only, refuses ``NaN`` and the
+    infinities, and reports depth as a ValueError.
 
     Request bodies are decoded with it, so each failure reaches
     ``JSONRequest.on_json_loading_failed``, also for ``get_json(silent=True)``.
@@ -42,6 +50,7 @@ class JSONProvider(DefaultJSONProvider):
         # systems is UTF-8 (RFC 8259), so anything else is refused.
         if isinstance(s, bytes) and json.detect_encoding(s) not in UTF8:
             raise NotUTF8
+        kwargs.setdefault("parse_constant", _not_json)
         try:
             return super().loads(s, **kwargs)
         except RecursionError:
@@ -51,6 +60,13 @@ class JSONProvider(DefaultJSONProvider):
 
 class JSONRequest(Request):
     """Reports an unusable JSON body in our error shape instead of Flask's HTML."""
+
+    @property
+    def is_json(self):
+        # Flask also takes application/*+json (a JSON Patch, a merge patch),
+        # which are other formats with other meanings: the API reads
+        # application/json alone, as documented, and answers others 415.
+        return self.mimetype == "application/json"
 
     def on_json_loading_failed(self, e):
         if e is None:
@@ -68,6 +84,15 @@ class RequestParser(FlaskParser):
     def load_json(self, req, schema):
         # Raises APIError (415, 400) through JSONRequest; never "missing".
         return req.get_json()
+
+    def load_querystring(self, req, schema):
+        # A parameter given twice (?limit=1&limit=x) has no one value:
+        # webargs would take the first and never look at the rest.
+        args = req.args
+        repeated = [name for name in schema.fields if len(args.getlist(name)) > 1]
+        if repeated:
+            raise ValidationError({name: [GIVEN_TWICE] for name in repeated})
+        return super().load_querystring(req, schema)
 
     def handle_error(self, error, req, schema, *, error_status_code, error_headers):
         # webargs has put the messages under the location; take them out.

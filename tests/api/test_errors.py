@@ -48,6 +48,41 @@ def test_non_json_content_type_is_415(app, client):
     assert row_count(app, User) == 0
 
 
+@pytest.mark.parametrize(
+    "media_type",
+    [
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/vnd.api+json",
+    ],
+)
+def test_other_json_media_types_are_415(app, client, media_type):
+    """They are JSON, but formats of their own with their own meaning."""
+    body = json.dumps({"email": "a@example.com", "password": "password123"})
+    response = client.post(REGISTER, data=body, content_type=media_type)
+    assert_error(response, 415, "Content-Type must be application/json")
+    assert row_count(app, User) == 0
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(app, client, constant):
+    """Python's json reads them; JSON (RFC 8259) has no such values."""
+    body = f'{{"email": "a@example.com", "password": "password123", "x": {constant}}}'
+    response = client.post(REGISTER, data=body, content_type="application/json")
+    assert_error(response, 400, "Request body is not valid JSON in UTF-8")
+    assert row_count(app, User) == 0
+
+
+def test_options_is_204_with_allow_and_no_body(client):
+    response = client.open("/api/v1/users/login", method="OPTIONS")
+    assert response.status_code == 204
+    assert response.data == b""
+    assert "Content-Type" not in response.headers
+    allowed = {method.strip() for method in response.headers["Allow"].split(",")}
+    assert allowed == {"POST", "OPTIONS"}
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
 def test_malformed_json_is_400(app, client, auth):
     response = client.post(
         ADD_POST,

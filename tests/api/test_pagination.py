@@ -119,6 +119,26 @@ def test_bad_values_are_422(client, auth, query, field):
     assert list(response.json["errors"]) == [field]
 
 
+@pytest.mark.parametrize(
+    ("query", "fields"),
+    [
+        ("limit=1&limit=x", ["limit"]),
+        ("limit=1&limit=5000", ["limit"]),
+        ("limit=2&limit=2", ["limit"]),
+        ("after_id=1&after_id=-1", ["after_id"]),
+        ("limit=1&after_id=1&after_id=2&limit=3", ["limit", "after_id"]),
+    ],
+)
+def test_a_parameter_given_twice_is_422(client, auth, query, fields):
+    """Which of the two would be meant cannot be told: neither is taken."""
+    response = get(client, query, auth.register())
+    assert response.status_code == 422
+    assert response.json == {
+        "detail": "Invalid input",
+        "errors": {field: ["Given more than once."] for field in fields},
+    }
+
+
 def test_bad_token_is_401_before_bad_query(client):
     response = get(client, "limit=0", {"Authorization": "Bearer nope"})
     assert response.status_code == 401

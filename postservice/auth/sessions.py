@@ -206,7 +206,10 @@ def refresh(token):
             .where(UserSession.id == session_id, UserSession.user_id == user_id)
             .with_for_update()
         ).scalar_one_or_none()
-        if account is None or session is None or session.revoked_at is not None:
+        if account is None:  # deleted: its tokens name no account, as elsewhere
+            db.session.rollback()
+            raise Unauthorized("Could not validate credentials")
+        if session is None or session.revoked_at is not None:
             db.session.rollback()
             raise Unauthorized(REVOKED)
         if payload.get(revocation.VERSION_CLAIM, 0) != account.token_version:
@@ -274,7 +277,12 @@ def end(user_id, session_id):
     """Revoke one of the user's sessions; ``NotFound`` unless it is live and theirs."""
 
     def revoke():
-        ended = _end_sessions(user_id, UserSession.id == session_id)
+        # Live as the list has it: an expired session is not listed, nor ended.
+        ended = _end_sessions(
+            user_id,
+            UserSession.id == session_id,
+            UserSession.refresh_expires_at >= _now(),
+        )
         db.session.commit()
         return ended
 

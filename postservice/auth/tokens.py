@@ -8,12 +8,13 @@ with ``WWW-Authenticate: Bearer`` and ``{"detail": ...}`` for all of them.
 
 from flask import current_app
 from flask_jwt_extended import get_jwt_identity
-from jwt.exceptions import MissingRequiredClaimError
+from jwt.exceptions import InvalidTokenError, MissingRequiredClaimError
 from marshmallow import Schema, fields, validate
 
 from postservice.auth import revocation
 from postservice.extensions import jwt
 from postservice.http.errors import BEARER, Unauthorized, error_response
+from postservice.models import ID_MAX
 
 
 class TokenSchema(Schema):
@@ -70,7 +71,21 @@ def _signing_key(jwt_header, unverified_claims):
     for claim in REQUIRED_CLAIMS:
         if claim not in unverified_claims:
             raise MissingRequiredClaimError(claim)
+    # Ids as this service writes them, before any reaches SQL: a number no
+    # row can have (over 2**63, say) would fail there, not as a bad token.
+    sub = unverified_claims["sub"]
+    if not (isinstance(sub, str) and _is_id(sub)):
+        raise InvalidTokenError("sub is not an account id")
+    sid = unverified_claims.get(revocation.SESSION_CLAIM)
+    if sid is not None and not (type(sid) is int and 0 < sid <= ID_MAX):
+        raise InvalidTokenError("sid is not a session id")
     return current_app.config["JWT_SECRET_KEY"]
+
+
+def _is_id(text):
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(ID_MAX))):
+        return False
+    return 0 < int(text) <= ID_MAX
 
 
 def register_jwt_callbacks():

@@ -5,6 +5,10 @@ from datetime import timedelta
 
 import jwt
 import pytest
+from sqlalchemy import update
+
+from postservice.extensions import db
+from postservice.models import UserSession
 
 from ..support.auth import PASSWORD, TOKEN_PAIR_FIELDS
 
@@ -147,6 +151,22 @@ def test_a_forged_refresh_token_is_401(client):
     assert_401(refresh(client, forged), "Could not validate credentials")
 
 
+@pytest.mark.parametrize(
+    "change", [{"sub": str(2**70)}, {"sub": "0"}, {"sid": 2**70}, {"sid": "1"}]
+)
+def test_a_refresh_token_naming_no_possible_row_is_401(app, client, change):
+    """Signed with the key, but its ids fit no row: refused before any SQL,
+    and the session it was made from still refreshes."""
+    pair = register(client)
+    forged = jwt.encode(
+        {**claims(pair["refresh_token"]), **change},
+        app.config["JWT_SECRET_KEY"],
+        algorithm="HS256",
+    )
+    assert_401(refresh(client, forged), "Could not validate credentials")
+    assert refresh(client, pair["refresh_token"]).status_code == 200
+
+
 def test_an_expired_refresh_token_is_401(make_app):
     app = make_app(JWT_REFRESH_TOKEN_EXPIRES=timedelta(seconds=1))
     client = app.test_client()
@@ -197,6 +217,33 @@ def test_deleting_a_session_ends_its_tokens_and_no_other(client):
     again = client.delete(f"{SESSIONS}/{phone_sid}", headers=bearer(laptop))
     assert again.status_code == 404
     assert again.json == {"detail": "Session not found"}
+
+
+def test_an_expired_session_is_not_live_and_is_404(app, client):
+    """It is not in the list, so it cannot be ended either."""
+    phone = register(client)
+    laptop = login(client)
+    phone_sid = claims(phone["access_token"])["sid"]
+    with app.app_context():
+        db.session.execute(
+            update(UserSession)
+            .where(UserSession.id == phone_sid)
+            .values(refresh_expires_at=int(time.time()) - 1)  # epoch seconds
+        )
+        db.session.commit()
+    listed = client.get(SESSIONS, headers=bearer(laptop)).json
+    assert [s["id"] for s in listed] == [claims(laptop["access_token"])["sid"]]
+    response = client.delete(f"{SESSIONS}/{phone_sid}", headers=bearer(laptop))
+    assert response.status_code == 404
+    assert response.json == {"detail": "Session not found"}
+
+
+def test_a_deleted_accounts_tokens_name_no_account(client):
+    pair = register(client)
+    deleted = client.delete(ME, headers=bearer(pair), json={"password": PASSWORD})
+    assert deleted.status_code == 204
+    assert_401(client.get(ME, headers=bearer(pair)), "Could not validate credentials")
+    assert_401(refresh(client, pair["refresh_token"]), "Could not validate credentials")
 
 
 def test_another_accounts_session_is_404(client):

@@ -131,6 +131,15 @@ BAD_AUTHORIZATIONS = {
     "non-numeric sub": lambda o: "Bearer " + o.sign(claims("abc")),
     "refresh token": lambda o: "Bearer " + o.sign({**claims(o.sub), "type": "refresh"}),
     "older token version": lambda o: "Bearer " + o.sign({**claims(o.sub), "ver": -1}),
+    # Signed with the key, ids no row can have: refused before any SQL.
+    "sub over 2**70": lambda o: "Bearer " + o.sign(claims(str(2**70))),
+    "sub over the largest id": lambda o: "Bearer " + o.sign(claims(str(2**31))),
+    "sub of zero": lambda o: "Bearer " + o.sign(claims("0")),
+    "sub in Arabic-Indic digits": lambda o: (
+        "Bearer " + o.sign(claims("".join(chr(0x0660 + int(d)) for d in o.sub)))
+    ),
+    "sid over 2**70": lambda o: "Bearer " + o.sign({**claims(o.sub), "sid": 2**70}),
+    "sid as a string": lambda o: "Bearer " + o.sign({**claims(o.sub), "sid": "1"}),
 }
 
 
@@ -154,6 +163,16 @@ for _claim in ("exp", "iat", "jti", "sub", "type"):
 def test_bad_token_is_401(send, owner, authorization):
     assert_401(send(authorization(owner)))
     owner.assert_untouched()
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR", "Bearer  "])
+def test_the_scheme_is_case_insensitive(client, owner, scheme):
+    """RFC 9110, section 11.1; login's answer says ``"token_type": "bearer"``."""
+    response = client.get(
+        "/api/v1/posts/get-posts", headers={"Authorization": f"{scheme} {owner.token}"}
+    )
+    assert response.status_code == 200
+    assert ids_and_texts(response.json) == [{"id": owner.post_id, "text": "kept"}]
 
 
 def test_missing_header_says_not_authenticated(send):

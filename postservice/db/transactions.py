@@ -40,6 +40,7 @@ from postservice.http.errors import APIError
 
 log = logging.getLogger(__name__)
 
+DUPLICATE_KEY = 1062
 LOCK_WAIT_TIMEOUT = 1205
 DEADLOCK = 1213  # also Galera's "certification failed" at commit
 ROLLED_BACK = {LOCK_WAIT_TIMEOUT, DEADLOCK}
@@ -71,7 +72,7 @@ class NotAnnounced(APIError):
         )
 
 
-def _code(error):
+def error_code(error):
     args = getattr(error.orig, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
 
@@ -79,12 +80,13 @@ def _code(error):
 def connection_lost(error):
     """Whether ``error`` (a ``DBAPIError``) is the connection's loss: what it
     was running may or may not have happened."""
-    return error.connection_invalidated or _code(error) in (SERVER_GONE, SERVER_LOST)
+    lost = (SERVER_GONE, SERVER_LOST)
+    return error.connection_invalidated or error_code(error) in lost
 
 
 def _retryable(error, after_lost_commit, committed):
     """``committed``: whether the try sent anything that commits."""
-    if _code(error) in ROLLED_BACK:
+    if error_code(error) in ROLLED_BACK:
         return True
     if not connection_lost(error):
         return False
@@ -112,7 +114,7 @@ def run(work, *, after_lost_commit=False):
                 raise
             if connection_lost(e):
                 engines.discard_pooled_connections()
-            log.info("transaction rolled back (%s), try %d", _code(e), attempt + 1)
+            log.info("transaction rolled back (%s), try %d", error_code(e), attempt + 1)
             if attempt < retries:
                 pause_before_retry(attempt)
     raise DatabaseBusy()

@@ -1,6 +1,7 @@
 """Post rules: adding, reading, editing, listing and deleting a user's own posts."""
 
 import collections
+import logging
 import random
 from functools import cache as built_once
 from typing import Any, NamedTuple
@@ -21,8 +22,12 @@ from postservice.models import Post
 from postservice.ops import metrics
 from postservice.posts import cache, idempotency, listing, rebuilds, scripts, tags
 
+log = logging.getLogger(__name__)
+
 # A new post's version (the column's default, migration 0007).
 FIRST_VERSION = 1
+# INSERTs of one add that may meet an id already taken (see _insert_alone).
+ID_DRAWS = 3
 
 # What every write of posts makes stale: the user's cached listing.
 POSTS = (generations.POSTS,)
@@ -137,15 +142,26 @@ def _stored_id(row):
 
 def _insert_alone(row, appending):
     """One Core INSERT, its own transaction (``database.single_statement``):
-    the ORM's unit of work would cost more than the statement for one row."""
-    try:
-        with single_statement() as conn:
-            # Known once the dialect has met the server (MariaDB 10.5+, SQLite).
-            returning = appending and conn.dialect.insert_returning
-            result = conn.execute(_insert_statement(returning), row)
-            return result.one() if returning else result.inserted_primary_key
-    except IntegrityError:  # the foreign key: the account was deleted
-        raise Unauthorized("Could not validate credentials") from None
+    the ORM's unit of work would cost more than the statement for one row.
+
+    Galera's nodes change how they draw ids (``auto_increment_offset``)
+    when one joins or leaves, and for a moment a node may draw an id another
+    has just used: that INSERT fails as a duplicate key, having stored
+    nothing, and the next one draws another id.
+    """
+    for _ in range(ID_DRAWS):
+        try:
+            with single_statement() as conn:
+                # Known once the dialect has met the server (MariaDB 10.5+, SQLite).
+                returning = appending and conn.dialect.insert_returning
+                result = conn.execute(_insert_statement(returning), row)
+                return result.one() if returning else result.inserted_primary_key
+        except IntegrityError as e:
+            if transactions.error_code(e) != transactions.DUPLICATE_KEY:
+                # The foreign key: the account was deleted.
+                raise Unauthorized("Could not validate credentials") from None
+            log.info("post id already taken, drawing another")
+    raise transactions.DatabaseBusy()
 
 
 def _appended(user_id, text, row):

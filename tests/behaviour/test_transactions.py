@@ -9,9 +9,12 @@ import threading
 
 import pymysql
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from ..support.auth import PASSWORD
+from postservice.extensions import db
+
+from ..support.auth import PASSWORD, AuthActions
 from ..support.settings import TEST_DATABASE_URL, require
 
 # InnoDB's row locks: these run in the MariaDB pass; the SQLite pass
@@ -87,3 +90,42 @@ def test_the_retry_answers_as_if_the_requests_came_in_turn(
         committer.join()
     assert response.status_code == 400
     assert response.json == {"detail": "User already exists"}
+
+
+def test_an_add_whose_new_id_is_taken_is_tried_again(mysql_url, make_app):
+    """Galera's nodes change how they draw ids when one joins or leaves, and
+    for a moment one may draw an id another node has just used: the INSERT
+    fails with 1062, a duplicate key, and stored nothing. The add draws
+    another id; a duplicate is not the account's absence (401)."""
+    app = make_app()
+    actions = AuthActions(app.test_client())
+    headers = actions.register()
+    taken = actions.add_post(headers, "first")
+    tries = []
+
+    def taken_id(conn, cursor, statement, parameters, context, executemany):
+        # The first INSERT of a post is given the id of the post stored
+        # above, as a node drawing a used id would.
+        if statement.startswith("INSERT INTO posts (") and not tries:
+            tries.append(statement)
+            statement = statement.replace(
+                "INSERT INTO posts (", "INSERT INTO posts (id, ", 1
+            )
+            statement = statement.replace("VALUES (", f"VALUES ({taken}, ", 1)
+        return statement, parameters
+
+    with app.app_context():
+        engines = list(db.engines.values())
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", taken_id, retval=True)
+    try:
+        second = actions.add_post(headers, "second")
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", taken_id)
+    assert tries  # the duplicate was met
+    assert second > taken
+    assert [(p["id"], p["text"]) for p in actions.listing(headers)] == [
+        (taken, "first"),
+        (second, "second"),
+    ]

@@ -55,11 +55,16 @@ def test_unknown_fields_are_ignored(client):
 OTHER_DIGITS = {"Arabic-Indic": 0x0660, "Devanagari": 0x0966, "full-width": 0xFF10}
 
 
+def in_digits(number, script):
+    """``number`` written in the decimal digits of ``script``."""
+    zero = OTHER_DIGITS[script]
+    return "".join(chr(zero + int(digit)) for digit in str(number))
+
+
 @pytest.mark.parametrize("script", OTHER_DIGITS)
 def test_an_id_in_digits_of_another_script_names_nothing(client, auth, script):
     def written(number):
-        zero = OTHER_DIGITS[script]
-        return "".join(chr(zero + int(digit)) for digit in str(number))
+        return in_digits(number, script)
 
     headers = auth.register()
     post_id = auth.add_post(headers, "kept")

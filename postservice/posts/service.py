@@ -1,6 +1,7 @@
 """Post rules: adding, reading, editing, listing and deleting a user's own posts."""
 
 import collections
+import functools
 import logging
 import random
 from functools import cache as built_once
@@ -45,10 +46,22 @@ def add_post(*, user_id, text, idempotency_key=None):
     """
     if idempotency_key is None:
         return _add_alone(user_id, text)
-    post_id, _created = idempotency.run_once(
-        user_id, idempotency_key, text, lambda: _insert_in_session(user_id, text)
-    )
-    return post_id
+    insert = functools.partial(_insert_in_session, user_id, text)
+    for _ in range(ID_DRAWS):
+        try:
+            post_id, _created = idempotency.run_once(
+                user_id, idempotency_key, text, insert
+            )
+            return post_id
+        except _IdTaken:
+            # The whole transaction is undone (the key's record was read in
+            # it): run again from the start, as _insert_alone draws again.
+            log.info("post id already taken, drawing another")
+    raise transactions.DatabaseBusy()
+
+
+class _IdTaken(Exception):
+    """The post's INSERT met a duplicate key (see ``_insert_alone``)."""
 
 
 # The statements of the writes, built once: a statement built per request
@@ -200,10 +213,13 @@ def _insert_in_session(user_id, text):
     db.session.add(post)
     try:
         db.session.flush()
-        post_id = post.id
-    except IntegrityError:  # the foreign key: the account was deleted
+    except IntegrityError as e:
+        db.session.rollback()
+        if transactions.error_code(e) == transactions.DUPLICATE_KEY:
+            raise _IdTaken() from None
+        # The foreign key: the account was deleted.
         raise Unauthorized("Could not validate credentials") from None
-    return post_id
+    return post.id
 
 
 def delete_post(*, user_id, post_id):

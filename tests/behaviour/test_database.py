@@ -110,9 +110,14 @@ def test_killed_connections_really_are_dead_without_pre_ping(make_app):
         db.session.execute(text("SELECT 1"))
 
 
-def test_token_of_a_deleted_account_cannot_add_posts(app, auth, client):
+@pytest.mark.parametrize("idempotency_key", [None, "orphan-1"])
+def test_token_of_a_deleted_account_cannot_add_posts(
+    app, auth, client, idempotency_key
+):
     headers = auth.register("gone@example.com")
     auth.add_post(headers, "orphan-to-be")
+    if idempotency_key is not None:  # the INSERT runs in the key's transaction
+        headers = {**headers, "Idempotency-Key": idempotency_key}
     with app.app_context():
         db.session.execute(text("DELETE FROM users WHERE email = 'gone@example.com'"))
         db.session.commit()
@@ -122,9 +127,12 @@ def test_token_of_a_deleted_account_cannot_add_posts(app, auth, client):
         "/api/v1/posts/add-post", json={"text": "orphan"}, headers=headers
     )
     assert response.status_code == 401
+    assert response.json == {"detail": "Could not validate credentials"}
     assert response.headers["WWW-Authenticate"] == "Bearer"
     with app.app_context():
         assert db.session.execute(text("SELECT COUNT(*) FROM posts")).scalar() == 0
+        keys = db.session.execute(text("SELECT COUNT(*) FROM idempotency_keys"))
+        assert keys.scalar() == 0
 
 
 def unchecked_pool_app(make_app):

@@ -92,15 +92,22 @@ def test_the_retry_answers_as_if_the_requests_came_in_turn(
     assert response.json == {"detail": "User already exists"}
 
 
-def test_an_add_whose_new_id_is_taken_is_tried_again(mysql_url, make_app):
+@pytest.mark.parametrize("idempotency_key", [None, "post-2"])
+def test_an_add_whose_new_id_is_taken_is_tried_again(
+    mysql_url, make_app, idempotency_key
+):
     """Galera's nodes change how they draw ids when one joins or leaves, and
     for a moment one may draw an id another node has just used: the INSERT
     fails with 1062, a duplicate key, and stored nothing. The add draws
-    another id; a duplicate is not the account's absence (401)."""
+    another id; a duplicate is not the account's absence (401). With an
+    ``Idempotency-Key`` too, whose record is written in the same
+    transaction."""
     app = make_app()
     actions = AuthActions(app.test_client())
     headers = actions.register()
     taken = actions.add_post(headers, "first")
+    if idempotency_key is not None:
+        headers = {**headers, "Idempotency-Key": idempotency_key}
     tries = []
 
     def taken_id(conn, cursor, statement, parameters, context, executemany):
@@ -129,3 +136,6 @@ def test_an_add_whose_new_id_is_taken_is_tried_again(mysql_url, make_app):
         (taken, "first"),
         (second, "second"),
     ]
+    if idempotency_key is not None:  # recorded: sent again, it stores nothing
+        assert actions.add_post(headers, "second") == second
+        assert len(actions.listing(headers)) == 2

@@ -39,6 +39,10 @@ class App(Flask):
         super().__init__(*args, **kwargs)
         self._sync_memo = {}
         self.url_map.converters["id"] = IdConverter
+        # werkzeug answers a path with a doubled slash by a redirect to the
+        # path with one: an HTML page, its Location built from the Host
+        # header. Such a path names no resource here: 404 as any other.
+        self.url_map.merge_slashes = False
 
     def ensure_sync(self, func):
         # Flask asks inspect whether every hook and view is a coroutine

@@ -80,3 +80,31 @@ def test_an_id_in_digits_of_another_script_names_nothing(client, auth, script):
         assert response.json == {"detail": "Not Found"}, (method, path)
     assert auth.posts(headers) == [{"id": post_id, "text": "kept"}]
     assert client.get("/api/v1/users/me", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PATCH", "/api/v1/posts//edit-post/{post_id}?x=1"),
+        ("GET", "/api/v1/posts//get-posts"),
+        ("GET", "/api/v1/posts/get-post//{post_id}"),
+        ("DELETE", "/api/v1//posts/delete-post/{post_id}"),
+        ("POST", "/api/v1/users//login"),
+        ("GET", "/api/v1/users/me//sessions"),
+    ],
+)
+def test_a_doubled_slash_names_nothing(client, auth, method, path):
+    """Not a redirect to the path with one slash: werkzeug's answers an HTML
+    page whose Location is built from the client's Host header."""
+    headers = auth.register()
+    post_id = auth.add_post(headers, "kept")
+    response = client.open(
+        path.format(post_id=post_id),
+        method=method,
+        json={"text": "changed"} if method in ("PATCH", "POST") else None,
+        headers={**headers, "Host": "elsewhere.example"},
+    )
+    assert (response.status_code, response.json) == (404, {"detail": "Not Found"})
+    assert "Location" not in response.headers
+    assert response.mimetype == "application/json"
+    assert auth.posts(headers) == [{"id": post_id, "text": "kept"}]

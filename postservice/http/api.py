@@ -60,7 +60,11 @@ ERRORS = {
         None,
     ),
     413: ("The body is over 8 MiB", ErrorSchema, None),
-    415: ("The body is not sent as application/json", ErrorSchema, None),
+    415: (
+        "The body is not sent as application/json, or sent with a Content-Encoding",
+        ErrorSchema,
+        None,
+    ),
     422: ("Invalid input: `errors` names each field", ValidationErrorSchema, None),
     429: (
         "Too many attempts from this address or for this email",

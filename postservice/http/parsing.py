@@ -68,6 +68,19 @@ class JSONRequest(Request):
         # application/json alone, as documented, and answers others 415.
         return self.mimetype == "application/json"
 
+    def get_json(self, force=False, silent=False, cache=True):
+        # The body is read as it came; a compressed one would fail to parse
+        # (400, as if the JSON were broken) or, when the label is wrong,
+        # be taken on trust: a coding is refused instead (RFC 9110, 15.5.16).
+        coding = self.headers.get("Content-Encoding")
+        if coding is not None and coding.strip(" \t").lower() not in ("", "identity"):
+            raise APIError(
+                415,
+                "Content-Encoding is not supported",
+                headers={"Accept-Encoding": "identity"},
+            )
+        return super().get_json(force=force, silent=silent, cache=cache)
+
     def on_json_loading_failed(self, e):
         if e is None:
             raise APIError(415, "Content-Type must be application/json")

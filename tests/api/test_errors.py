@@ -64,6 +64,33 @@ def test_other_json_media_types_are_415(app, client, media_type):
     assert row_count(app, User) == 0
 
 
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate", "GZIP", "identity, gzip"])
+def test_a_content_coded_body_is_415(app, client, coding):
+    """Read as it is, a compressed body would be stored compressed, or the
+    JSON a client sent plain but labelled would be taken on trust."""
+    body = json.dumps({"email": "a@example.com", "password": "password123"})
+    response = client.post(
+        REGISTER,
+        data=body,
+        content_type="application/json",
+        headers={"Content-Encoding": coding},
+    )
+    assert_error(response, 415, "Content-Encoding is not supported")
+    assert response.headers["Accept-Encoding"] == "identity"
+    assert row_count(app, User) == 0
+
+
+def test_an_identity_coded_body_is_read(client):
+    body = json.dumps({"email": "a@example.com", "password": "password123"})
+    response = client.post(
+        REGISTER,
+        data=body,
+        content_type="application/json",
+        headers={"Content-Encoding": "Identity"},
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+
+
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_not_json(app, client, constant):
     """Python's json reads them; JSON (RFC 8259) has no such values."""

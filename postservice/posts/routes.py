@@ -4,9 +4,11 @@ from flask import Response, request, stream_with_context, url_for
 
 from postservice.auth.revocation import reads_along
 from postservice.auth.tokens import current_user_id
+from postservice.http import etags
 from postservice.http.api import Blueprint
+from postservice.http.errors import PreconditionFailed
 from postservice.models import ID_MAX
-from postservice.posts import cache, idempotency, service
+from postservice.posts import cache, idempotency, service, tags
 from postservice.posts.schemas import (
     AddPostSchema,
     EditPostSchema,
@@ -23,21 +25,38 @@ page_query_schema = PageQuerySchema()
 DATABASE_DOWN = "The database is unavailable"
 POST_ID = f"<id(max={ID_MAX}):post_id>"
 
-# The conditional headers as documented (RFC 9110, section 13.1).
-IF_NONE_MATCH = {
-    "in": "header",
-    "name": "If-None-Match",
-    "schema": {"type": "string"},
-    "description": "Tags the client holds (or `*`): 304 with no body when one "
-    "is current (weak comparison)",
-}
-IF_MATCH = {
-    "in": "header",
-    "name": "If-Match",
-    "schema": {"type": "string"},
-    "description": "The post's tag as last read (or `*`): the edit happens only "
-    "if it is still current, else 412 and nothing changes",
-}
+
+# The conditional headers as documented (RFC 9110, section 13.1): on a read
+# If-None-Match revalidates (304) and If-Match must hold (412); on a write
+# both say when the change may happen (412 and nothing changes otherwise).
+def _header(name, description):
+    return {
+        "in": "header",
+        "name": name,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+IF_NONE_MATCH = _header(
+    "If-None-Match",
+    "Tags the client holds (or `*`): 304 with no body when one is current "
+    "(weak comparison)",
+)
+IF_MATCH_READ = _header(
+    "If-Match", "Tags (or `*`): 412 unless one is current (strong comparison)"
+)
+IF_MATCH = _header(
+    "If-Match",
+    "The post's tag as last read (or `*`): the change happens only if it is "
+    "still current (strong comparison), else 412 and nothing changes",
+)
+IF_NONE_MATCH_WRITE = _header(
+    "If-None-Match",
+    "Tags (or `*`, any post): the change happens only if none is current "
+    "(weak comparison), else 412 and nothing changes",
+)
+PRECONDITION_FAILED = "A condition of If-Match or If-None-Match is false"
 ETAG = {"ETag": {"description": "The tag of this answer", "schema": {"type": "string"}}}
 NOT_MODIFIED = "Not Modified: the tag in If-None-Match is current; no body"
 
@@ -79,7 +98,13 @@ def add_post(body):
 @bp.get("/get-posts")
 @bp.protected
 @reads_along(cache.READ_ALONG)  # a hit: one round trip for token and listing
-@bp.doc(parameters=[{"in": "query", "schema": PageQuerySchema}, IF_NONE_MATCH])
+@bp.doc(
+    parameters=[
+        {"in": "query", "schema": PageQuerySchema},
+        IF_NONE_MATCH,
+        IF_MATCH_READ,
+    ]
+)
 @bp.alt_response(
     200,
     schema=PostSchema(many=True),
@@ -88,6 +113,7 @@ def add_post(body):
     success=True,
 )
 @bp.alt_response(304, description=NOT_MODIFIED, headers=ETAG)
+@bp.alt_response(412, description=PRECONDITION_FAILED)
 @bp.alt_response(
     422,
     description="`limit` or `after_id` is not a whole number in range, in ASCII digits",
@@ -115,8 +141,9 @@ def get_posts():
     )
     known = _known()
     if not page:
-        return _listing_response(service.listing_body(user_id=user_id, known=known))
-    answer = service.page_body(user_id=user_id, known=known, **page)
+        answer = service.listing_body(user_id=user_id, known=known)
+        return _listing_response(_matched(answer))
+    answer = _matched(service.page_body(user_id=user_id, known=known, **page))
     response = _listing_response(answer)
     if answer.next_after_id is not None and answer.body is not None:
         # A relative reference (RFC 8288 allows it): no trust in the Host header.
@@ -129,9 +156,27 @@ def _known():
     """``If-None-Match`` as a test of a tag (weak comparison), or None."""
     # The environ itself: most requests have no such header, and a lookup
     # in werkzeug's Headers compares every header's name to find that out.
-    if "HTTP_IF_NONE_MATCH" not in request.environ:
-        return None
-    return request.if_none_match.contains_weak
+    held = etags.if_none_match(request.environ)
+    return None if held is None else held.weakly_match
+
+
+def _matched(answer):
+    """``answer``, unless an ``If-Match`` names none of its tag (412).
+
+    A read changes nothing, so the condition is tested once the tag is
+    known; a body already streaming is closed, which ends its query.
+    """
+    if _if_match_holds(answer.tag):
+        return answer
+    close = getattr(answer.body, "close", None)
+    if close is not None:
+        close()
+    raise PreconditionFailed()
+
+
+def _if_match_holds(tag):
+    if_match = etags.if_match(request.environ)
+    return if_match is None or if_match.strongly_match(tag)
 
 
 def _listing_response(answer):
@@ -156,14 +201,17 @@ def _json_response(body):
 
 @bp.get(f"/get-post/{POST_ID}")
 @bp.protected
-@bp.doc(parameters=[IF_NONE_MATCH])
+@bp.doc(parameters=[IF_NONE_MATCH, IF_MATCH_READ])
 @bp.response(200, PostSchema, description="The post", headers=ETAG)
 @bp.alt_response(304, description=NOT_MODIFIED, headers=ETAG)
 @bp.alt_response(404, description="No such post, or it is someone else's")
+@bp.alt_response(412, description=PRECONDITION_FAILED)
 @bp.alt_response(503, description=DATABASE_DOWN)
 def get_post(post_id):
     """One of the caller's posts, with its `ETag`"""
     post, tag = service.get_post(user_id=current_user_id(), post_id=post_id)
+    if not _if_match_holds(tag):
+        raise PreconditionFailed()
     known = _known()
     if known is not None and known(tag):
         return _listing_response(service.Listing(tag, None))
@@ -173,12 +221,10 @@ def get_post(post_id):
 @bp.patch(f"/edit-post/{POST_ID}")
 @bp.protected
 @bp.arguments(EditPostSchema)
-@bp.doc(parameters=[IF_MATCH])
+@bp.doc(parameters=[IF_MATCH, IF_NONE_MATCH_WRITE])
 @bp.response(200, PostSchema, description="The post as edited", headers=ETAG)
 @bp.alt_response(404, description="No such post, or it is someone else's")
-@bp.alt_response(
-    412, description="If-Match names none of the post's current tags; nothing changed"
-)
+@bp.alt_response(412, description=PRECONDITION_FAILED + "; nothing changed")
 @bp.alt_response(
     413, description="The text is over 1 MiB of UTF-8, or the body over 8 MiB"
 )
@@ -193,11 +239,21 @@ def edit_post(body, post_id):
     `If-Match` so that an edit made meanwhile (on any device) is not
     overwritten: a stale tag is answered 412.
     """
-    if_match = request.if_match if "If-Match" in request.headers else None
     post, tag = service.edit_post(
-        user_id=current_user_id(), post_id=post_id, if_match=if_match, **body
+        user_id=current_user_id(),
+        post_id=post_id,
+        condition=_condition(post_id),
+        **body,
     )
     return _post_response(post, tag)
+
+
+def _condition(post_id):
+    """What the request's conditional headers require of the post's version."""
+    environ = request.environ
+    return tags.condition(
+        post_id, etags.if_match(environ), etags.if_none_match(environ)
+    )
 
 
 def _post_response(post, tag):
@@ -209,12 +265,20 @@ def _post_response(post, tag):
 # Larger ids cannot exist and would overflow SQLite's integer binding: 404.
 @bp.delete(f"/delete-post/{POST_ID}")
 @bp.protected
+@bp.doc(parameters=[IF_MATCH, IF_NONE_MATCH_WRITE])
 @bp.response(204, description="Deleted")
 @bp.alt_response(404, description="No such post, or it is someone else's")
+@bp.alt_response(412, description=PRECONDITION_FAILED + "; the post stays")
 @bp.alt_response(503, description=DATABASE_DOWN)
 def delete_post(post_id):
-    """Delete one of the caller's posts"""
-    service.delete_post(user_id=current_user_id(), post_id=post_id)
+    """Delete one of the caller's posts
+
+    Send the post's `ETag` in `If-Match` so that a post edited meanwhile (on
+    any device) is not deleted unseen: a stale tag is answered 412.
+    """
+    service.delete_post(
+        user_id=current_user_id(), post_id=post_id, condition=_condition(post_id)
+    )
     response = Response(status=204)
     del response.headers["Content-Type"]  # there is no content to have a type
     return response

@@ -75,10 +75,12 @@ def _insert_statement(returning):
 
 
 @built_once
-def _delete_statement():
+def _delete_statement(in_versions=False, not_in_versions=False):
     posts = Post.__table__
     return delete(posts).where(
-        posts.c.id == bindparam("post_id"), posts.c.user_id == bindparam("user_id")
+        posts.c.id == bindparam("post_id"),
+        posts.c.user_id == bindparam("user_id"),
+        *_version_clauses(in_versions, not_in_versions),
     )
 
 
@@ -222,8 +224,9 @@ def _insert_in_session(user_id, text):
     return post.id
 
 
-def delete_post(*, user_id, post_id):
-    """Delete the post.
+def delete_post(*, user_id, post_id, condition=tags.UNCONDITIONAL):
+    """Delete the post, if its version meets ``condition`` (as for
+    ``edit_post``: else ``PreconditionFailed``, 412, and it stays).
 
     Raises ``NotFound`` when it does not exist or belongs to someone else:
     the two are indistinguishable so ids of other users' posts do not leak;
@@ -232,14 +235,25 @@ def delete_post(*, user_id, post_id):
     Tried again after a lost commit too: the DELETE runs again, and a try
     after the first that finds no row answers as a delete, since the post
     is gone either way (an id that was never the user's then gets 204
-    instead of 404, which still says nothing of other users' posts).
+    instead of 404, which still says nothing of other users' posts). A
+    post still there at another version was not deleted: 412.
     """
     tries = []
 
     def attempt():
+        if condition.never:
+            raise (
+                PreconditionFailed()
+                if _owned(user_id, post_id)
+                else NotFound("Post not found")
+            )
         first = not tries
         tries.append(1)
-        if not _delete(user_id, post_id) and first:
+        if _delete(user_id, post_id, condition):
+            return
+        if condition.checks_version and _owned(user_id, post_id):
+            raise PreconditionFailed()
+        if first:
             raise NotFound("Post not found")
 
     transactions.write(
@@ -247,12 +261,20 @@ def delete_post(*, user_id, post_id):
     )
 
 
-def _delete(user_id, post_id):
+def _delete(user_id, post_id, condition):
     """How many rows the DELETE removed: 1 or 0."""
+    statement = _delete_statement(
+        condition.versions is not None, bool(condition.not_versions)
+    )
+    values = {"post_id": post_id, "user_id": user_id, **_version_values(condition)}
     with single_statement() as conn:
-        return conn.execute(
-            _delete_statement(), {"post_id": post_id, "user_id": user_id}
-        ).rowcount
+        return conn.execute(statement, values).rowcount
+
+
+def _owned(user_id, post_id):
+    with statement_engine().connect() as conn:
+        found = conn.execute(_owned_statement(), {"post_id": post_id, "owner": user_id})
+        return found.first() is not None
 
 
 class Listing(NamedTuple):
@@ -482,36 +504,32 @@ def _post(row):
     return listing.encoded(post), tags.post_tag(post[0], version)
 
 
-def edit_post(*, user_id, post_id, text, if_match=None):
+def edit_post(*, user_id, post_id, text, condition=tags.UNCONDITIONAL):
     """Replace the post's text; returns the post's JSON bytes and its new tag.
 
-    ``if_match`` is the request's ``If-Match`` (werkzeug's ``ETags``), or
-    None: the edit goes ahead only if it names the post's current tag (or
-    is ``*``), else ``PreconditionFailed`` (412) and nothing changes. The
-    check and the edit are one ``UPDATE``, so no edit can come between.
+    The edit goes ahead only if the post's version meets ``condition``
+    (``tags.condition``: the request's ``If-Match`` and ``If-None-Match``),
+    else ``PreconditionFailed`` (412) and nothing changes. The check and the
+    edit are one ``UPDATE``, so no edit can come between.
     ``created_at`` stays; ``updated_at`` becomes the time of the edit, and
     is always later than ``created_at`` (at most a second ahead of the clock
     for an edit in the second the post was stored: times are in whole
     seconds). Raises ``NotFound`` as ``delete_post``. The user's cached
     listings become stale.
     """
-    versions = None
-    if if_match is not None and not if_match.star_tag:
-        versions = {
-            version
-            for tag in if_match.as_set()
-            if (version := tags.version_in(tag, post_id)) is not None
-        }
-
     post = {"post_id": post_id, "owner": user_id}
 
     def work():
         session = db.session
-        edit = _edit_statement(session.get_bind().dialect.name, versions is not None)
-        values = {**post, "new_text": text}
-        if versions is not None:
-            values["versions"] = list(versions)
-        changed = session.execute(edit, values).rowcount
+        changed = 0
+        if not condition.never:
+            edit = _edit_statement(
+                session.get_bind().dialect.name,
+                condition.versions is not None,
+                bool(condition.not_versions),
+            )
+            values = {**post, "new_text": text, **_version_values(condition)}
+            changed = session.execute(edit, values).rowcount
         if not changed:
             exists = session.execute(_owned_statement(), post).first() is not None
             session.rollback()
@@ -543,24 +561,43 @@ def _owned_statement():
 
 
 @built_once
-def _edit_statement(dialect, checks_version):
-    """The edit of one post of an owner; with ``checks_version``, only at one
-    of the listed ``versions``. A Core statement: the ORM's would evaluate
-    its condition against the session's objects, of which there are none."""
+def _edit_statement(dialect, in_versions, not_in_versions):
+    """The edit of one post of an owner, only at its ``Condition``'s
+    versions (``_version_values``). A Core statement: the ORM's would
+    evaluate its condition against the session's objects, of which there
+    are none."""
     posts = Post.__table__
     statement = update(posts).where(
-        posts.c.id == bindparam("post_id"), posts.c.user_id == bindparam("owner")
+        posts.c.id == bindparam("post_id"),
+        posts.c.user_id == bindparam("owner"),
+        *_version_clauses(in_versions, not_in_versions),
     )
-    if checks_version:
-        statement = statement.where(
-            posts.c.version.in_(bindparam("versions", expanding=True))
-        )
     # Not "text": a column's own name is reserved for its value in SET.
     return statement.values(
         text=bindparam("new_text"),
         version=posts.c.version + 1,
         updated_at=_edited_at(dialect),
     )
+
+
+def _version_clauses(in_versions, not_in_versions):
+    """The WHERE clauses of a ``tags.Condition`` (bound by ``_version_values``)."""
+    version = Post.__table__.c.version
+    clauses = []
+    if in_versions:
+        clauses.append(version.in_(bindparam("versions", expanding=True)))
+    if not_in_versions:
+        clauses.append(version.not_in(bindparam("not_versions", expanding=True)))
+    return clauses
+
+
+def _version_values(condition):
+    values = {}
+    if condition.versions is not None:
+        values["versions"] = sorted(condition.versions)
+    if condition.not_versions:
+        values["not_versions"] = sorted(condition.not_versions)
+    return values
 
 
 def _edited_at(dialect):

@@ -17,6 +17,7 @@ need to tell listings of one account apart, which it does.
 """
 
 import hashlib
+from typing import NamedTuple
 
 from postservice.posts.schemas import listing_format
 
@@ -59,7 +60,52 @@ def version_in(tag, post_id):
     head, _, version = tag.rpartition(".")
     if head != f"{listing_format()}.{post_id}":
         return None
-    # Versions are INTEGER columns: a longer number names none of them.
+    # Versions are INTEGER columns: a longer number names none of them. A
+    # leading zero is a tag never given ("x.03" is not "x.3": strong
+    # comparison is character by character).
     if not (version.isascii() and version.isdigit() and len(version) <= 9):
         return None
+    if version.startswith("0"):
+        return None
     return int(version)
+
+
+class Condition(NamedTuple):
+    """What ``If-Match`` and ``If-None-Match`` require of one post's version
+    for a write of it to go ahead (RFC 9110, section 13.2.2).
+
+    ``versions``: one of them (None: any); ``not_versions``: none of them;
+    ``never``: not at all (``If-None-Match: *``, "only if there is no such
+    post", which a write of an existing post never is).
+    """
+
+    versions: frozenset | None = None
+    not_versions: frozenset = frozenset()
+    never: bool = False
+
+    @property
+    def checks_version(self):
+        return self.versions is not None or bool(self.not_versions)
+
+
+UNCONDITIONAL = Condition()
+
+
+def condition(post_id, if_match, if_none_match):
+    """The ``Condition`` of a write of the post from the request's
+    ``etags.Tags`` (None where a header is absent)."""
+    versions = None
+    if if_match is not None and not if_match.any:
+        versions = _versions(if_match.strong, post_id)  # compared strongly
+    if if_none_match is None:
+        return Condition(versions)
+    if if_none_match.any:
+        return Condition(versions, never=True)
+    held = _versions(if_none_match.strong | if_none_match.weak, post_id)
+    return Condition(versions, held)
+
+
+def _versions(tags, post_id):
+    return frozenset(
+        version for tag in tags if (version := version_in(tag, post_id)) is not None
+    )

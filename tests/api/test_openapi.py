@@ -127,13 +127,22 @@ def test_status_codes_and_security(document):
         },
         ("POST", "/api/v1/users/logout"): {"204", "401", "403", "503"},
         ("POST", "/api/v1/posts/add-post"): {"200", "401", "403", "503"} | BODY_ERRORS,
-        ("GET", "/api/v1/posts/get-posts"): {"200", "304", "401", "403", "422", "503"},
+        ("GET", "/api/v1/posts/get-posts"): {
+            "200",
+            "304",
+            "401",
+            "403",
+            "412",
+            "422",
+            "503",
+        },
         ("GET", "/api/v1/posts/get-post/{post_id}"): {
             "200",
             "304",
             "401",
             "403",
             "404",
+            "412",
             "503",
         },
         ("PATCH", "/api/v1/posts/edit-post/{post_id}"): {
@@ -150,6 +159,7 @@ def test_status_codes_and_security(document):
             "401",
             "403",
             "404",
+            "412",
             "503",
         },
     }
@@ -181,15 +191,20 @@ def test_conditional_headers_are_documented(document):
     lost update: the tag each answer carries and the header that sends it
     back. A 304 has no body, so it is described by its headers alone."""
     paths = document["paths"]
-    for path, method, condition, tagged in (
-        ("/api/v1/posts/get-posts", "get", "If-None-Match", ("200", "304")),
-        ("/api/v1/posts/get-post/{post_id}", "get", "If-None-Match", ("200", "304")),
-        ("/api/v1/posts/edit-post/{post_id}", "patch", "If-Match", ("200",)),
+    both = ("If-None-Match", "If-Match")
+    for path, method, conditions, tagged in (
+        ("/api/v1/posts/get-posts", "get", both, ("200", "304")),
+        ("/api/v1/posts/get-post/{post_id}", "get", both, ("200", "304")),
+        ("/api/v1/posts/edit-post/{post_id}", "patch", both, ("200",)),
+        ("/api/v1/posts/delete-post/{post_id}", "delete", both, ()),
     ):
         operation = paths[path][method]
         sent = {p["name"]: p for p in operation["parameters"] if p["in"] == "header"}
-        assert sent[condition]["schema"] == {"type": "string"}, (path, condition)
-        assert not sent[condition].get("required", False), (path, condition)
+        assert set(sent) >= set(conditions), path
+        for condition in conditions:
+            assert sent[condition]["schema"] == {"type": "string"}, (path, condition)
+            assert not sent[condition].get("required", False), (path, condition)
+        assert "412" in operation["responses"], path
         for status in tagged:
             answered = operation["responses"][status]["headers"]
             assert answered["ETag"]["schema"] == {"type": "string"}, (path, status)
@@ -238,8 +253,9 @@ def test_docs_assets_are_only_the_listed_files(client):
 def test_page_parameters_are_documented(document):
     operation = document["paths"]["/api/v1/posts/get-posts"]["get"]
     parameters = {p["name"]: p for p in operation["parameters"]}
-    assert set(parameters) == {"limit", "after_id", "If-None-Match"}
+    assert set(parameters) == {"limit", "after_id", "If-None-Match", "If-Match"}
     assert parameters.pop("If-None-Match")["in"] == "header"
+    assert parameters.pop("If-Match")["in"] == "header"
     assert all(p["in"] == "query" and not p["required"] for p in parameters.values())
     assert parameters["limit"]["schema"] == {
         "type": "integer",
@@ -263,5 +279,6 @@ def test_the_cached_listing_is_only_documented_not_wrapped(app, document):
         "limit",
         "after_id",
         "If-None-Match",
+        "If-Match",
     }
     assert "200" in operation["responses"]

@@ -332,6 +332,34 @@ def test_a_listing_streamed_from_the_database_answers_304(
 
 
 @pytest.mark.parametrize("setting", UNCACHED)
+def test_a_stale_if_match_on_a_streamed_listing_is_412_and_ends_its_read(
+    make_app, real_redis_url, setting
+):
+    """The tag is known once the stream has begun: the stream is closed,
+    which gives its connection and the account's slot back."""
+    app = make_app(**UNCACHED[setting](real_redis_url), LISTING_REBUILD_SLOTS=1)
+    client = app.test_client()
+    actions = AuthActions(client)
+    headers = actions.register()
+    actions.add_post(headers, "a" * 300)
+    actions.add_post(headers, "b" * 300)
+    tag = get(client, headers).headers["ETag"]
+    for query in ("", "?limit=1"):
+        for _ in range(3):  # one slot: a leaked one would make the next 503
+            response = client.get(
+                GET_POSTS + query, headers={**headers, "If-Match": '"stale"'}
+            )
+            assert (response.status_code, response.json) == (
+                412,
+                {"detail": "Precondition Failed"},
+            )
+    assert app.extensions["listing_rebuild_slots"].taken == {}
+    response = client.get(GET_POSTS, headers={**headers, "If-Match": tag})
+    assert (response.status_code, response.headers["ETag"]) == (200, tag)
+    assert [len(p["text"]) for p in response.json] == [300, 300]
+
+
+@pytest.mark.parametrize("setting", UNCACHED)
 def test_reads_of_an_uncached_listing_hold_at_most_the_accounts_share(
     make_app, real_redis_url, setting
 ):

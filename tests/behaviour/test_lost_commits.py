@@ -82,12 +82,20 @@ def test_keyed_add_post_cut_at_its_commit_stores_one_post(cut_app, proxy, header
     assert stored(cut_app, "cut at the commit") == [response.json["PostID"]]
 
 
+@pytest.mark.parametrize("if_match", [False, True], ids=["plain", "if-match"])
 @pytest.mark.parametrize("after", [True, False], ids=["committed", "not-run"])
-def test_delete_post_cut_at_its_delete_answers_deleted(cut_app, proxy, headers, after):
+def test_delete_post_cut_at_its_delete_answers_deleted(
+    cut_app, proxy, headers, after, if_match
+):
+    """With If-Match too: the try after the cut finds no row, or the row at
+    the version the client named, and answers the delete either way."""
     relay, _ = proxy
     client = cut_app.test_client()
     added = client.post("/api/v1/posts/add-post", json={"text": "x"}, headers=headers)
     post_id = added.json["PostID"]
+    if if_match:
+        tag = client.get(f"/api/v1/posts/get-post/{post_id}", headers=headers)
+        headers = {**headers, "If-Match": tag.headers["ETag"]}
     relay.cut(DELETE, after=after)
     response = client.delete(f"/api/v1/posts/delete-post/{post_id}", headers=headers)
     assert relay.cuts == 1

@@ -18,6 +18,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from email.utils import parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from limits import parse_many
@@ -144,7 +145,13 @@ class ConfigError(SystemExit):
         super().__init__(f"postservice: configuration error: {message}")
 
 
-def _int(env, name, default, minimum=None):
+# The largest whole number any setting takes: a C int, an INTEGER column, 68
+# years in seconds. Beyond it a duration overflows a date before its first use.
+INT_MAX = 2**31 - 1
+PORT_MAX = 65535
+
+
+def _int(env, name, default, minimum=None, maximum=INT_MAX):
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -154,6 +161,8 @@ def _int(env, name, default, minimum=None):
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -165,8 +174,10 @@ def _float(env, name, default):
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be above zero, got {raw!r}")
+    # nan compares false with everything: it would pass a bound and then
+    # fail every call that uses it; inf would mean "never".
+    if not math.isfinite(value) or value <= 0 or value > INT_MAX:
+        raise ConfigError(f"{name} must be a number of seconds above zero, got {raw!r}")
     return value
 
 
@@ -251,7 +262,8 @@ class Config:
         database_url = env.get("DATABASE_URL") or (
             "sqlite:///" + os.path.join(instance_path, "postservice.sqlite")
         )
-        settings = {
+        _check_database_url(database_url)
+        return {
             "MODE": cls.MODE,
             "DEBUG": cls.DEBUG,
             "TESTING": cls.TESTING,
@@ -272,7 +284,7 @@ class Config:
             "REFRESH_REUSE_INTERVAL": _int(
                 env, "REFRESH_REUSE_INTERVAL", cls.REFRESH_REUSE_INTERVAL, 0
             ),
-            "BCRYPT_ROUNDS": _int(env, "BCRYPT_ROUNDS", cls.BCRYPT_ROUNDS, 4),
+            "BCRYPT_ROUNDS": _int(env, "BCRYPT_ROUNDS", cls.BCRYPT_ROUNDS, 4, 31),
             "PASSWORD_HASH_SLOTS": _int(
                 env, "PASSWORD_HASH_SLOTS", _default_hash_slots(env), 1
             ),
@@ -320,7 +332,7 @@ class Config:
                 env, "REGISTER_RATE_LIMIT", cls.REGISTER_RATE_LIMIT
             ),
             "LOGIN_KNOWN_ADDRESS_DAYS": _int(
-                env, "LOGIN_KNOWN_ADDRESS_DAYS", cls.LOGIN_KNOWN_ADDRESS_DAYS, 1
+                env, "LOGIN_KNOWN_ADDRESS_DAYS", cls.LOGIN_KNOWN_ADDRESS_DAYS, 1, 36500
             ),
             "PASSWORD_RESET_RATE_LIMIT": _rate_limit(
                 env, "PASSWORD_RESET_RATE_LIMIT", cls.PASSWORD_RESET_RATE_LIMIT
@@ -354,9 +366,6 @@ class Config:
             **proxy_settings(env),
             "LOG_FORMAT": log_format(env),
         }
-        if settings["BCRYPT_ROUNDS"] > 31:
-            raise ConfigError("BCRYPT_ROUNDS must be at most 31")
-        return settings
 
 
 class DevelopmentConfig(Config):
@@ -683,11 +692,47 @@ def development_secret(instance_path):
     return secret
 
 
+def _check_database_url(url):
+    """A URL SQLAlchemy can read, of a driver that is installed (what the
+    engines would fail on at their first request, with a traceback)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    # The errors never quote the URL: it may hold a password.
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            "DATABASE_URL must be a URL such as "
+            "mysql+pymysql://user:password@host:3306/name"
+        ) from None
+    except NoSuchModuleError:
+        raise ConfigError(
+            "DATABASE_URL names a database driver not installed"
+        ) from None
+
+
+def _split(name, url):
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (reading it raises ValueError when malformed)
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}") from None
+    return parts
+
+
 def mail_settings(env):
     """``MAIL_URL`` as given (``parse_mail_url`` reads it) and ``MAIL_FROM``."""
     sender = (env.get("MAIL_FROM") or "").strip() or DEFAULT_MAIL_FROM
     if "\n" in sender or "\r" in sender:
         raise ConfigError("MAIL_FROM must be one line")
+    _name, address = parseaddr(sender)
+    local, _, domain = address.rpartition("@")
+    if not local or not domain or any(c.isspace() for c in address):
+        raise ConfigError(
+            "MAIL_FROM must be an address, as 'Name <name@example.com>', "
+            f"got {sender!r}"
+        )
     return {
         "MAIL_URL": (env.get("MAIL_URL") or "").strip() or None,
         "MAIL_DEFAULT_SENDER": sender,
@@ -704,7 +749,10 @@ def parse_mail_url(url):
     """
     if not url:
         return {"MAIL_BACKEND": "postservice.mail.console.EmailBackend"}
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        raise ConfigError(f"MAIL_URL: {e}") from None
     scheme = parts.scheme.lower()
     if scheme not in MAIL_SCHEMES or not parts.hostname:
         raise ConfigError(
@@ -734,8 +782,12 @@ def public_url(env):
     raw = (env.get("PUBLIC_URL") or "").strip()
     if not raw:
         return None  # outside production, ``served_url`` in settings_for
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    parts = _split("PUBLIC_URL", raw)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() or not c.isprintable() for c in raw)
+    ):
         raise ConfigError(f"PUBLIC_URL must be an http(s) URL, got {raw!r}")
     if parts.query or parts.fragment:
         raise ConfigError("PUBLIC_URL must have no query or fragment")
@@ -761,7 +813,7 @@ def served_url(env):
 
 def _port(env):
     """``PORT``: where the server listens, and development's links point."""
-    return _int(env, "PORT", DEFAULT_PORT, 1)
+    return _int(env, "PORT", DEFAULT_PORT, 1, PORT_MAX)
 
 
 def log_format(env):
@@ -843,14 +895,14 @@ def server_settings(env=None, *, pool_size=None):
             "DATABASE_POOL_SIZE"
         )
     port = _port(env)
-    metrics_port = _int(env, "METRICS_PORT", None, 1)
+    metrics_port = _int(env, "METRICS_PORT", None, 1, PORT_MAX)
     if metrics_port is not None and metrics_port == port:
         raise ConfigError(
             f"METRICS_PORT must differ from PORT ({port}): the metrics "
             "are never served on the public port"
         )
     return ServerSettings(
-        host=env.get("HOST") or DEFAULT_HOST,
+        host=(env.get("HOST") or "").strip() or DEFAULT_HOST,
         port=port,
         threads=threads,
         connection_limit=_int(env, "WAITRESS_CONNECTION_LIMIT", 100, 1),

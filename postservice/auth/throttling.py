@@ -92,11 +92,10 @@ class Throttle:
 
     def __init__(self, app):
         self.url = app.config["RATELIMIT_STORAGE_URL"]
-        if self.url.lower().startswith(("redis+", "rediss+")):
-            try:
-                clients.parse_url(self.url)
-            except clients.RedisURLError as e:
-                raise ConfigError(f"RATELIMIT_STORAGE_URL: {e}") from None
+        try:
+            clients.check_url(self.url, memory=True)
+        except clients.RedisURLError as e:
+            raise ConfigError(f"RATELIMIT_STORAGE_URL: {e}") from None
         self.timeout = app.config["REDIS_TIMEOUT"]
         self.tls = clients.TLS.from_settings(app.config)
         # One marker per account and client, alive this long after a login.

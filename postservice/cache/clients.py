@@ -80,6 +80,39 @@ class ParsedURL:
         return self.scheme.startswith("rediss")
 
 
+def check_url(url, *, memory=False):
+    """Refuse a URL the clients below would fail on or misread: a scheme
+    they do not know (``memory://`` only where ``memory``), a port that is
+    not a number, a malformed host, a database that is not a number.
+
+    redis-py reads ``redis://host/x`` as database 0 without a word: a
+    deployment's keys would land in another's database.
+    """
+    # The errors never quote the URL: it may hold a password.
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        raise RedisURLError(str(e)) from None
+    scheme = parts.scheme.lower()
+    if memory and scheme == "memory":
+        return
+    if scheme not in SINGLE_SCHEMES:
+        parse_url(url)  # raises for an unknown scheme too
+        return
+    databases = parse_qs(parts.query).get("db", [])
+    if scheme != "unix":
+        try:
+            parts.port  # noqa: B018 (reading it raises ValueError when malformed)
+        except ValueError as e:
+            raise RedisURLError(str(e)) from None
+        if not parts.hostname:
+            raise RedisURLError("a Redis URL needs a host")
+        databases.append(parts.path.strip("/") or "0")
+    for db in databases:
+        if not (db.isascii() and db.isdigit()):
+            raise RedisURLError(f"the database must be a number, got {db!r}")
+
+
 def parse_url(url):
     """Split a ``redis+cluster://`` or ``redis+sentinel://`` URL.
 
@@ -195,6 +228,7 @@ def connect(url, *, timeout, tls=None, retries=0):
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), retries),
     }
+    check_url(url)
     scheme = urlsplit(url).scheme.lower()
     if scheme in SINGLE_SCHEMES:
         options = dict(base, **tls.options()) if scheme == "rediss" else base

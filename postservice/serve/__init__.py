@@ -56,7 +56,12 @@ def main():
     settings = config.server_settings()
     logs.configure(settings.log_format)
     app = create_app()
-    server = GracefulServer(app, settings.waitress())
+    try:
+        server = GracefulServer(app, settings.waitress())
+    except (OSError, ValueError) as e:  # in use, not ours to bind, no such host
+        raise ConfigError(
+            f"HOST {settings.host!r} and PORT {settings.port} cannot be used: {e}"
+        ) from None
     metrics.watch_server(app, server)
     listener = _metrics_listener(app, settings.metrics_host, settings.metrics_port)
     _warn_if_descriptors_run_short(settings)

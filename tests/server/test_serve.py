@@ -47,6 +47,27 @@ def test_server_refuses_to_start_with_too_many_threads(database_url):
     )
 
 
+@pytest.mark.parametrize("host", ["nosuchhost.invalid", "192.0.2.1", "taken"])
+def test_a_port_the_server_cannot_listen_on_is_one_line(database_url, host):
+    """Not a traceback: a port in use, an address not this machine's, a
+    host that resolves to nothing."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        if host == "taken":
+            host = "127.0.0.1"
+        env = server_env(database_url, None, HOST=host, PORT=str(port))
+        result = run_in_repo([*SERVE], env)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"postservice: configuration error: HOST {host!r} and PORT {port} "
+        "cannot be used: "
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_body_just_over_the_limit_gets_the_json_413(instance):
     [headers] = register_users(instance.base, 1, "big")
     body = b'{"text": "' + b"a" * MAX_BODY_BYTES + b'"}'

@@ -241,12 +241,54 @@ def test_unknown_mode_is_refused(monkeypatch):
         ("REDIS_TIMEOUT", "-1"),
         ("LOGIN_KNOWN_ADDRESS_DAYS", "0"),
         ("LOGIN_KNOWN_ADDRESS_DAYS", "a month"),
+        # Numbers that would overflow a date or a C int before their first use.
+        ("JWT_ACCESS_TOKEN_EXPIRES", "100000000000000"),
+        ("JWT_REFRESH_TOKEN_EXPIRES", "99999999999999999"),
+        ("LOGIN_KNOWN_ADDRESS_DAYS", "36501"),
+        ("POSTS_CACHE_TTL", str(2**31)),
+        # nan passes every comparison's "no"; inf means never.
+        ("REDIS_TIMEOUT", "nan"),
+        ("REDIS_TIMEOUT", "inf"),
+        ("PORT", "70000"),
     ],
 )
 def test_unreadable_or_out_of_range_number_is_refused(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
-    with pytest.raises(SystemExit, match=name):
+    with pytest.raises(SystemExit, match=name) as excinfo:
         create_app({"MODE": "testing"})
+    assert str(excinfo.value).startswith("postservice: configuration error: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PUBLIC_URL", "http://[::1"),
+        ("PUBLIC_URL", "http://posts.example.com:abc"),
+        ("PUBLIC_URL", "http://posts example.com"),
+        ("MAIL_URL", "smtp://[::1"),
+        ("MAIL_FROM", "not an address"),
+        ("MAIL_FROM", "posts <@example.com>"),
+        ("REDIS_URL", "redis://[::1/6"),
+        ("REDIS_URL", "redis://:secretpw@127.0.0.1:abc/6"),
+        ("REDIS_URL", "redis://127.0.0.1:99999/6"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/x"),  # redis-py would take db 0
+        ("RATELIMIT_STORAGE_URL", "redis://127.0.0.1:abc/6"),
+        ("RATELIMIT_STORAGE_URL", "bogus://x"),
+        ("DATABASE_URL", "nonsense"),
+        ("DATABASE_URL", "mysql+pymysql://u:secretpw@db:abc/posts"),
+        ("DATABASE_URL", "nosuchdriver://db/posts"),
+    ],
+)
+def test_an_unusable_address_is_refused_in_one_line(monkeypatch, name, value):
+    """At start, naming the setting, never quoting a password: not a
+    traceback then, nor a 500 at every request later."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as excinfo:
+        create_app({"MODE": "testing"})
+    message = str(excinfo.value)
+    assert message.startswith("postservice: configuration error: ")
+    assert name in message
+    assert "secretpw" not in message
 
 
 def test_development_builds_with_no_variables():

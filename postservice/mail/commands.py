@@ -6,20 +6,20 @@ import time
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
 
 from postservice.mail import delivery, outbox, tokens
 from postservice.ops import metrics
+from postservice.ops.cli import MaintenanceGroup
 
 log = logging.getLogger("postservice.mail")
-mail_cli = AppGroup("mail", help="The outbox: deliver mail, see what is stuck.")
+mail_cli = MaintenanceGroup("mail", help="The outbox: deliver mail, see what is stuck.")
 
 
 @mail_cli.command("deliver")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 @click.option(
     "--metrics-port",
-    type=int,
+    type=click.IntRange(1, 65535),
     default=None,
     help="Serve this worker's metrics (mails sent, failed) on this port.",
 )
@@ -39,7 +39,13 @@ def deliver(once, metrics_port, metrics_host):
         return
     listener = None
     if metrics_port is not None:
-        listener = metrics.start_listener(app, metrics_host, metrics_port)
+        try:
+            listener = metrics.start_listener(app, metrics_host, metrics_port)
+        except OSError as e:  # in use, not this machine's, no such host
+            raise click.ClickException(
+                f"--metrics-host {metrics_host} --metrics-port {metrics_port} "
+                f"cannot be used: {e}"
+            ) from None
 
     def stop(signum, frame):
         worker.stop.set()

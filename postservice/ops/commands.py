@@ -5,13 +5,14 @@ import time
 
 import click
 from flask import Blueprint
-from flask.cli import AppGroup
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from postservice.auth import revocation, sessions
+from postservice.cache.clients import REDIS_ERRORS
 from postservice.db import transactions
 from postservice.extensions import db
+from postservice.ops.cli import MaintenanceGroup
 from postservice.posts import idempotency
 from postservice.users import service as users_service
 
@@ -46,9 +47,9 @@ def wait_for_db(timeout):
             return
 
 
-users_cli = AppGroup("users", help="Support tasks on accounts.")
-tokens_cli = AppGroup("tokens", help="Maintenance of token revocations.")
-posts_cli = AppGroup("posts", help="Maintenance of post records.")
+users_cli = MaintenanceGroup("users", help="Support tasks on accounts.")
+tokens_cli = MaintenanceGroup("tokens", help="Maintenance of token revocations.")
+posts_cli = MaintenanceGroup("posts", help="Maintenance of post records.")
 
 
 def _account(email):
@@ -122,12 +123,26 @@ def purge_tokens():
 
 
 @tokens_cli.command("import-legacy")
-def import_legacy():
+@click.option(
+    "--skip-unreachable",
+    is_flag=True,
+    help="When Redis does not answer, say so and exit 0 (container start).",
+)
+def import_legacy(skip_unreachable):
     """Copy revocations kept only in Redis (1.x layout) into the database.
 
-    Safe to run again; does nothing without Redis.
+    Safe to run again; does nothing without REDIS_URL.
     """
-    click.echo(f"imported {revocation.import_legacy()} revocation(s)")
+    try:
+        imported = revocation.import_legacy()
+    except REDIS_ERRORS as e:
+        if not skip_unreachable:
+            raise
+        # The service itself runs without Redis; its start must too. The
+        # next start with Redis answering imports what is there.
+        click.echo(f"Redis not answering, nothing imported: {e}", err=True)
+        return
+    click.echo(f"imported {imported} revocation(s)")
 
 
 @posts_cli.command("purge-keys")

@@ -94,3 +94,62 @@ def test_production_refuses_to_start_in_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "JWT_SECRET_KEY" in lines[0]
+
+
+# A port where nothing listens: the database or Redis refuses at once.
+UNREACHABLE_MYSQL = "mysql+pymysql://root@127.0.0.1:1/postservice"
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+MAINTENANCE = [
+    ["tokens", "purge"],
+    ["posts", "purge-keys"],
+    ["mail", "status"],
+    ["mail", "retry"],
+    ["mail", "purge-tokens"],
+    ["mail", "deliver", "--once"],
+    ["users", "revoke", "someone@example.com"],
+]
+
+
+def flask_command(args, env):
+    return run([BIN / "flask", "--app", "postservice", *args], env, check=False)
+
+
+def test_maintenance_commands_without_their_database_fail_in_one_line(tmp_path):
+    """As wait-for-db does: the reason, not the driver's traceback."""
+    for url in (UNREACHABLE_MYSQL, f"sqlite:///{tmp_path / 'never-migrated.sqlite'}"):
+        for args in MAINTENANCE:
+            result = flask_command(args, server_env(url, None))
+            assert result.returncode == 1, (args, result.stdout)
+            assert "Traceback" not in result.stderr, (args, result.stderr)
+            [line] = result.stderr.strip().splitlines()
+            assert line.startswith("Error: the database cannot be used: "), (args, line)
+
+
+def test_import_legacy_without_redis_stops_a_start_only_when_asked(database_url):
+    env = server_env(database_url, UNREACHABLE_REDIS)
+    result = flask_command(["tokens", "import-legacy"], env)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("Error: Redis cannot be used: ")
+    assert "Traceback" not in result.stderr
+    # The container's start script goes on: the service runs without Redis.
+    result = flask_command(["tokens", "import-legacy", "--skip-unreachable"], env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("Redis not answering, nothing imported: ")
+    assert "--skip-unreachable" in (ROOT / "docker" / "entrypoint.sh").read_text()
+
+
+def test_a_mail_worker_metrics_port_it_cannot_use_is_one_line(database_url):
+    env = server_env(database_url, None)
+    for options, expected in (
+        (["--metrics-port", "70000"], "Invalid value for '--metrics-port'"),
+        (["--metrics-port", "0"], "Invalid value for '--metrics-port'"),
+        (
+            ["--metrics-port", "8125", "--metrics-host", "nosuchhost.invalid"],
+            "Error: --metrics-host nosuchhost.invalid --metrics-port 8125 "
+            "cannot be used: ",
+        ),
+    ):
+        result = flask_command(["mail", "deliver", *options], env)
+        assert result.returncode in (1, 2), result.stderr
+        assert expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr

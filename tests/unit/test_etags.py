@@ -41,20 +41,23 @@ def test_lists_of_tags_are_read(value, strong, weak):
 def test_values_that_are_not_lists_of_tags_name_none(value):
     tags = etags.parse(value)
     assert tags == etags.NONE
-    assert not tags.strongly_match("a") and not tags.weakly_match("a")
+    assert not tags.strongly_match("a")
+    assert not tags.weakly_match("a")
 
 
 def test_star_matches_any_tag():
     for value in ("*", " * "):
         tags = etags.parse(value)
-        assert tags.strongly_match("x") and tags.weakly_match("x")
+        assert tags.strongly_match("x")
+        assert tags.weakly_match("x")
 
 
 def test_strong_comparison_leaves_weak_tags_out():
     tags = etags.parse('W/"a", "b"')
     assert not tags.strongly_match("a")
     assert tags.strongly_match("b")
-    assert tags.weakly_match("a") and tags.weakly_match("b")
+    assert tags.weakly_match("a")
+    assert tags.weakly_match("b")
     assert not tags.weakly_match("c")
 
 

@@ -1,0 +1,28 @@
+"""The command group of the maintenance commands (``users``, ``tokens``,
+``posts``, ``mail``): a database or Redis that cannot be used is one line,
+``Error: ...`` and exit status 1, not a traceback of the driver's."""
+
+import click
+from flask.cli import AppGroup
+from sqlalchemy.exc import SQLAlchemyError
+
+from postservice.cache.clients import REDIS_ERRORS
+
+
+def _reason(error):
+    # The driver's own words, first line: never the statement or its data.
+    cause = getattr(error, "orig", None) or error
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
+
+
+class MaintenanceGroup(AppGroup):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SQLAlchemyError as e:
+            raise click.ClickException(
+                f"the database cannot be used: {_reason(e)}"
+            ) from None
+        except REDIS_ERRORS as e:
+            raise click.ClickException(f"Redis cannot be used: {_reason(e)}") from None

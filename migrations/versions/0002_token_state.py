@@ -36,10 +36,8 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table('revoked_tokens', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_revoked_tokens_user_id'))
-        batch_op.drop_index(batch_op.f('ix_revoked_tokens_expires_at'))
-
+    # The table's indexes go with it; MySQL refuses to drop the user_id index
+    # first, as its foreign key needs it.
     op.drop_table('revoked_tokens')
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_column('token_version')

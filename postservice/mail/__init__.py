@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from postservice.extensions import db, mail
 from postservice.mail import outbox
+from postservice.ops import health
 
 
 class _OutboxCollector:
@@ -26,13 +27,11 @@ class _OutboxCollector:
         self.app = app
 
     def collect(self):
-        with self.app.app_context():
-            try:
-                waiting, failed, age = outbox.state()
-            except SQLAlchemyError:
-                return  # postservice_dependency_up says the database is down
-            finally:
-                db.session.remove()
+        # Within /readyz's deadline: a hung database must not hold the scrape.
+        state = health.within_deadline(self.app, _outbox_state, None)
+        if state is None:
+            return  # postservice_dependency_up says the database is down
+        waiting, failed, age = state
         yield GaugeMetricFamily(
             "postservice_mail_outbox_waiting",
             "Mails in the outbox still to be sent (due now, later, or in hand).",
@@ -48,6 +47,15 @@ class _OutboxCollector:
             "Age of the oldest mail still to be sent; 0 when none waits.",
             value=age,
         )
+
+
+def _outbox_state():
+    try:
+        return outbox.state()
+    except SQLAlchemyError:
+        return None
+    finally:
+        db.session.remove()
 
 
 def init_app(app):

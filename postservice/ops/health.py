@@ -41,7 +41,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    checks = _run_checks(current_app._get_current_object())
+    checks = run_checks(current_app._get_current_object())
     if checks["database"] != "ok":
         response = jsonify(
             detail="Database unavailable", status="unavailable", **checks
@@ -53,19 +53,33 @@ def readyz():
     return {"status": status, **checks}
 
 
-def _run_checks(app):
-    pool = app.extensions.get("readiness_pool")
-    if pool is None:
-        pool = app.extensions.setdefault(
-            "readiness_pool",
-            ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="readyz"),
-        )
+def run_checks(app):
+    """``/readyz``'s checks, answered within ``READY_DEADLINE`` seconds."""
+    pool = _pool(app)
     deadline = time.monotonic() + READY_DEADLINE
     database = pool.submit(_in_context, app, database_status)
     redis = pool.submit(_in_context, app, redis_status)
     checks = {"database": _result(database, deadline, "unavailable")}
     checks.update(_result(redis, deadline, {"redis": "unavailable"}))
     return checks
+
+
+def within_deadline(app, work, late):
+    """``work()`` in the app's context on the checks' pool, or ``late`` when
+    it has no answer within ``READY_DEADLINE`` seconds (a metrics scrape's
+    reads of the database: a hung server must not hold the scrape)."""
+    future = _pool(app).submit(_in_context, app, work)
+    return _result(future, time.monotonic() + READY_DEADLINE, late)
+
+
+def _pool(app):
+    pool = app.extensions.get("readiness_pool")
+    if pool is None:
+        pool = app.extensions.setdefault(
+            "readiness_pool",
+            ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="readyz"),
+        )
+    return pool
 
 
 def _in_context(app, check):

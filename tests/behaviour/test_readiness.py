@@ -7,8 +7,11 @@ deadline the check would hang for the driver's read timeout.
 import signal
 import time
 
-from postservice.ops import health
+from flask_migrate import upgrade
 
+from postservice.ops import health, metrics
+
+from ..support.metrics import parse, value
 from ..support.servers import MariaDBServer, freeze
 
 # Far above the check's deadline, so only the deadline can end it in time.
@@ -39,3 +42,34 @@ def test_readyz_gives_up_on_a_frozen_database(make_app, tmp_path):
     assert response.headers["Retry-After"] == "1"
     assert elapsed < READ_TIMEOUT / 3, elapsed  # the deadline, not the driver
     assert health.READY_DEADLINE < READ_TIMEOUT / 3
+
+
+def test_a_metrics_scrape_gives_up_on_a_frozen_database(make_app, tmp_path):
+    """A scrape reads the database twice (the check, the outbox): each
+    within /readyz's deadline, so that the scraper sees the database down
+    instead of timing out on the whole target."""
+    server = MariaDBServer(tmp_path)
+    server.start()
+    server.create_database("scraped")
+    app = make_app(
+        SQLALCHEMY_DATABASE_URI=server.url("scraped"),
+        DATABASE_READ_TIMEOUT=READ_TIMEOUT,
+        REDIS_URL=None,
+    )
+    with app.app_context():
+        upgrade()
+    seen = parse(metrics.exposition(app))
+    assert value(seen, "postservice_dependency_up", dependency="database") == 1
+    assert ("postservice_mail_outbox_waiting", ()) in seen
+    freeze(server.process)
+    try:
+        started = time.monotonic()
+        seen = parse(metrics.exposition(app))
+        elapsed = time.monotonic() - started
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        server.stop()
+    assert value(seen, "postservice_dependency_up", dependency="database") == 0
+    assert ("postservice_mail_outbox_waiting", ()) not in seen
+    # Two deadlines, not the driver's read timeout.
+    assert elapsed < 2 * health.READY_DEADLINE + 1, elapsed

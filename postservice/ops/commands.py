@@ -1,6 +1,7 @@
 """Operational ``flask`` commands: ``wait-for-db``, ``users ...``, ``tokens ...``,
 ``posts ...``."""
 
+import math
 import time
 
 import click
@@ -19,9 +20,22 @@ from postservice.users import service as users_service
 bp = Blueprint("commands", __name__, cli_group=None)
 
 
+def _finite_seconds(ctx, param, value):
+    # nan passes FloatRange (every comparison with it is false): it would
+    # wait forever.
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
+
+
 @bp.cli.command("wait-for-db")
 @click.option(
-    "--timeout", default=60.0, show_default=True, help="Seconds to wait at most."
+    "--timeout",
+    default=60.0,
+    type=click.FloatRange(min=0),
+    callback=_finite_seconds,
+    show_default=True,
+    help="Seconds to wait at most.",
 )
 def wait_for_db(timeout):
     """Wait until the database answers a query, for container start-up.

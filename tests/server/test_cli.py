@@ -153,3 +153,11 @@ def test_a_mail_worker_metrics_port_it_cannot_use_is_one_line(database_url):
         assert result.returncode in (1, 2), result.stderr
         assert expected in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_wait_for_db_refuses_a_timeout_that_never_ends(database_url):
+    env = server_env(database_url, None)
+    for timeout in ("nan", "inf", "-1", "soon"):
+        result = flask_command(["wait-for-db", "--timeout", timeout], env)
+        assert result.returncode == 2, (timeout, result.stdout)
+        assert "Invalid value for '--timeout'" in result.stderr

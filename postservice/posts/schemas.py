@@ -92,7 +92,8 @@ def listing_format():
 # the document says integer, and only the plain decimal form is one.
 ASCII_DIGITS = re.compile(r"[0-9]+")
 # More than a page parameter can need (ID_MAX has 19 digits), fewer than
-# int() refuses to read.
+# int() refuses to read: a number of more digits (leading zeros aside) is
+# read as 10**MAX_DIGITS, which every page parameter's range refuses.
 MAX_DIGITS = 40
 
 
@@ -103,13 +104,12 @@ class QueryInteger(fields.Integer):
         super().__init__(strict=False, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if not (
-            isinstance(value, str)
-            and len(value) <= MAX_DIGITS
-            and ASCII_DIGITS.fullmatch(value)
-        ):
+        if not (isinstance(value, str) and ASCII_DIGITS.fullmatch(value)):
             raise ValidationError(self.error_messages["invalid"])
-        return super()._deserialize(value, attr, data, **kwargs)
+        digits = value.lstrip("0") or "0"
+        if len(digits) > MAX_DIGITS:
+            return 10**MAX_DIGITS  # out of range, and said so by the range
+        return super()._deserialize(digits, attr, data, **kwargs)
 
 
 class PageQuerySchema(RequestSchema):

@@ -161,3 +161,18 @@ def test_page_sizes_with_leading_zeros_are_whole_numbers(client, seven):
     response = get(client, f"limit=03&after_id=0{ids[0]}", headers)
     assert response.status_code == 200
     assert [p["id"] for p in response.json] == ids[1:4]
+    # However many zeros: the number is what counts.
+    zeros = "0" * 5000
+    response = get(client, f"limit={zeros}3&after_id={zeros}{ids[0]}", headers)
+    assert response.status_code == 200
+    assert [p["id"] for p in response.json] == ids[1:4]
+
+
+def test_a_number_of_many_digits_is_out_of_range(client, auth):
+    """Not "Not a valid integer": it is one, past the largest id."""
+    headers = auth.register()
+    for digits in (20, 41, 5000):
+        response = get(client, "after_id=" + "9" * digits, headers)
+        assert response.status_code == 422
+        [message] = response.json["errors"]["after_id"]
+        assert message.startswith("Must be greater than or equal to 0"), digits

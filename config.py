@@ -415,6 +415,11 @@ def settings_for(env, instance_path, overrides=None):
         raise ConfigError(
             f"POSTSERVICE_ENV must be one of {', '.join(MODES)}, got {mode!r}"
         )
+    if mode == "production" and _flask_debug(env):
+        raise ConfigError(
+            "FLASK_DEBUG (flask run --debug) is refused in production: its "
+            "debugger runs the code a browser sends it"
+        )
     settings = CONFIGS[mode].from_env(env, instance_path)
     settings.update(overrides)
     settings.update(parse_mail_url(settings["MAIL_URL"]))
@@ -425,6 +430,13 @@ def settings_for(env, instance_path, overrides=None):
         if settings.get(key) is None:  # an override of a library setting wins
             settings[key] = value
     return settings
+
+
+def _flask_debug(env):
+    """``FLASK_DEBUG`` as Flask reads it (``flask run --debug`` sets it before
+    the app is built): on unless empty, ``0``, ``false`` or ``no``."""
+    value = (env.get("FLASK_DEBUG") or "").strip().lower()
+    return bool(value) and value not in ("0", "false", "no")
 
 
 def secret_weakness(secret):

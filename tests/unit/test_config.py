@@ -183,6 +183,37 @@ def test_production_refuses_fewer_than_12_bcrypt_rounds():
     assert "BCRYPT_ROUNDS" in refused(config)
 
 
+@pytest.mark.parametrize("value", ["1", "true", "yes", "on"])
+def test_production_refuses_flask_debug(monkeypatch, value):
+    """``flask run --debug`` serves Werkzeug's debugger, which runs the code
+    a browser sends it, whatever the app's own DEBUG says."""
+    monkeypatch.setenv("FLASK_DEBUG", value)
+    config = {"MODE": "production", "JWT_SECRET_KEY": STRONG_SECRET, **PRODUCTION_MAIL}
+    assert "FLASK_DEBUG" in refused(config)
+    monkeypatch.setenv("FLASK_DEBUG", "0")
+    assert create_app(config).config["DEBUG"] is False
+
+
+def test_flask_run_debug_is_refused_in_production(tmp_path):
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "POSTSERVICE_ENV": "production",
+        "JWT_SECRET_KEY": STRONG_SECRET,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'debug.sqlite'}",
+        **PRODUCTION_MAIL,
+    }
+    command = [sys.executable, "-m", "flask", "--app", "postservice"]
+    command += ["run", "--debug", "--port", "0"]
+    result = run_in_repo(command, env)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("postservice: configuration error: FLASK_DEBUG")
+    ), result.stderr
+
+
 def test_production_builds_with_safe_settings(database_url):
     app = create_app(
         {

@@ -149,6 +149,10 @@ class ConfigError(SystemExit):
 # years in seconds. Beyond it a duration overflows a date before its first use.
 INT_MAX = 2**31 - 1
 PORT_MAX = 65535
+# Lifetimes and delays that are stored as a time to come (a token's expiry, a
+# mail's next try, in INTEGER columns of Unix seconds): a year at most keeps
+# them far inside the column.
+LIFETIME_MAX = 366 * 24 * 3600
 
 
 def _int(env, name, default, minimum=None, maximum=INT_MAX):
@@ -273,16 +277,28 @@ class Config:
             "JWT_SECRET_KEY": env.get("JWT_SECRET_KEY") or None,
             "JWT_ACCESS_TOKEN_EXPIRES": timedelta(
                 seconds=_int(
-                    env, "JWT_ACCESS_TOKEN_EXPIRES", cls.JWT_ACCESS_TOKEN_EXPIRES, 1
+                    env,
+                    "JWT_ACCESS_TOKEN_EXPIRES",
+                    cls.JWT_ACCESS_TOKEN_EXPIRES,
+                    1,
+                    LIFETIME_MAX,
                 )
             ),
             "JWT_REFRESH_TOKEN_EXPIRES": timedelta(
                 seconds=_int(
-                    env, "JWT_REFRESH_TOKEN_EXPIRES", cls.JWT_REFRESH_TOKEN_EXPIRES, 60
+                    env,
+                    "JWT_REFRESH_TOKEN_EXPIRES",
+                    cls.JWT_REFRESH_TOKEN_EXPIRES,
+                    60,
+                    LIFETIME_MAX,
                 )
             ),
             "REFRESH_REUSE_INTERVAL": _int(
-                env, "REFRESH_REUSE_INTERVAL", cls.REFRESH_REUSE_INTERVAL, 0
+                env,
+                "REFRESH_REUSE_INTERVAL",
+                cls.REFRESH_REUSE_INTERVAL,
+                0,
+                LIFETIME_MAX,
             ),
             "BCRYPT_ROUNDS": _int(env, "BCRYPT_ROUNDS", cls.BCRYPT_ROUNDS, 4, 31),
             "PASSWORD_HASH_SLOTS": _int(
@@ -345,20 +361,24 @@ class Config:
                 "PASSWORD_RESET_TOKEN_EXPIRES",
                 cls.PASSWORD_RESET_TOKEN_EXPIRES,
                 60,
+                LIFETIME_MAX,
             ),
             "EMAIL_VERIFICATION_TOKEN_EXPIRES": _int(
                 env,
                 "EMAIL_VERIFICATION_TOKEN_EXPIRES",
                 cls.EMAIL_VERIFICATION_TOKEN_EXPIRES,
                 60,
+                LIFETIME_MAX,
             ),
             "REQUIRE_VERIFIED_EMAIL": _bool(env, "REQUIRE_VERIFIED_EMAIL", False),
             **mail_settings(env),
             "PUBLIC_URL": public_url(env),
             "MAIL_RETRY_INITIAL": _int(
-                env, "MAIL_RETRY_INITIAL", cls.MAIL_RETRY_INITIAL, 1
+                env, "MAIL_RETRY_INITIAL", cls.MAIL_RETRY_INITIAL, 1, LIFETIME_MAX
             ),
-            "MAIL_RETRY_MAX": _int(env, "MAIL_RETRY_MAX", cls.MAIL_RETRY_MAX, 1),
+            "MAIL_RETRY_MAX": _int(
+                env, "MAIL_RETRY_MAX", cls.MAIL_RETRY_MAX, 1, LIFETIME_MAX
+            ),
             "MAIL_MAX_ATTEMPTS": _int(
                 env, "MAIL_MAX_ATTEMPTS", cls.MAIL_MAX_ATTEMPTS, 1
             ),
@@ -433,10 +453,11 @@ def settings_for(env, instance_path, overrides=None):
 
 
 def _flask_debug(env):
-    """``FLASK_DEBUG`` as Flask reads it (``flask run --debug`` sets it before
-    the app is built): on unless empty, ``0``, ``false`` or ``no``."""
-    value = (env.get("FLASK_DEBUG") or "").strip().lower()
-    return bool(value) and value not in ("0", "false", "no")
+    """``FLASK_DEBUG`` exactly as Flask reads it (``flask run --debug`` sets it
+    before the app is built): on unless empty, ``0``, ``false`` or ``no``,
+    spaces included (``"0 "`` is on)."""
+    value = env.get("FLASK_DEBUG")
+    return bool(value and value.lower() not in ("0", "false", "no"))
 
 
 def secret_weakness(secret):
@@ -712,24 +733,30 @@ def _check_database_url(url):
 
     # The errors never quote the URL: it may hold a password.
     try:
-        make_url(url).get_dialect()
+        make_url(url).get_dialect().import_dbapi()
+    except (NoSuchModuleError, ImportError):  # before ArgumentError, its base
+        raise ConfigError(
+            "DATABASE_URL names a database driver not installed"
+        ) from None
     except (ArgumentError, ValueError):
         raise ConfigError(
             "DATABASE_URL must be a URL such as "
             "mysql+pymysql://user:password@host:3306/name"
         ) from None
-    except NoSuchModuleError:
-        raise ConfigError(
-            "DATABASE_URL names a database driver not installed"
-        ) from None
 
 
 def _split(name, url):
+    # Fixed words, not urllib's: its message may quote a piece of a password.
     try:
         parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError(f"{name} has a malformed host") from None
+    try:
         parts.port  # noqa: B018 (reading it raises ValueError when malformed)
-    except ValueError as e:
-        raise ConfigError(f"{name}: {e}") from None
+    except ValueError:
+        raise ConfigError(
+            f"{name} has a port that is not a number from 0 to 65535"
+        ) from None
     return parts
 
 
@@ -763,8 +790,8 @@ def parse_mail_url(url):
         return {"MAIL_BACKEND": "postservice.mail.console.EmailBackend"}
     try:
         parts = urlsplit(url)
-    except ValueError as e:
-        raise ConfigError(f"MAIL_URL: {e}") from None
+    except ValueError:
+        raise ConfigError("MAIL_URL has a malformed host") from None
     scheme = parts.scheme.lower()
     if scheme not in MAIL_SCHEMES or not parts.hostname:
         raise ConfigError(

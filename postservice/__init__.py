@@ -28,7 +28,8 @@ def create_app(config=None):
 
     Raises ``config.ConfigError`` (a ``SystemExit``) for unsafe or unreadable settings.
     """
-    app = App(__name__, instance_relative_config=True)
+    # No static files: the docs page serves its own (postservice.http.docs).
+    app = App(__name__, instance_relative_config=True, static_folder=None)
     configure(app, config)
     register_observers(app)
     register_extensions(app)

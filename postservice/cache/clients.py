@@ -88,14 +88,17 @@ def check_url(url, *, memory=False):
     redis-py reads ``redis://host/x`` as database 0 without a word: a
     deployment's keys would land in another's database.
     """
-    # The errors never quote the URL: it may hold a password.
+    # The errors never quote the URL, nor urllib's words, which may quote
+    # a piece of a password holding "/", "?" or "#".
     try:
         parts = urlsplit(url)
-    except ValueError as e:
-        raise RedisURLError(str(e)) from None
+    except ValueError:
+        raise RedisURLError("a malformed host") from None
     scheme = parts.scheme.lower()
     if memory and scheme == "memory":
         return
+    if memory and scheme == "unix":
+        raise RedisURLError("a socket is not a store of throttle counters here")
     if scheme not in SINGLE_SCHEMES:
         parse_url(url)  # raises for an unknown scheme too
         return
@@ -103,8 +106,8 @@ def check_url(url, *, memory=False):
     if scheme != "unix":
         try:
             parts.port  # noqa: B018 (reading it raises ValueError when malformed)
-        except ValueError as e:
-            raise RedisURLError(str(e)) from None
+        except ValueError:
+            raise RedisURLError("a port that is not a number from 0 to 65535") from None
         if not parts.hostname:
             raise RedisURLError("a Redis URL needs a host")
         databases.append(parts.path.strip("/") or "0")

@@ -10,7 +10,8 @@ from postservice.cache.clients import REDIS_ERRORS
 
 
 def _reason(error):
-    # The driver's own words, first line: never the statement or its data.
+    # The driver's own words, first line, never the statement (SQLAlchemy
+    # appends it and its parameters on the lines after).
     cause = getattr(error, "orig", None) or error
     lines = str(cause).strip().splitlines()
     return lines[0] if lines else type(cause).__name__

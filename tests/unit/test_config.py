@@ -183,7 +183,7 @@ def test_production_refuses_fewer_than_12_bcrypt_rounds():
     assert "BCRYPT_ROUNDS" in refused(config)
 
 
-@pytest.mark.parametrize("value", ["1", "true", "yes", "on"])
+@pytest.mark.parametrize("value", ["1", "true", "yes", "on", "0 ", " false"])
 def test_production_refuses_flask_debug(monkeypatch, value):
     """``flask run --debug`` serves Werkzeug's debugger, which runs the code
     a browser sends it, whatever the app's own DEBUG says."""
@@ -275,6 +275,10 @@ def test_unknown_mode_is_refused(monkeypatch):
         # Numbers that would overflow a date or a C int before their first use.
         ("JWT_ACCESS_TOKEN_EXPIRES", "100000000000000"),
         ("JWT_REFRESH_TOKEN_EXPIRES", "99999999999999999"),
+        # Stored as a time to come in INTEGER columns: a year at most.
+        ("JWT_REFRESH_TOKEN_EXPIRES", "400000000"),
+        ("PASSWORD_RESET_TOKEN_EXPIRES", str(367 * 24 * 3600)),
+        ("MAIL_RETRY_MAX", str(367 * 24 * 3600)),
         ("LOGIN_KNOWN_ADDRESS_DAYS", "36501"),
         ("POSTS_CACHE_TTL", str(2**31)),
         # nan passes every comparison's "no"; inf means never.
@@ -301,6 +305,12 @@ def test_unreadable_or_out_of_range_number_is_refused(monkeypatch, name, value):
         ("MAIL_FROM", "posts <@example.com>"),
         ("REDIS_URL", "redis://[::1/6"),
         ("REDIS_URL", "redis://:secretpw@127.0.0.1:abc/6"),
+        # A password with "?", "/" or "#" ends the host early: urllib's
+        # message would quote its first part.
+        ("REDIS_URL", "redis://:secretpw?x@cache:6379/0"),
+        ("RATELIMIT_STORAGE_URL", "redis://:secretpw/x@cache:6379/0"),
+        ("PUBLIC_URL", "https://u:secretpw#x@posts.example.com"),
+        ("RATELIMIT_STORAGE_URL", "unix:///tmp/redis.sock"),
         ("REDIS_URL", "redis://127.0.0.1:99999/6"),
         ("REDIS_URL", "redis://127.0.0.1:6379/x"),  # redis-py would take db 0
         ("RATELIMIT_STORAGE_URL", "redis://127.0.0.1:abc/6"),
@@ -320,6 +330,22 @@ def test_an_unusable_address_is_refused_in_one_line(monkeypatch, name, value):
     assert message.startswith("postservice: configuration error: ")
     assert name in message
     assert "secretpw" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql+nosuchdriver://u:secretpw@db/posts",  # a dialect without it
+        "mysql+mysqlconnector://u:secretpw@db/posts",  # a driver not installed
+        "postgresql+pg8000://u:secretpw@db/posts",
+    ],
+)
+def test_a_database_driver_that_is_not_installed_is_refused(monkeypatch, url):
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert refused({"MODE": "testing"}) == (
+        "postservice: configuration error: DATABASE_URL names a database "
+        "driver not installed"
+    )
 
 
 def test_development_builds_with_no_variables():

@@ -167,12 +167,31 @@ def started(chunks):
         second = next(chunks)
     except StopIteration:
         return first
-    return _resumed((first, second), chunks)
+    return Resumed((first, second), chunks)
 
 
-def _resumed(head, rest):
-    try:
-        yield from head
-        yield from rest
-    finally:
-        rest.close()  # also when the client went away before the end
+class Resumed:
+    """The chunks already read, then the rest of ``chunks``.
+
+    Closing it closes the rest, however far it was read: when the client
+    went away before the end, and when the answer is not sent at all (a
+    412), before its first chunk. (A generator closed before its first
+    step would skip its own ``finally``: the query would run on until the
+    collector took it.)
+    """
+
+    def __init__(self, head, rest):
+        self.head = list(head)
+        self.rest = rest
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.head:
+            return self.head.pop(0)
+        return next(self.rest)
+
+    def close(self):
+        self.head.clear()
+        self.rest.close()

@@ -341,10 +341,12 @@ def test_a_stale_if_match_on_a_streamed_listing_is_412_and_ends_its_read(
     client = app.test_client()
     actions = AuthActions(client)
     headers = actions.register()
-    actions.add_post(headers, "a" * 300)
-    actions.add_post(headers, "b" * 300)
+    # Over one chunk (listing.CHUNK_BYTES): the answer is a stream, begun.
+    size = listing.CHUNK_BYTES // 2 + 1
+    for letter in "abc":
+        actions.add_post(headers, letter * size)
     tag = get(client, headers).headers["ETag"]
-    for query in ("", "?limit=1"):
+    for query in ("", "?limit=3"):
         for _ in range(3):  # one slot: a leaked one would make the next 503
             response = client.get(
                 GET_POSTS + query, headers={**headers, "If-Match": '"stale"'}
@@ -356,7 +358,9 @@ def test_a_stale_if_match_on_a_streamed_listing_is_412_and_ends_its_read(
     assert app.extensions["listing_rebuild_slots"].taken == {}
     response = client.get(GET_POSTS, headers={**headers, "If-Match": tag})
     assert (response.status_code, response.headers["ETag"]) == (200, tag)
-    assert [len(p["text"]) for p in response.json] == [300, 300]
+    assert [len(p["text"]) for p in response.json] == [size] * 3
+    response.close()
+    assert app.extensions["listing_rebuild_slots"].taken == {}
 
 
 @pytest.mark.parametrize("setting", UNCACHED)

@@ -15,6 +15,7 @@ timeout and tell it nothing.
 
 import contextlib
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -55,31 +56,63 @@ def readyz():
 
 def run_checks(app):
     """``/readyz``'s checks, answered within ``READY_DEADLINE`` seconds."""
-    pool = _pool(app)
     deadline = time.monotonic() + READY_DEADLINE
-    database = pool.submit(_in_context, app, database_status)
-    redis = pool.submit(_in_context, app, redis_status)
+    database = _checks(app, "database").submit(app, database_status)
+    if not app.config["REDIS_URL"]:
+        return {
+            "database": _result(database, deadline, "unavailable"),
+            "redis": "not configured",  # the in-process cache of one instance
+        }
+    redis = _checks(app, "redis").submit(app, redis_status)
     checks = {"database": _result(database, deadline, "unavailable")}
     checks.update(_result(redis, deadline, {"redis": "unavailable"}))
     return checks
 
 
 def within_deadline(app, work, late):
-    """``work()`` in the app's context on the checks' pool, or ``late`` when
-    it has no answer within ``READY_DEADLINE`` seconds (a metrics scrape's
-    reads of the database: a hung server must not hold the scrape)."""
-    future = _pool(app).submit(_in_context, app, work)
+    """``work()``, which reads the database, in the app's context beside the
+    database's check, or ``late`` when it has no answer within
+    ``READY_DEADLINE`` seconds (a metrics scrape's reads: a hung server
+    must not hold the scrape)."""
+    future = _checks(app, "database").submit(app, work)
     return _result(future, time.monotonic() + READY_DEADLINE, late)
 
 
-def _pool(app):
-    pool = app.extensions.get("readiness_pool")
-    if pool is None:
-        pool = app.extensions.setdefault(
-            "readiness_pool",
-            ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="readyz"),
+class _Checks:
+    """The threads that run one dependency's checks.
+
+    Each dependency has its own, so that a hung database never makes Redis
+    look down by holding every thread. At most ``PENDING`` of its checks run
+    or wait at once: while it hangs, each would wait out the driver's
+    timeout behind the others, so a check beyond them is answered late at
+    once.
+    """
+
+    PENDING = 2 * CHECK_THREADS
+
+    def __init__(self, name):
+        self.pool = ThreadPoolExecutor(
+            CHECK_THREADS, thread_name_prefix=f"readyz-{name}"
         )
-    return pool
+        self.slots = threading.BoundedSemaphore(self.PENDING)
+
+    def submit(self, app, work):
+        """A future of ``work()``, or None when ``PENDING`` are in hand."""
+        if not self.slots.acquire(blocking=False):
+            return None
+        future = self.pool.submit(_in_context, app, work)
+        future.add_done_callback(lambda _: self.slots.release())
+        return future
+
+
+def _checks(app, dependency):
+    # Threads start on the first check, so a pool built twice by a race
+    # (one is dropped) holds none.
+    pools = app.extensions.setdefault("readiness_checks", {})
+    checks = pools.get(dependency)
+    if checks is None:
+        checks = pools.setdefault(dependency, _Checks(dependency))
+    return checks
 
 
 def _in_context(app, check):
@@ -89,6 +122,9 @@ def _in_context(app, check):
 
 def _result(future, deadline, late):
     """The check's answer, or ``late`` if it has none by ``deadline``."""
+    if future is None:
+        log.warning("readiness: too many checks waiting on a dependency")
+        return late
     try:
         return future.result(timeout=max(0.0, deadline - time.monotonic()))
     except FutureTimeout:

@@ -5,8 +5,10 @@ deadline the check would hang for the driver's read timeout.
 """
 
 import signal
+import threading
 import time
 
+import pytest
 from flask_migrate import upgrade
 
 from postservice.ops import health, metrics
@@ -44,32 +46,55 @@ def test_readyz_gives_up_on_a_frozen_database(make_app, tmp_path):
     assert health.READY_DEADLINE < READ_TIMEOUT / 3
 
 
-def test_a_metrics_scrape_gives_up_on_a_frozen_database(make_app, tmp_path):
+@pytest.mark.parametrize("with_redis", [False, True], ids=["no-redis", "redis"])
+def test_metrics_scrapes_give_up_on_a_frozen_database(
+    make_app, tmp_path, request, with_redis
+):
     """A scrape reads the database twice (the check, the outbox): each
     within /readyz's deadline, so that the scraper sees the database down
-    instead of timing out on the whole target."""
+    instead of timing out on the whole target. Scrapes that come while
+    earlier ones still wait on it never make Redis look down, configured
+    or not."""
+    redis_url = request.getfixturevalue("real_redis_url") if with_redis else None
     server = MariaDBServer(tmp_path)
     server.start()
     server.create_database("scraped")
     app = make_app(
         SQLALCHEMY_DATABASE_URI=server.url("scraped"),
         DATABASE_READ_TIMEOUT=READ_TIMEOUT,
-        REDIS_URL=None,
+        REDIS_URL=redis_url,
     )
     with app.app_context():
         upgrade()
     seen = parse(metrics.exposition(app))
     assert value(seen, "postservice_dependency_up", dependency="database") == 1
     assert ("postservice_mail_outbox_waiting", ()) in seen
+    redis_series = ("postservice_dependency_up", (("dependency", "redis"),))
     freeze(server.process)
     try:
-        started = time.monotonic()
-        seen = parse(metrics.exposition(app))
-        elapsed = time.monotonic() - started
+        scrapes = []
+
+        def scrape():
+            started = time.monotonic()
+            seen = parse(metrics.exposition(app))
+            scrapes.append((time.monotonic() - started, seen))
+
+        # More than the checks' threads, all waiting on the frozen server.
+        threads = [threading.Thread(target=scrape) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        scrape()
     finally:
         server.process.send_signal(signal.SIGCONT)
         server.stop()
-    assert value(seen, "postservice_dependency_up", dependency="database") == 0
-    assert ("postservice_mail_outbox_waiting", ()) not in seen
-    # Two deadlines, not the driver's read timeout.
-    assert elapsed < 2 * health.READY_DEADLINE + 1, elapsed
+    for elapsed, seen in scrapes:
+        assert value(seen, "postservice_dependency_up", dependency="database") == 0
+        assert ("postservice_mail_outbox_waiting", ()) not in seen
+        if with_redis:
+            assert seen[redis_series] == 1
+        else:
+            assert redis_series not in seen
+        # Two deadlines, not the driver's read timeout.
+        assert elapsed < 2 * health.READY_DEADLINE + 1, elapsed

@@ -270,6 +270,23 @@ def _identify(table, connection, **kwargs):
     connection.execute(table.insert().values(id=1, identity=secrets.token_hex(8)))
 
 
+class UpgradeTask(db.Model):
+    """A one-off task of an upgrade that has run, by name, and when.
+
+    ``tokens import-legacy`` records itself here: once the logouts of 1.x
+    are in ``revoked_tokens``, a start may go on while Redis does not answer
+    (``docker/entrypoint.sh``).
+    """
+
+    __tablename__ = "upgrade_tasks"
+    __table_args__ = {
+        key: value for key, value in TABLE_ARGS.items() if key != "sqlite_autoincrement"
+    }
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    done_at: Mapped[int] = mapped_column(Integer)
+
+
 class CacheAnnouncement(db.Model):
     """A change whose invalidation Redis did not take when it was made.
 

@@ -125,6 +125,7 @@ def _clean_database(request):
         # Not the users': a reset asked for an unknown email has no account.
         db.session.execute(text("DELETE FROM mail_outbox"))
         db.session.execute(text("DELETE FROM cache_announcements"))
+        db.session.execute(text("DELETE FROM upgrade_tasks"))
         db.session.commit()
         db.engine.dispose()
 

@@ -37,7 +37,7 @@ from postservice.cache import health as cache_health
 from postservice.db import transactions
 from postservice.extensions import db
 from postservice.http.errors import Forbidden, Unauthorized
-from postservice.models import RevokedToken, User, UserSession
+from postservice.models import RevokedToken, UpgradeTask, User, UserSession
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +283,8 @@ def purge_expired(now=None):
 
 # Where 1.x kept logged-out tokens: Redis alone, under a fixed prefix.
 LEGACY_PATTERN = "postservice:revoked:*"
+# Its name in upgrade_tasks once it has run.
+LEGACY_TASK = "import-legacy"
 LEGACY_TIMEOUT = 5.0
 
 
@@ -303,6 +305,16 @@ def import_legacy():
         timeout=LEGACY_TIMEOUT,
         tls=clients.TLS.from_settings(current_app.config),
     ).client
+    try:
+        return _import_legacy(client)
+    except IntegrityError:
+        # Another instance's start imported the same rows first: once more,
+        # they are known now.
+        db.session.rollback()
+        return _import_legacy(client)
+
+
+def _import_legacy(client):
     now = int(time.time())
     known = set(db.session.scalars(select(RevokedToken.jti)))
     added = 0
@@ -316,5 +328,27 @@ def import_legacy():
         db.session.add(RevokedToken(jti=jti, user_id=None, expires_at=expires_at))
         known.add(jti)
         added += 1
+    _record_legacy_import(now)
     db.session.commit()
     return added
+
+
+def _record_legacy_import(now):
+    db.session.merge(UpgradeTask(name=LEGACY_TASK, done_at=now))
+
+
+def legacy_import_needed():
+    """Whether the logouts of 1.x must still be imported before the service
+    serves: not once the import has run, nor in a deployment without
+    accounts, which has no tokens to revoke (recorded as done then, so that
+    the accounts made later do not change the answer)."""
+    if db.session.get(UpgradeTask, LEGACY_TASK) is not None:
+        return False
+    if db.session.execute(select(User.id).limit(1)).first() is not None:
+        return True
+    _record_legacy_import(int(time.time()))
+    try:
+        db.session.commit()
+    except IntegrityError:  # recorded by another instance's start meanwhile
+        db.session.rollback()
+    return False

@@ -140,7 +140,8 @@ def purge_tokens():
 @click.option(
     "--skip-unreachable",
     is_flag=True,
-    help="When Redis does not answer, say so and exit 0 (container start).",
+    help="When Redis does not answer and the import has run before (or there "
+    "are no accounts yet), say so and exit 0 (container start).",
 )
 def import_legacy(skip_unreachable):
     """Copy revocations kept only in Redis (1.x layout) into the database.
@@ -150,11 +151,16 @@ def import_legacy(skip_unreachable):
     try:
         imported = revocation.import_legacy()
     except REDIS_ERRORS as e:
-        if not skip_unreachable:
+        db.session.rollback()
+        if not skip_unreachable or revocation.legacy_import_needed():
+            # Served before the import, the tokens 1.x logged out would work
+            # again: the first start of this version waits for Redis.
             raise
-        # The service itself runs without Redis; its start must too. The
-        # next start with Redis answering imports what is there.
-        click.echo(f"Redis not answering, nothing imported: {e}", err=True)
+        # The service itself runs without Redis; so do later starts.
+        click.echo(
+            f"Redis not answering; no logouts of 1.x left to import: {e}",
+            err=True,
+        )
         return
     click.echo(f"imported {imported} revocation(s)")
 

@@ -6,10 +6,13 @@ import sys
 from pathlib import Path
 
 import requests
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, insert, inspect, text
 
 from postservice import create_app
+from postservice.extensions import db
+from postservice.models import UpgradeTask
 
+from ..support.auth import AuthActions
 from ..support.processes import free_port, run_in_repo, server_env, wait_for_http
 from ..support.settings import ROOT
 
@@ -125,16 +128,37 @@ def test_maintenance_commands_without_their_database_fail_in_one_line(tmp_path):
             assert line.startswith("Error: the database cannot be used: "), (args, line)
 
 
-def test_import_legacy_without_redis_stops_a_start_only_when_asked(database_url):
-    env = server_env(database_url, UNREACHABLE_REDIS)
-    result = flask_command(["tokens", "import-legacy"], env)
-    assert result.returncode == 1
-    assert result.stderr.strip().startswith("Error: Redis cannot be used: ")
-    assert "Traceback" not in result.stderr
-    # The container's start script goes on: the service runs without Redis.
-    result = flask_command(["tokens", "import-legacy", "--skip-unreachable"], env)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.startswith("Redis not answering, nothing imported: ")
+def test_import_legacy_without_redis_stops_only_a_first_start(make_app, database_url):
+    """The container's start goes on while Redis is down once the logouts
+    of 1.x are in the database, or when there are no accounts to protect;
+    the first start of an upgraded deployment waits for Redis, as tokens
+    logged out under 1.x would work again otherwise."""
+    down = server_env(database_url, UNREACHABLE_REDIS)
+    start = ["tokens", "import-legacy", "--skip-unreachable"]
+    skipped = "Redis not answering; no logouts of 1.x left to import: "
+
+    # No accounts yet: nothing to protect, and recorded so.
+    result = flask_command(start, down)
+    assert (result.returncode, result.stderr[: len(skipped)]) == (0, skipped)
+
+    # Accounts, and the import never ran: the start waits for Redis.
+    app = make_app(REDIS_URL=None)
+    AuthActions(app.test_client()).register()
+    with app.app_context():
+        db.session.execute(text("DELETE FROM upgrade_tasks"))
+        db.session.commit()
+    for args in (["tokens", "import-legacy"], start):
+        result = flask_command(args, down)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.strip().startswith("Error: Redis cannot be used: ")
+        assert "Traceback" not in result.stderr
+
+    # Once it has run with Redis answering, later starts go on without it.
+    with app.app_context():
+        db.session.execute(insert(UpgradeTask).values(name="import-legacy", done_at=1))
+        db.session.commit()
+    result = flask_command(start, down)
+    assert (result.returncode, result.stderr[: len(skipped)]) == (0, skipped)
     assert "--skip-unreachable" in (ROOT / "docker" / "entrypoint.sh").read_text()
 
 

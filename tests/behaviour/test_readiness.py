@@ -20,15 +20,21 @@ from ..support.servers import MariaDBServer, freeze
 READ_TIMEOUT = 30
 
 
-def test_readyz_gives_up_on_a_frozen_database(make_app, tmp_path):
+def app_on_a_server_of_its_own(make_app, tmp_path, redis_url=None):
+    """An app on a MariaDB server this test may freeze; the server too."""
     server = MariaDBServer(tmp_path)
     server.start()
     server.create_database("ready")
     app = make_app(
         SQLALCHEMY_DATABASE_URI=server.url("ready"),
         DATABASE_READ_TIMEOUT=READ_TIMEOUT,
-        REDIS_URL=None,
+        REDIS_URL=redis_url,
     )
+    return app, server
+
+
+def test_readyz_gives_up_on_a_frozen_database(make_app, tmp_path):
+    app, server = app_on_a_server_of_its_own(make_app, tmp_path)
     client = app.test_client()
     assert client.get("/readyz").json["database"] == "ok"  # a pooled connection
     freeze(server.process)
@@ -56,14 +62,7 @@ def test_metrics_scrapes_give_up_on_a_frozen_database(
     earlier ones still wait on it never make Redis look down, configured
     or not."""
     redis_url = request.getfixturevalue("real_redis_url") if with_redis else None
-    server = MariaDBServer(tmp_path)
-    server.start()
-    server.create_database("scraped")
-    app = make_app(
-        SQLALCHEMY_DATABASE_URI=server.url("scraped"),
-        DATABASE_READ_TIMEOUT=READ_TIMEOUT,
-        REDIS_URL=redis_url,
-    )
+    app, server = app_on_a_server_of_its_own(make_app, tmp_path, redis_url)
     with app.app_context():
         upgrade()
     seen = parse(metrics.exposition(app))

@@ -139,11 +139,13 @@ def get_posts():
         if request.args
         else None
     )
-    known = _known()
+    environ = request.environ  # read once: each request.* is a proxy lookup
+    known = _known(environ)
     if not page:
         answer = service.listing_body(user_id=user_id, known=known)
-        return _listing_response(_matched(answer))
-    answer = _matched(service.page_body(user_id=user_id, known=known, **page))
+        return _listing_response(_matched(answer, environ))
+    answer = service.page_body(user_id=user_id, known=known, **page)
+    answer = _matched(answer, environ)
     response = _listing_response(answer)
     if answer.next_after_id is not None and answer.body is not None:
         # A relative reference (RFC 8288 allows it): no trust in the Host header.
@@ -152,21 +154,21 @@ def get_posts():
     return response
 
 
-def _known():
+def _known(environ):
     """``If-None-Match`` as a test of a tag (weak comparison), or None."""
     # The environ itself: most requests have no such header, and a lookup
     # in werkzeug's Headers compares every header's name to find that out.
-    held = etags.if_none_match(request.environ)
+    held = etags.if_none_match(environ)
     return None if held is None else held.weakly_match
 
 
-def _matched(answer):
+def _matched(answer, environ):
     """``answer``, unless an ``If-Match`` names none of its tag (412).
 
     A read changes nothing, so the condition is tested once the tag is
     known; a body already streaming is closed, which ends its query.
     """
-    if _if_match_holds(answer.tag):
+    if _if_match_holds(answer.tag, environ):
         return answer
     close = getattr(answer.body, "close", None)
     if close is not None:
@@ -174,8 +176,8 @@ def _matched(answer):
     raise PreconditionFailed()
 
 
-def _if_match_holds(tag):
-    if_match = etags.if_match(request.environ)
+def _if_match_holds(tag, environ):
+    if_match = etags.if_match(environ)
     return if_match is None or if_match.strongly_match(tag)
 
 
@@ -210,9 +212,10 @@ def _json_response(body):
 def get_post(post_id):
     """One of the caller's posts, with its `ETag`"""
     post, tag = service.get_post(user_id=current_user_id(), post_id=post_id)
-    if not _if_match_holds(tag):
+    environ = request.environ
+    if not _if_match_holds(tag, environ):
         raise PreconditionFailed()
-    known = _known()
+    known = _known(environ)
     if known is not None and known(tag):
         return _listing_response(service.Listing(tag, None))
     return _post_response(post, tag)

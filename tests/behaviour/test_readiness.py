@@ -52,7 +52,11 @@ def test_readyz_gives_up_on_a_frozen_database(make_app, tmp_path):
     assert health.READY_DEADLINE < READ_TIMEOUT / 3
 
 
-@pytest.mark.parametrize("with_redis", [False, True], ids=["no-redis", "redis"])
+@pytest.mark.parametrize(
+    "with_redis",
+    [False, pytest.param(True, marks=pytest.mark.redis)],
+    ids=["no-redis", "redis"],
+)
 def test_metrics_scrapes_give_up_on_a_frozen_database(
     make_app, tmp_path, request, with_redis
 ):

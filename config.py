@@ -788,19 +788,13 @@ def parse_mail_url(url):
     """
     if not url:
         return {"MAIL_BACKEND": "postservice.mail.console.EmailBackend"}
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise ConfigError("MAIL_URL has a malformed host") from None
+    parts = _split("MAIL_URL", url)
     scheme = parts.scheme.lower()
     if scheme not in MAIL_SCHEMES or not parts.hostname:
         raise ConfigError(
             "MAIL_URL must look like smtp://[user:password@]host[:port] or smtps://..."
         )
-    try:
-        port = parts.port or MAIL_SCHEMES[scheme]
-    except ValueError:
-        raise ConfigError("MAIL_URL has an invalid port") from None
+    port = parts.port or MAIL_SCHEMES[scheme]
     options = parse_qs(parts.query)
     starttls = (options.get("starttls") or ["auto"])[0].lower()
     if starttls not in ("auto", "off"):

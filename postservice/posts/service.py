@@ -47,21 +47,41 @@ def add_post(*, user_id, text, idempotency_key=None):
     if idempotency_key is None:
         return _add_alone(user_id, text)
     insert = functools.partial(_insert_in_session, user_id, text)
+    # A taken id undoes the whole transaction (the key's record was read in
+    # it): it runs again from the start.
+    post_id, _created = _drawing_ids(
+        lambda: idempotency.run_once(user_id, idempotency_key, text, insert)
+    )
+    return post_id
+
+
+class _IdTaken(Exception):
+    """The post's INSERT met a duplicate key (see ``_drawing_ids``)."""
+
+
+def _drawing_ids(work):
+    """``work()``, run again while its INSERT meets an id already taken, at
+    most ``ID_DRAWS`` times in all, then ``DatabaseBusy``.
+
+    Galera's nodes change how they draw ids (``auto_increment_offset``)
+    when one joins or leaves, and for a moment a node may draw an id another
+    has just used: that INSERT fails as a duplicate key, having stored
+    nothing, and the next one draws another id.
+    """
     for _ in range(ID_DRAWS):
         try:
-            post_id, _created = idempotency.run_once(
-                user_id, idempotency_key, text, insert
-            )
-            return post_id
+            return work()
         except _IdTaken:
-            # The whole transaction is undone (the key's record was read in
-            # it): run again from the start, as _insert_alone draws again.
             log.info("post id already taken, drawing another")
     raise transactions.DatabaseBusy()
 
 
-class _IdTaken(Exception):
-    """The post's INSERT met a duplicate key (see ``_insert_alone``)."""
+def _refused_insert(error):
+    """What a post's INSERT refused with ``error`` (an ``IntegrityError``)
+    means: an id already taken, or the foreign key: the account was deleted."""
+    if transactions.error_code(error) == transactions.DUPLICATE_KEY:
+        return _IdTaken()
+    return Unauthorized("Could not validate credentials")
 
 
 # The statements of the writes, built once: a statement built per request
@@ -158,25 +178,19 @@ def _stored_id(row):
 def _insert_alone(row, appending):
     """One Core INSERT, its own transaction (``database.single_statement``):
     the ORM's unit of work would cost more than the statement for one row.
+    An id already taken draws another (``_drawing_ids``)."""
+    return _drawing_ids(lambda: _insert_once(row, appending))
 
-    Galera's nodes change how they draw ids (``auto_increment_offset``)
-    when one joins or leaves, and for a moment a node may draw an id another
-    has just used: that INSERT fails as a duplicate key, having stored
-    nothing, and the next one draws another id.
-    """
-    for _ in range(ID_DRAWS):
-        try:
-            with single_statement() as conn:
-                # Known once the dialect has met the server (MariaDB 10.5+, SQLite).
-                returning = appending and conn.dialect.insert_returning
-                result = conn.execute(_insert_statement(returning), row)
-                return result.one() if returning else result.inserted_primary_key
-        except IntegrityError as e:
-            if transactions.error_code(e) != transactions.DUPLICATE_KEY:
-                # The foreign key: the account was deleted.
-                raise Unauthorized("Could not validate credentials") from None
-            log.info("post id already taken, drawing another")
-    raise transactions.DatabaseBusy()
+
+def _insert_once(row, appending):
+    try:
+        with single_statement() as conn:
+            # Known once the dialect has met the server (MariaDB 10.5+, SQLite).
+            returning = appending and conn.dialect.insert_returning
+            result = conn.execute(_insert_statement(returning), row)
+            return result.one() if returning else result.inserted_primary_key
+    except IntegrityError as e:
+        raise _refused_insert(e) from None
 
 
 def _appended(user_id, text, row):
@@ -217,10 +231,7 @@ def _insert_in_session(user_id, text):
         db.session.flush()
     except IntegrityError as e:
         db.session.rollback()
-        if transactions.error_code(e) == transactions.DUPLICATE_KEY:
-            raise _IdTaken() from None
-        # The foreign key: the account was deleted.
-        raise Unauthorized("Could not validate credentials") from None
+        raise _refused_insert(e) from None
     return post.id
 
 
@@ -263,9 +274,7 @@ def delete_post(*, user_id, post_id, condition=tags.UNCONDITIONAL):
 
 def _delete(user_id, post_id, condition):
     """How many rows the DELETE removed: 1 or 0."""
-    statement = _delete_statement(
-        condition.versions is not None, bool(condition.not_versions)
-    )
+    statement = _delete_statement(*condition.shape)
     values = {"post_id": post_id, "user_id": user_id, **_version_values(condition)}
     with single_statement() as conn:
         return conn.execute(statement, values).rowcount
@@ -523,11 +532,7 @@ def edit_post(*, user_id, post_id, text, condition=tags.UNCONDITIONAL):
         session = db.session
         changed = 0
         if not condition.never:
-            edit = _edit_statement(
-                session.get_bind().dialect.name,
-                condition.versions is not None,
-                bool(condition.not_versions),
-            )
+            edit = _edit_statement(session.get_bind().dialect.name, *condition.shape)
             values = {**post, "new_text": text, **_version_values(condition)}
             changed = session.execute(edit, values).rowcount
         if not changed:

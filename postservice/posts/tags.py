@@ -84,8 +84,13 @@ class Condition(NamedTuple):
     never: bool = False
 
     @property
+    def shape(self):
+        """``(in_versions, not_in_versions)``: the clauses a statement needs."""
+        return self.versions is not None, bool(self.not_versions)
+
+    @property
     def checks_version(self):
-        return self.versions is not None or bool(self.not_versions)
+        return any(self.shape)
 
 
 UNCONDITIONAL = Condition()

@@ -687,6 +687,9 @@ def _check_production(settings):
             )
 
 
+JWT_DECODE_LEEWAY = 5
+
+
 def _derived(settings):
     """Library settings that follow from ours (the database engines' options
     follow in ``postservice.db.engines``, the cache's in
@@ -697,6 +700,11 @@ def _derived(settings):
         "JWT_ALGORITHM": "HS256",
         "JWT_DECODE_ALGORITHMS": ["HS256"],
         "JWT_ERROR_MESSAGE_KEY": "detail",
+        # Seconds by which instances' clocks may disagree: a token's iat and
+        # nbf are whole seconds of the issuer's clock, and an instance whose
+        # clock is behind would refuse a pair it was just handed. Expiry is
+        # that much later too.
+        "JWT_DECODE_LEEWAY": JWT_DECODE_LEEWAY,
         # Tokens travel in headers only; a csrf claim would be dead weight.
         "JWT_COOKIE_CSRF_PROTECT": False,
         "RATELIMIT_STORAGE_URL": settings["RATELIMIT_STORAGE_URL"]
@@ -733,7 +741,8 @@ def _check_database_url(url):
 
     # The errors never quote the URL: it may hold a password.
     try:
-        make_url(url).get_dialect().import_dbapi()
+        parsed = make_url(url)
+        parsed.get_dialect().import_dbapi()
     except (NoSuchModuleError, ImportError):  # before ArgumentError, its base
         raise ConfigError(
             "DATABASE_URL names a database driver not installed"
@@ -743,6 +752,14 @@ def _check_database_url(url):
             "DATABASE_URL must be a URL such as "
             "mysql+pymysql://user:password@host:3306/name"
         ) from None
+    # SQLAlchemy takes any text for a host ("[bad"): every connection would
+    # fail, each request a 503. None: a socket, or a file (SQLite).
+    if parsed.host is not None and not _HOST.fullmatch(parsed.host):
+        raise ConfigError("DATABASE_URL has a malformed host")
+
+
+# A name, an IPv4 address, or an IPv6 address (brackets already taken off).
+_HOST = re.compile(r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.%A-Za-z]*")
 
 
 def _split(name, url):

@@ -96,20 +96,42 @@ def new_session(user_id, now=None):
     return session
 
 
-def start(user_id, version):
-    """Start a session for an account that has just proved who it is.
+class PasswordChanged(Exception):
+    """The account's password changed while a login checked the old one."""
 
-    Returns what ``token_pair`` needs. Raises ``Unauthorized`` when the
-    account is gone meanwhile.
+
+def start(user_id, password_hash):
+    """Start a session for an account that has just proved who it is with
+    the password whose hash is ``password_hash``.
+
+    Returns what ``token_pair`` needs. The account is read again, locked for
+    share until the commit: a logout everywhere or a change of password
+    that committed while the password was checked is seen (its version
+    goes into the tokens, or its new password raises ``PasswordChanged``),
+    and one that commits later waits for this session, then ends it with the
+    others. So a login never answers tokens that are already void. Raises
+    ``Unauthorized`` when the account is gone meanwhile, ``Suspended`` when
+    it was suspended meanwhile.
     """
 
     def create():
-        if db.session.get(User, user_id) is None:
+        account = db.session.execute(
+            select(User.password_hash, User.token_version, User.suspended_at)
+            .where(User.id == user_id)
+            .with_for_update(read=True)
+        ).first()
+        if account is None:
             db.session.rollback()
             raise Unauthorized("Could not validate credentials")
+        if account.password_hash != password_hash:
+            db.session.rollback()
+            raise PasswordChanged()
+        if account.suspended_at is not None:
+            db.session.rollback()
+            raise Suspended()
         session = new_session(user_id)
         db.session.commit()
-        return Issued.of(session, version)
+        return Issued.of(session, account.token_version)
 
     # A new session has no cached verdict to make stale.
     return transactions.write(create, user_id=user_id, invalidates=())

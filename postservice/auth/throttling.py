@@ -252,22 +252,10 @@ def count(setting, *identity):
     _throttle().hit(_limits(setting), setting, *identity)
 
 
-class Attempt:
-    """What ``password_attempt`` yields: the accounts a success makes the
-    client known to."""
-
-    def __init__(self, account):
-        self.accounts = [account]
-
-    def known_as(self, account):
-        """Once the password is right, the client is known to ``account`` too
-        (a login names the account by email; its routes by ``user:<id>``)."""
-        self.accounts.append(account)
-
-
 @contextlib.contextmanager
 def password_attempt(account):
-    """Around a password check for ``account`` (an email or ``user:<id>``).
+    """Around a password check for ``account``: its email, whether a login
+    or the account's own routes check it, so that one account has one count.
 
     Before the block runs, takes one failure from the client's count for the
     account and one from the account's count, and refuses at once (429)
@@ -290,9 +278,8 @@ def password_attempt(account):
     if refused is not None:
         _give_back(throttle, taken)
         throttle.refuse(*refused)
-    attempt = Attempt(account)
     try:
-        yield attempt
+        yield
     except APIError as e:
         if e.status not in (401, 404):
             _give_back(throttle, taken)
@@ -301,8 +288,7 @@ def password_attempt(account):
         _give_back(throttle, taken)
         raise
     _give_back(throttle, taken)
-    for known_account in attempt.accounts:
-        throttle.remember(known_account, client)
+    throttle.remember(account, client)
 
 
 def _take(throttle, taken, setting, *identity):

@@ -14,7 +14,6 @@ mail by its id and kind; never its address, body or token.
 """
 
 import logging
-import smtplib
 import threading
 
 from flask import current_app
@@ -24,17 +23,22 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from postservice.extensions import db
 from postservice.extensions import mail as mailer
-from postservice.mail import messages, outbox, tokens
+from postservice.mail import messages, outbox, smtp, tokens
 from postservice.models import User
 from postservice.ops import metrics
+from postservice.users.schemas import mailable
 
 log = logging.getLogger("postservice.mail")
 
+
+class Unmailable(Exception):
+    """The recipient is an address mail would not reach as written (an
+    account from before ``users.schemas.mailable`` was required): set aside
+    at once, never sent to the address the mailer would make of it."""
+
+
 # Seconds between looks at the outbox when nothing was due.
 POLL_INTERVAL = 1.0
-# What a try can fail with, short of a bug: the server (refusing, gone,
-# timing out, a TLS failure) or the database.
-DELIVERY_ERRORS = (smtplib.SMTPException, OSError, SQLAlchemyError)
 
 
 class Worker:
@@ -52,6 +56,13 @@ class Worker:
                 busy = self.deliver_one()
             except SQLAlchemyError as e:
                 log.warning("mail worker: database unavailable: %s", outbox.describe(e))
+                with self.app.app_context():
+                    db.session.remove()
+                busy = False
+            except Exception as e:
+                # Outside any one mail (claiming, recording a result): the
+                # loop goes on, and the mail in hand comes back with its lease.
+                log.error("mail worker: %s", outbox.describe(e))
                 with self.app.app_context():
                     db.session.remove()
                 busy = False
@@ -82,8 +93,13 @@ class Worker:
         try:
             if mail.subject is None and not prepare(mail, self.worker_id):
                 return
+            if not mailable(mail.recipient):
+                raise Unmailable()
             send(mail)
-        except DELIVERY_ERRORS as e:
+        except Exception as e:
+            # Any failure is this mail's, never the worker's end: a mail
+            # that cannot even be built is tried again and then set aside,
+            # and the mails behind it go out.
             db.session.rollback()
             final = outbox.failed(
                 mail,
@@ -91,7 +107,11 @@ class Worker:
                 e,
                 initial=config["MAIL_RETRY_INITIAL"],
                 most=config["MAIL_RETRY_MAX"],
-                max_attempts=config["MAIL_MAX_ATTEMPTS"],
+                max_attempts=(
+                    mail.attempts + 1
+                    if isinstance(e, Unmailable)
+                    else config["MAIL_MAX_ATTEMPTS"]
+                ),
             )
             metrics.mail_failed(mail.kind, final)
             log.warning(
@@ -141,7 +161,10 @@ def send(mail):
         connection=mailer.get_connection(),
     )
     message.attach_alternative(mail.body_html, "text/html")
-    message.send()
+    # Done, or given up, well within the row's lease: no other worker takes
+    # a mail while this one may still be sending it.
+    with smtp.Deadline(outbox.LEASE_SECONDS / 2):
+        message.send()
 
 
 def start_in_thread(app):

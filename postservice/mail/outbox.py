@@ -12,21 +12,24 @@ moves the row's ``due_at`` a lease ahead and names the worker, only if
 row, one UPDATE changes it and the other's changes nothing; the loser goes
 on to the next row. A worker that dies with a row in hand lets it go when
 the lease runs out, so a mail is sent at least once; it is sent twice only
-if a worker dies between the SMTP server taking the mail and deleting the
-row.
+if a worker dies, or the database fails, between the SMTP server taking the
+mail and deleting the row. A send ends within half the lease
+(``smtp.Deadline``), so no other worker takes a row while it may be sent.
 """
 
+import re
 import smtplib
 import time
 import uuid
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from postservice.extensions import db
 from postservice.models import MAIL_ERROR_MAX_CHARS, OutboxMail
 
-# Seconds a claimed row is a worker's: far longer than one SMTP exchange
-# (MAIL_TIMEOUT per step), so no other worker takes it while it is sent.
+# Seconds a claimed row is a worker's: twice the longest SMTP exchange
+# (``delivery.send``'s deadline), so no other worker takes it while it is sent.
 LEASE_SECONDS = 120
 # Rows a worker reads per look for one it can claim.
 CANDIDATES = 10
@@ -154,19 +157,34 @@ def failed(mail, worker_id, error, *, initial, most, max_attempts, now=None):
     return final
 
 
+# Whatever looks like an address in a server's reply (a refusal may quote
+# the recipient, anywhere in its text).
+ADDRESS = re.compile(r"\S*@\S*")
+
+
 def describe(error):
     """What went wrong, for the row and the log, in one line: the error's
-    class and the server's reply. Never the mail, nor the recipient's
-    address (which a refusal of recipients would otherwise quote), nor a
-    statement's values (a database error's later lines)."""
+    class and the server's or the database's words. Never the mail, nor an
+    address (a server's reply may quote the recipient's), nor a statement's
+    values (a database error's later lines); of any other error (a mail
+    that could not be built) the class alone, as its words may quote the
+    address."""
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         replies = list(error.recipients.values())
         code, reply = replies[0] if replies else (None, b"")
         text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-        message = f"recipient refused: {code} {text}"
-    else:
+        message = ADDRESS.sub("<address>", f"recipient refused: {code} {text}")
+    elif isinstance(error, smtplib.SMTPResponseException):
+        reply = error.smtp_error
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+        message = ADDRESS.sub("<address>", f"{error.smtp_code} {text}")
+    elif isinstance(error, smtplib.SMTPException):
+        message = ADDRESS.sub("<address>", str(error))
+    elif isinstance(error, (OSError, SQLAlchemyError)):
         message = (str(error).splitlines() or [""])[0]
-    return f"{type(error).__name__}: {message}".replace("\r", " ")
+    else:
+        return type(error).__name__
+    return f"{type(error).__name__}: {' '.join(message.split())}"
 
 
 def release(mail, worker_id):

@@ -7,22 +7,105 @@ certificate checked; ``?starttls=off`` sends in the clear, and ``smtps://``
 is TLS from the first byte (``config.parse_mail_url``).
 """
 
+import contextlib
 import smtplib
+import socket
 import ssl
+import threading
 
 from flask import current_app
 from flask_mailman.backends import smtp
 from flask_mailman.utils import DNS_NAME
 
+_current = threading.local()
+
+
+class Deadline:
+    """The whole exchange of one mail within ``seconds``.
+
+    ``MAIL_TIMEOUT`` bounds each wait for the server, not a step: a server
+    answering a byte at a time would hold a mail for as long as it likes,
+    past the lease of its outbox row, and another worker would send it too.
+    Past the deadline the connection's sockets are shut, and the step under
+    way fails like a server that hung up.
+    """
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.sockets = []
+        self.expired = False
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        self.timer = threading.Timer(self.seconds, self._expire)
+        self.timer.daemon = True
+        self.timer.start()
+        _current.deadline = self
+        return self
+
+    def __exit__(self, *exc_info):
+        self.timer.cancel()
+        _current.deadline = None
+
+    def watch(self, sock):
+        with self.lock:
+            self.sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self):
+        with self.lock:
+            self.expired = True
+            for sock in self.sockets:
+                _shut(sock)
+
+
+def _shut(sock):
+    with contextlib.suppress(OSError):  # closed already, or never connected
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watch(sock):
+    deadline = getattr(_current, "deadline", None)
+    if deadline is not None:
+        deadline.watch(sock)
+
+
+class _Watched:
+    """Each socket of the connection, from before the server's greeting and
+    again after STARTTLS (a new socket object), is the deadline's to shut."""
+
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        _watch(sock)
+        return sock
+
+    def starttls(self, *args, **kwargs):
+        reply = super().starttls(*args, **kwargs)
+        _watch(self.sock)
+        return reply
+
+
+class SMTP(_Watched, smtplib.SMTP):
+    pass
+
+
+class SMTP_SSL(_Watched, smtplib.SMTP_SSL):
+    pass
+
 
 class EmailBackend(smtp.EmailBackend):
+    @property
+    def connection_class(self):
+        return SMTP_SSL if self.use_ssl else SMTP
+
     def open(self):
         if self.connection or self.use_ssl:
             return super().open()
         params = {"local_hostname": DNS_NAME.get_fqdn()}
         if self.timeout is not None:
             params["timeout"] = self.timeout
-        connection = smtplib.SMTP(self.host, self.port, **params)
+        connection = self.connection_class(self.host, self.port, **params)
         try:
             connection.ehlo()
             if current_app.config.get("MAIL_STARTTLS") and connection.has_extn(

@@ -79,9 +79,8 @@ def login(body):
     they logged in from before, still logs in. A suspended account answers
     403, only once the password is right.
     """
-    with throttling.password_attempt(body["email"]) as attempt:
+    with throttling.password_attempt(body["email"]):
         issued = service.log_in(**body)
-        attempt.known_as(f"user:{issued.user_id}")
     return sessions.token_pair(issued)
 
 
@@ -207,7 +206,7 @@ def delete_me(body):
     new account.
     """
     user_id = current_user_id()
-    with throttling.password_attempt(f"user:{user_id}"):
+    with throttling.password_attempt(service.account_email(user_id)):
         service.delete_account(user_id=user_id, **body)
     metrics.revoked("account_deleted")
     return _no_content()
@@ -228,7 +227,7 @@ def change_password(body):
     pair of a new session. Throttled like login.
     """
     user_id = current_user_id()
-    with throttling.password_attempt(f"user:{user_id}"):
+    with throttling.password_attempt(service.account_email(user_id)):
         issued = service.change_password(user_id=user_id, **body)
     metrics.revoked("password_change")
     return sessions.token_pair(issued)

@@ -12,12 +12,18 @@ EMAIL_MAX_CHARS = 254
 
 
 class NormalizedEmail(fields.Email):
-    """An email address, trimmed and lower-cased so lookups ignore case."""
+    """An email address, trimmed and lower-cased so lookups ignore case.
 
-    def __init__(self, **kwargs):
+    ``mailable``: only an address mail reaches as it is written (``mailable``
+    below); for a new account, whose address is mailed to. Looking up an
+    existing account takes any address.
+    """
+
+    def __init__(self, *, mailable=False, **kwargs):
         # The length is checked in _deserialize; the document still states it.
         kwargs.setdefault("metadata", {"maxLength": EMAIL_MAX_CHARS})
         super().__init__(**kwargs)
+        self.mailable = mailable
 
     def _deserialize(self, value, attr, data, **kwargs):
         email = super()._deserialize(value, attr, data, **kwargs).strip().lower()
@@ -25,7 +31,30 @@ class NormalizedEmail(fields.Email):
         # Checked here, before the address pattern runs on arbitrarily long input.
         if len(email) > EMAIL_MAX_CHARS:
             raise ValidationError(f"Longer than {EMAIL_MAX_CHARS} characters.")
+        if self.mailable and not mailable(email):
+            raise self.make_error("invalid")
         return email
+
+
+def mailable(email):
+    """Whether mail to ``email`` goes to exactly that address.
+
+    The local part must be printable ASCII: the mailer does not speak
+    SMTPUTF8 and would send another part as an RFC 2047 word, and a control
+    character becomes a line break in the mail's headers. No RFC 2047 word
+    (``=?...?=``) anywhere: the mailer decodes it and mails the decoded,
+    other address. A non-ASCII domain must be IDNA's own spelling of it:
+    IDNA maps others (a fullwidth ``e`` for ``e``) onto another domain, so two accounts
+    would share one inbox and its limits.
+    """
+    local, _, domain = email.rpartition("@")
+    if "=?" in email or not all(" " < c < "\x7f" for c in local):
+        return False
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return domain.isascii() or ascii_domain.encode("ascii").decode("idna") == domain
 
 
 def new_password():
@@ -35,6 +64,9 @@ def new_password():
         validate=[
             validate.Length(min=PASSWORD_MIN_CHARS),
             MaxUtf8Bytes(PASSWORD_MAX_BYTES),
+            # bcrypt reads a password up to its first NUL: "abcd\0abcd"
+            # would be "abcd", and "abcd" would open it.
+            validate.ContainsNoneOf(["\x00"], error="Must not contain NUL."),
         ],
         # JSON Schema counts characters; the limit is bytes, so say both.
         metadata={
@@ -51,7 +83,7 @@ def given_password():
 
 
 class RegisterSchema(RequestSchema):
-    email = NormalizedEmail(required=True)
+    email = NormalizedEmail(required=True, mailable=True)
     password = new_password()
 
 

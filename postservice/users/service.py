@@ -105,23 +105,32 @@ def log_in(*, email, password):
     ``sessions.Suspended`` for a suspended account, only once the password
     is right: who does not know it learns nothing of the suspension.
     """
-    user_id, version, suspended_at = authenticate(email=email, password=password)
-    if suspended_at is not None:
-        raise sessions.Suspended()
-    return sessions.start(user_id, version)
+    # A password changed while the old one was checked is checked again: the
+    # answer is the new password's. Changed again meanwhile: wrong.
+    for _ in range(2):
+        user_id, password_hash, suspended_at = authenticate(
+            email=email, password=password
+        )
+        if suspended_at is not None:
+            raise sessions.Suspended()
+        try:
+            return sessions.start(user_id, password_hash)
+        except sessions.PasswordChanged:
+            continue
+    raise Unauthorized("Incorrect password")
 
 
 def authenticate(*, email, password):
-    """``(id, token_version, suspended_at)`` of the user with these credentials.
+    """``(id, password_hash, suspended_at)`` of the user with these credentials.
 
     Raises ``NotFound`` for an unknown email and ``Unauthorized`` for a
     wrong password.
     """
     row = transactions.read(
         lambda: db.session.execute(
-            select(
-                User.id, User.password_hash, User.token_version, User.suspended_at
-            ).where(User.email == email)
+            select(User.id, User.password_hash, User.suspended_at).where(
+                User.email == email
+            )
         ).first()
     )
     # Give the connection back before the slow hash: a burst of logins must
@@ -131,7 +140,22 @@ def authenticate(*, email, password):
         raise NotFound("User not found")
     if not password_matches(password, row.password_hash):
         raise Unauthorized("Incorrect password")
-    return row.id, row.token_version, row.suspended_at
+    return row.id, row.password_hash, row.suspended_at
+
+
+def account_email(user_id):
+    """The account's email: what its password checks are counted under,
+    from login and from its own routes alike (``throttling``).
+
+    Raises ``Unauthorized`` when the account is gone.
+    """
+    email = transactions.read(
+        lambda: db.session.scalar(select(User.email).where(User.id == user_id))
+    )
+    db.session.rollback()
+    if email is None:
+        raise Unauthorized("Could not validate credentials")
+    return email
 
 
 def _verified_account(user_id, password):
@@ -171,6 +195,9 @@ def change_password(*, user_id, current_password, new_password):
         db.session.execute(
             update(User).where(User.id == user_id).values(password_hash=new_hash)
         )
+        # A reset link mailed before ends too: whoever read the inbox must
+        # not set a password after the owner changed it.
+        tokens.end_all(user_id, tokens.PASSWORD_RESET)
         session = sessions.new_session(user_id)
         db.session.commit()
         return sessions.Issued.of(session, version)
@@ -188,6 +215,7 @@ def log_out_everywhere(*, user_id):
         if revocation.revoke_all(user_id) is None:
             db.session.rollback()
             raise Unauthorized("Could not validate credentials")
+        tokens.end_all(user_id, tokens.PASSWORD_RESET)
         db.session.commit()
 
     transactions.write(log_out, user_id=user_id, invalidates=TOKENS)

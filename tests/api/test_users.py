@@ -229,11 +229,8 @@ def test_testing_cost_is_used_by_default(app, client):
 
 @pytest.mark.parametrize(
     ("password", "others"),
-    [
-        ("pass\x00word1", ["pass", "pass\x00word2", "password1"]),
-        ("pässwörd ☃ 😀", ["passwörd ☃ 😀", "pässwörd ☃ 😁", "pässwörd"]),
-    ],
-    ids=["nul byte", "non-ascii"],
+    [("pässwörd ☃ 😀", ["passwörd ☃ 😀", "pässwörd ☃ 😁", "pässwörd"])],
+    ids=["non-ascii"],
 )
 def test_unusual_password_round_trips(client, password, others):
     assert_token(register(client, password=password), 201)

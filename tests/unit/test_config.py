@@ -318,6 +318,9 @@ def test_unreadable_or_out_of_range_number_is_refused(monkeypatch, name, value):
         ("DATABASE_URL", "nonsense"),
         ("DATABASE_URL", "mysql+pymysql://u:secretpw@db:abc/posts"),
         ("DATABASE_URL", "nosuchdriver://db/posts"),
+        ("DATABASE_URL", "mysql+pymysql://u:secretpw@[bad/posts"),
+        ("DATABASE_URL", "mysql+pymysql://u:secretpw@bad]/posts"),
+        ("DATABASE_URL", "mysql+pymysql://u:secretpw@db host/posts"),
     ],
 )
 def test_an_unusable_address_is_refused_in_one_line(monkeypatch, name, value):

@@ -161,6 +161,8 @@ def invalidate(user_id, *kinds, drop=()):
             health.failed(e)
         return _announce(health, user_id, kinds, owed)
     _deliver_owed(health)
+    if health.announces_all and not health.shared:
+        return _announce(health, user_id, kinds, owed)
     return True
 
 
@@ -279,7 +281,8 @@ def _look(health, app):
     """
     started = time.monotonic()
     try:
-        namespace.prefix(app)
+        if health.shared:
+            namespace.prefix(app)
         ids, owed, complete = announcements.waiting(app)
     except (namespace.Unknown, SQLAlchemyError) as e:
         _look_failed(health, started, e)

@@ -35,12 +35,16 @@ class CacheHealth:
         self.pending = set()
         # When this app last looked at the announced invalidations and
         # delivered them (``generations.usable``): the cache is trusted for
-        # a moment after that only. An in-process cache sees every change
-        # its one process makes, so it is always trusted.
-        self.confirmed_at = -math.inf if shared else math.inf
+        # a moment after that only. An in-process cache too: the
+        # maintenance commands run in processes of their own, which reach
+        # it only through the database (``announces_all``).
+        self.confirmed_at = -math.inf
         self.confirming = threading.Lock()
         self.confirm_retry_at = 0.0
         self.shared = shared
+        # Every invalidation is announced in the database as well: this
+        # process is not the one whose in-process cache serves (a command).
+        self.announces_all = False
         # The last look failed: the next ones run in the background.
         self.look_failed = False
 

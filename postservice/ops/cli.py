@@ -3,7 +3,7 @@
 ``Error: ...`` and exit status 1, not a traceback of the driver's."""
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, ScriptInfo
 from sqlalchemy.exc import SQLAlchemyError
 
 from postservice.cache.clients import REDIS_ERRORS
@@ -19,6 +19,11 @@ def _reason(error):
 
 class MaintenanceGroup(AppGroup):
     def invoke(self, ctx):
+        # Without Redis the cache that serves is the server's, in its own
+        # process: a change made here reaches it only announced in the
+        # database, where it looks (``cache.generations``).
+        app = ctx.ensure_object(ScriptInfo).load_app()
+        app.extensions["cache_health"].announces_all = True
         try:
             return super().invoke(ctx)
         except SQLAlchemyError as e:

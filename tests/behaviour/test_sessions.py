@@ -215,6 +215,38 @@ def test_suspension_holds_over_cached_verdicts(redis_app):
     assert_works(client, pair)
 
 
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["users", "suspend", EMAIL], (403, {"detail": "Account suspended"})),
+        (["users", "revoke", EMAIL], (401, REVOKED)),
+        (
+            ["users", "delete", EMAIL],
+            (401, {"detail": "Could not validate credentials"}),
+        ),
+    ],
+)
+def test_a_command_reaches_a_server_without_redis(make_app, command, expected):
+    """Without Redis each process caches for itself, and a command runs in
+    a process of its own (here an app of its own, with its own in-process
+    cache): its change is announced in the database, where the server
+    looks, and holds there within ``TRUST_FOR`` (1.5 s)."""
+    server = make_app(REDIS_URL=None)
+    client = server.test_client()
+    pair = register(client)
+    warm(client, pair)  # the verdict and the listing are in the server's cache
+    result = make_app(REDIS_URL=None).test_cli_runner().invoke(args=command)
+    assert result.exit_code == 0, result.output
+    started = time.monotonic()
+    while True:
+        response = client.get(GET_POSTS, headers=bearer(pair))
+        if response.status_code != 200 or time.monotonic() - started > 5:
+            break
+        time.sleep(0.05)
+    assert (response.status_code, response.json) == expected
+    assert time.monotonic() - started < 1.5 + 0.5
+
+
 def test_a_cached_get_posts_with_a_live_session_costs_no_sql(redis_app):
     client = redis_app.test_client()
     pair = refreshed(redis_app.test_client(), register(client)["refresh_token"])

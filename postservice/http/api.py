@@ -52,7 +52,12 @@ ERRORS = {
         ErrorSchema,
         {"WWW-Authenticate": WWW_AUTHENTICATE},
     ),
-    403: ("The account is suspended: `Account suspended`", ErrorSchema, None),
+    403: (
+        "The account is suspended: `Account suspended`; on the posts routes, "
+        "with `REQUIRE_VERIFIED_EMAIL`, also `Email not verified`",
+        ErrorSchema,
+        None,
+    ),
     404: ("Not found", ErrorSchema, None),
     412: (
         "If-Match names none of the current tags: `Precondition Failed`",

@@ -58,6 +58,13 @@ IF_NONE_MATCH_WRITE = _header(
 )
 PRECONDITION_FAILED = "A condition of If-Match or If-None-Match is false"
 ETAG = {"ETag": {"description": "The tag of this answer", "schema": {"type": "string"}}}
+LINK = {
+    "Link": {
+        "description": 'A page\'s next page, `<url>; rel="next"`, when more '
+        "posts may follow",
+        "schema": {"type": "string"},
+    }
+}
 NOT_MODIFIED = "Not Modified: the tag in If-None-Match is current; no body"
 
 
@@ -109,7 +116,7 @@ def add_post(body):
     200,
     schema=PostSchema(many=True),
     description="The posts",
-    headers=ETAG,
+    headers={**ETAG, **LINK},
     success=True,
 )
 @bp.alt_response(304, description=NOT_MODIFIED, headers=ETAG)

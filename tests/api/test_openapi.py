@@ -211,6 +211,18 @@ def test_conditional_headers_are_documented(document):
         assert "content" not in operation["responses"].get("304", {}), path
 
 
+def test_the_next_page_link_is_documented(document, client, auth):
+    """get-posts answers a page with ``Link: <url>; rel="next"``; a client
+    generated from the document must know the header is there."""
+    headers = document["paths"]["/api/v1/posts/get-posts"]["get"]["responses"]
+    assert headers["200"]["headers"]["Link"]["schema"] == {"type": "string"}
+    token = auth.register()
+    for text in ("one", "two"):
+        client.post("/api/v1/posts/add-post", json={"text": text}, headers=token)
+    page = client.get("/api/v1/posts/get-posts?limit=1", headers=token)
+    assert page.headers["Link"].endswith('>; rel="next"')
+
+
 def test_path_parameter_bounds(document):
     item = document["paths"]["/api/v1/posts/delete-post/{post_id}"]
     (parameter,) = item["parameters"]

@@ -21,7 +21,13 @@ class NormalizedEmail(fields.Email):
 
     def __init__(self, *, mailable=False, **kwargs):
         # The length is checked in _deserialize; the document still states it.
-        kwargs.setdefault("metadata", {"maxLength": EMAIL_MAX_CHARS})
+        metadata = {"maxLength": EMAIL_MAX_CHARS}
+        if mailable:
+            metadata["description"] = (
+                "an address mail reaches as written: before the @, printable "
+                "ASCII; no =?...?= word; a domain in ASCII or IDNA's own spelling"
+            )
+        kwargs.setdefault("metadata", metadata)
         super().__init__(**kwargs)
         self.mailable = mailable
 
@@ -71,7 +77,8 @@ def new_password():
         # JSON Schema counts characters; the limit is bytes, so say both.
         metadata={
             "maxLength": PASSWORD_MAX_BYTES,
-            "description": f"at most {PASSWORD_MAX_BYTES} bytes of UTF-8",
+            "pattern": "^[^\\u0000]*$",
+            "description": f"at most {PASSWORD_MAX_BYTES} bytes of UTF-8, no NUL",
         },
     )
 

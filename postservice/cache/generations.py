@@ -162,11 +162,13 @@ def invalidate(user_id, *kinds, drop=()):
         return _announce(health, user_id, kinds, owed)
     _deliver_owed(health)
     if health.announces_all and not health.shared:
-        return _announce(health, user_id, kinds, owed)
+        return _announce(health, user_id, kinds, owed, usual=True)
     return True
 
 
-def _announce(health, user_id, kinds, owed):
+def _announce(health, user_id, kinds, owed, usual=False):
+    """``usual``: the way this process always tells (a command, without Redis),
+    not a fallback worth a log line."""
     try:
         announcements.record(user_id, kinds)
     except SQLAlchemyError as e:
@@ -174,7 +176,8 @@ def _announce(health, user_id, kinds, owed):
         with health.lock:
             health.pending.update(owed)
         return False
-    log.info("invalidation for user %s announced in the database", user_id)
+    if not usual:
+        log.info("invalidation for user %s announced in the database", user_id)
     return True
 
 

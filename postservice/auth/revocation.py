@@ -216,7 +216,8 @@ def revoke(jwt_payload):
         now = int(time.time())
         db.session.execute(
             delete(RevokedToken).where(
-                RevokedToken.user_id == user_id, RevokedToken.expires_at < now
+                RevokedToken.user_id == user_id,
+                RevokedToken.expires_at < now - _leeway(),
             )
         )
         db.session.add(
@@ -271,11 +272,17 @@ def revoke_all(user_id, *, expected_version=None):
     return db.session.scalar(select(User.token_version).where(User.id == user_id))
 
 
+def _leeway():
+    # A token is taken until this long after its exp (the replicas' clocks):
+    # its revocation must be kept as long.
+    return current_app.config["JWT_DECODE_LEEWAY"]
+
+
 def purge_expired(now=None):
     """Delete revocations of tokens that have expired anyway; returns how many."""
     now = int(time.time()) if now is None else now
     deleted = db.session.execute(
-        delete(RevokedToken).where(RevokedToken.expires_at < now)
+        delete(RevokedToken).where(RevokedToken.expires_at < now - _leeway())
     ).rowcount
     db.session.commit()
     return deleted

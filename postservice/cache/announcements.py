@@ -41,9 +41,10 @@ def record(user_id, kinds):
         )
 
 
-def waiting(app):
+def waiting(app, after=0):
     """``(ids, {(kind, user_id), ...}, complete)`` of the announcements stored
-    now; ``complete`` is False when more than ``BATCH`` wait.
+    now with ids above ``after``; ``complete`` is False when more than
+    ``BATCH`` wait.
 
     Raises ``SQLAlchemyError`` when the database cannot be read.
     """
@@ -51,6 +52,7 @@ def waiting(app):
     with side_engine(app).connect() as connection:
         rows = connection.execute(
             select(table.c.id, table.c.kind, table.c.user_id)
+            .where(table.c.id > after)
             .order_by(table.c.id)
             .limit(BATCH + 1)
         ).all()

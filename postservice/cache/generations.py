@@ -286,7 +286,7 @@ def _look(health, app):
     try:
         if health.shared:
             namespace.prefix(app)
-        ids, owed, complete = announcements.waiting(app)
+        ids, owed, complete = announcements.waiting(app, health.delivered_up_to)
     except (namespace.Unknown, SQLAlchemyError) as e:
         _look_failed(health, started, e)
         return False
@@ -297,10 +297,15 @@ def _look(health, app):
             health.failed(e)
             health.look_failed = True
             return False
-        try:
-            announcements.forget(app, ids)
-        except SQLAlchemyError as e:  # delivered again next time: harmless
-            log.info("delivered announcements not deleted: %s", e)
+        if health.shared:
+            try:
+                announcements.forget(app, ids)
+            except SQLAlchemyError as e:  # delivered again next time: harmless
+                log.info("delivered announcements not deleted: %s", e)
+        else:
+            # Delivered to this process alone: the rows stay for the
+            # instances that share Redis, should any use this database.
+            health.delivered_up_to = max(ids)
         if not complete:
             return False
     health.confirmed_at = started

@@ -45,6 +45,10 @@ class CacheHealth:
         # Every invalidation is announced in the database as well: this
         # process is not the one whose in-process cache serves (a command).
         self.announces_all = False
+        # An in-process cache's look delivers announcements to itself and
+        # leaves them (they may be owed to instances sharing Redis): the last
+        # id it delivered.
+        self.delivered_up_to = 0
         # The last look failed: the next ones run in the background.
         self.look_failed = False
 

@@ -145,7 +145,10 @@ def prepare(mail, worker_id):
         user_id, mail.kind, current_app.config["PASSWORD_RESET_TOKEN_EXPIRES"]
     )
     subject, text, html = messages.render(mail.kind, token)
-    outbox.prepared(mail, worker_id, subject, text, html)
+    if not outbox.prepared(mail, worker_id, subject, text, html):
+        # Discarded meanwhile (the password changed): no link, no mail.
+        db.session.rollback()
+        return False
     db.session.commit()
     mail.subject, mail.body_text, mail.body_html = subject, text, html
     return True

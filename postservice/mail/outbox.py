@@ -26,7 +26,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from postservice.extensions import db
-from postservice.models import MAIL_ERROR_MAX_CHARS, OutboxMail
+from postservice.models import MAIL_ERROR_MAX_CHARS, OutboxMail, User
 
 # Seconds a claimed row is a worker's: twice the longest SMTP exchange
 # (``delivery.send``'s deadline), so no other worker takes it while it is sent.
@@ -112,11 +112,33 @@ def sent(mail, worker_id):
 
 
 def prepared(mail, worker_id, subject, text, html):
-    """Store the rendered mail on its row (the caller commits, with the token)."""
+    """Store the rendered mail on its row (the caller commits, with the token).
+
+    Returns False when the row is gone (``discard_requests``): the caller
+    rolls its token back and sends nothing.
+    """
+    return bool(
+        db.session.execute(
+            update(OutboxMail)
+            .where(*_ours(mail, worker_id))
+            .values(subject=subject, body_text=text, body_html=html)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    )
+
+
+def discard_requests(kind, user_id):
+    """Delete the requests of ``kind`` for ``user_id``'s address that no
+    worker has prepared yet (not committed): a link they would have become
+    is void before it exists."""
+    email = select(User.email).where(User.id == user_id).scalar_subquery()
     db.session.execute(
-        update(OutboxMail)
-        .where(*_ours(mail, worker_id))
-        .values(subject=subject, body_text=text, body_html=html)
+        delete(OutboxMail)
+        .where(
+            OutboxMail.kind == kind,
+            OutboxMail.subject.is_(None),
+            OutboxMail.recipient == email,
+        )
         .execution_options(synchronize_session=False)
     )
 
@@ -172,12 +194,9 @@ def describe(error):
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         replies = list(error.recipients.values())
         code, reply = replies[0] if replies else (None, b"")
-        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-        message = ADDRESS.sub("<address>", f"recipient refused: {code} {text}")
+        message = _reply("recipient refused:", code, reply)
     elif isinstance(error, smtplib.SMTPResponseException):
-        reply = error.smtp_error
-        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-        message = ADDRESS.sub("<address>", f"{error.smtp_code} {text}")
+        message = _reply("", error.smtp_code, error.smtp_error)
     elif isinstance(error, smtplib.SMTPException):
         message = ADDRESS.sub("<address>", str(error))
     elif isinstance(error, (OSError, SQLAlchemyError)):
@@ -185,6 +204,11 @@ def describe(error):
     else:
         return type(error).__name__
     return f"{type(error).__name__}: {' '.join(message.split())}"
+
+
+def _reply(what, code, reply):
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    return ADDRESS.sub("<address>", f"{what} {code} {text}".strip())
 
 
 def release(mail, worker_id):

@@ -71,27 +71,43 @@ def _watch(sock):
         deadline.watch(sock)
 
 
-class _Watched:
-    """Each socket of the connection, from before the server's greeting and
-    again after STARTTLS (a new socket object), is the deadline's to shut."""
+class _WatchedContext:
+    """An SSL context whose sockets are the deadline's before their
+    handshake, which a server may stretch as it likes too."""
+
+    def __init__(self, context):
+        self.context = context
+
+    def wrap_socket(self, sock, **kwargs):
+        wrapped = self.context.wrap_socket(
+            sock, do_handshake_on_connect=False, **kwargs
+        )
+        _watch(wrapped)
+        wrapped.do_handshake()
+        return wrapped
+
+
+class SMTP(smtplib.SMTP):
+    """Each socket of the connection is the deadline's: the plain one from
+    before the server's greeting, the one of STARTTLS before its handshake."""
 
     def _get_socket(self, host, port, timeout):
         sock = super()._get_socket(host, port, timeout)
         _watch(sock)
         return sock
 
-    def starttls(self, *args, **kwargs):
-        reply = super().starttls(*args, **kwargs)
-        _watch(self.sock)
-        return reply
+    def starttls(self, *, context=None):
+        return super().starttls(
+            context=_WatchedContext(context or ssl.create_default_context())
+        )
 
 
-class SMTP(_Watched, smtplib.SMTP):
-    pass
+class SMTP_SSL(smtplib.SMTP_SSL):
+    """TLS from the first byte, the handshake within the deadline."""
 
-
-class SMTP_SSL(_Watched, smtplib.SMTP_SSL):
-    pass
+    def __init__(self, *args, context=None, **kwargs):
+        context = _WatchedContext(context or ssl.create_default_context())
+        super().__init__(*args, context=context, **kwargs)
 
 
 class EmailBackend(smtp.EmailBackend):

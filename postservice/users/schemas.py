@@ -51,7 +51,8 @@ def mailable(email):
     (``=?...?=``) anywhere: the mailer decodes it and mails the decoded,
     other address. A non-ASCII domain must be IDNA's own spelling of it:
     IDNA maps others (a fullwidth ``e`` for ``e``) onto another domain, so two accounts
-    would share one inbox and its limits.
+    would share one inbox and its limits (its ASCII form, ``xn--...``, and
+    its Unicode form remain two spellings of one domain).
     """
     local, _, domain = email.rpartition("@")
     if "=?" in email or not all(" " < c < "\x7f" for c in local):
@@ -70,8 +71,8 @@ def new_password():
         validate=[
             validate.Length(min=PASSWORD_MIN_CHARS),
             MaxUtf8Bytes(PASSWORD_MAX_BYTES),
-            # bcrypt reads a password up to its first NUL: "abcd\0abcd"
-            # would be "abcd", and "abcd" would open it.
+            # bcrypt cycles the password and a NUL over its 72-byte key:
+            # "abcd\0abcd" makes the key "abcd" makes, and "abcd" opens it.
             validate.ContainsNoneOf(["\x00"], error="Must not contain NUL."),
         ],
         # JSON Schema counts characters; the limit is bytes, so say both.

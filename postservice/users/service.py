@@ -108,11 +108,7 @@ def log_in(*, email, password):
     # A password changed while the old one was checked is checked again: the
     # answer is the new password's. Changed again meanwhile: wrong.
     for _ in range(2):
-        user_id, password_hash, suspended_at = authenticate(
-            email=email, password=password
-        )
-        if suspended_at is not None:
-            raise sessions.Suspended()
+        user_id, password_hash = authenticate(email=email, password=password)
         try:
             return sessions.start(user_id, password_hash)
         except sessions.PasswordChanged:
@@ -121,16 +117,14 @@ def log_in(*, email, password):
 
 
 def authenticate(*, email, password):
-    """``(id, password_hash, suspended_at)`` of the user with these credentials.
+    """``(id, password_hash)`` of the user with these credentials.
 
     Raises ``NotFound`` for an unknown email and ``Unauthorized`` for a
     wrong password.
     """
     row = transactions.read(
         lambda: db.session.execute(
-            select(User.id, User.password_hash, User.suspended_at).where(
-                User.email == email
-            )
+            select(User.id, User.password_hash).where(User.email == email)
         ).first()
     )
     # Give the connection back before the slow hash: a burst of logins must
@@ -140,7 +134,7 @@ def authenticate(*, email, password):
         raise NotFound("User not found")
     if not password_matches(password, row.password_hash):
         raise Unauthorized("Incorrect password")
-    return row.id, row.password_hash, row.suspended_at
+    return row.id, row.password_hash
 
 
 def account_email(user_id):
@@ -195,9 +189,9 @@ def change_password(*, user_id, current_password, new_password):
         db.session.execute(
             update(User).where(User.id == user_id).values(password_hash=new_hash)
         )
-        # A reset link mailed before ends too: whoever read the inbox must
-        # not set a password after the owner changed it.
-        tokens.end_all(user_id, tokens.PASSWORD_RESET)
+        # Reset links mailed or asked for before end too: whoever read the
+        # inbox must not set a password after the owner changed it.
+        _end_reset_links(user_id)
         session = sessions.new_session(user_id)
         db.session.commit()
         return sessions.Issued.of(session, version)
@@ -215,7 +209,7 @@ def log_out_everywhere(*, user_id):
         if revocation.revoke_all(user_id) is None:
             db.session.rollback()
             raise Unauthorized("Could not validate credentials")
-        tokens.end_all(user_id, tokens.PASSWORD_RESET)
+        _end_reset_links(user_id)
         db.session.commit()
 
     transactions.write(log_out, user_id=user_id, invalidates=TOKENS)
@@ -325,12 +319,19 @@ def reset_password(*, token, new_password):
             .execution_options(synchronize_session=False)
         )
         _mark_verified(user_id, now)
-        tokens.end_all(user_id, tokens.PASSWORD_RESET, now)
+        _end_reset_links(user_id, now)
         db.session.commit()
         return user_id
 
     user_id = transactions.run(reset)
     transactions.invalidate(user_id, TOKENS)
+
+
+def _end_reset_links(user_id, now=None):
+    """Void every reset link of the account, mailed or still a request in
+    the outbox (not committed)."""
+    tokens.end_all(user_id, tokens.PASSWORD_RESET, now)
+    outbox.discard_requests(tokens.PASSWORD_RESET, user_id)
 
 
 def _mark_verified(user_id, now):

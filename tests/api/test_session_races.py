@@ -3,9 +3,13 @@
 import threading
 from datetime import datetime, timedelta
 
+import bcrypt
 import jwt
 import pytest
+from sqlalchemy import update
 
+from postservice.extensions import db
+from postservice.models import User
 from postservice.users import service
 
 from ..support.auth import PASSWORD
@@ -142,6 +146,21 @@ def test_a_password_with_nul_is_refused(client):
     }
     login = client.post(LOGIN, json={"email": EMAIL, "password": "abcd"})
     assert login.status_code == 404, login.json
+
+
+def test_a_password_with_nul_from_before_still_logs_in(app, client):
+    """Only new passwords are refused a NUL: an account that has one logs in
+    with it, and a shorter password does not open it."""
+    register(client)
+    with app.app_context():
+        stored = bcrypt.hashpw(b"pass\x00word1", bcrypt.gensalt(4)).decode()
+        db.session.execute(update(User).values(password_hash=stored))
+        db.session.commit()
+    login = client.post(LOGIN, json={"email": EMAIL, "password": "pass\x00word1"})
+    assert login.status_code == 200, login.json
+    for other in ("pass", "pass\x00word2", "password1"):
+        wrong = client.post(LOGIN, json={"email": EMAIL, "password": other})
+        assert wrong.json == {"detail": "Incorrect password"}
 
 
 # -- An instance whose clock lags a little --------------------------------------

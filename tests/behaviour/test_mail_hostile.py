@@ -1,7 +1,11 @@
 """Mail against hostile addresses, hostile SMTP servers and a stolen link."""
 
+import contextlib
 import logging
+import smtplib
+import socket
 import socketserver
+import ssl
 import threading
 import time
 
@@ -10,7 +14,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from postservice.extensions import db
-from postservice.mail import delivery, outbox
+from postservice.mail import delivery, outbox, smtp
 from postservice.models import OutboxMail
 
 from ..support.auth import PASSWORD
@@ -342,13 +346,13 @@ def test_a_refusal_quoting_the_address_keeps_it_out_of_logs_and_status(
 # --- A reset link and a change of the password ----------------------------
 
 
-def test_a_reset_link_ends_when_the_password_is_changed(make_app, smtp):
+@pytest.mark.parametrize("ending", ["change-password", "logout-all"])
+def test_a_reset_link_ends_with_a_change_of_password_or_logout_all(
+    make_app, smtp, ending
+):
     """Someone who once read the owner's mailbox holds a reset link; the
-    owner changes the password (the remedy), yet the link still sets a new
-    password for 30 minutes: account taken over. docs/api/users.md, change
-    the password: "Every session and every token issued before it stops
-    working at once"; docs/api/mail.md: a reset voids "every other reset
-    link of the account". A change of password must void them too."""
+    owner changes the password or logs out everywhere (the remedies): the
+    link no longer sets a password (docs/api/users.md)."""
     app = mail_app(make_app, smtp)
     client = app.test_client()
     pair = register(client, "owner@example.com").json
@@ -356,21 +360,49 @@ def test_a_reset_link_ends_when_the_password_is_changed(make_app, smtp):
     assert client.post(RESET, json={"email": "owner@example.com"}).status_code == 202
     deliver(app)
     [mail] = smtp.inbox.of("Reset")
-    token = token_in(mail)
-    changed = client.post(
-        CHANGE,
-        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
-        headers=bearer(pair),
-    )
-    assert changed.status_code == 200, changed.get_data(as_text=True)
+    password = _end(client, pair, ending)
     late = client.post(
-        CONFIRM, json={"token": token, "new_password": "attacker pass 1"}
+        CONFIRM, json={"token": token_in(mail), "new_password": "attacker pass 1"}
     )
     assert (late.status_code, late.json) == (400, INVALID)
     login = client.post(
-        LOGIN, json={"email": "owner@example.com", "password": NEW_PASSWORD}
+        LOGIN, json={"email": "owner@example.com", "password": password}
     )
     assert login.status_code == 200
+
+
+@pytest.mark.parametrize("ending", ["change-password", "logout-all"])
+def test_a_reset_asked_for_before_a_change_of_password_mails_no_link(
+    make_app, smtp, ending
+):
+    """A reset request waits in the outbox as a request until a worker
+    turns it into a link: one asked for before the change (the worker down
+    meanwhile) becomes no link at all."""
+    app = mail_app(make_app, smtp)
+    client = app.test_client()
+    pair = register(client, "owner@example.com").json
+    deliver(app)
+    assert client.post(RESET, json={"email": "owner@example.com"}).status_code == 202
+    _end(client, pair, ending)
+    deliver(app)
+    assert smtp.inbox.of("Reset") == []
+    assert outbox_rows(app) == []
+
+
+def _end(client, pair, ending):
+    """Change the password or log out everywhere; the password afterwards."""
+    if ending == "change-password":
+        changed = client.post(
+            CHANGE,
+            json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+            headers=bearer(pair),
+        )
+        assert changed.status_code == 200, changed.get_data(as_text=True)
+        return NEW_PASSWORD
+    assert (
+        client.post("/api/v1/users/logout-all", headers=bearer(pair)).status_code == 204
+    )
+    return PASSWORD
 
 
 # --- The per-email bound and spellings of one mailbox ---------------------
@@ -462,3 +494,53 @@ def test_an_address_puts_no_line_break_in_the_headers(make_app, raw_smtp):
     assert response.status_code == 422, response.get_data(as_text=True)
     assert deliver(app) == 0
     assert raw_smtp.data == []
+
+
+# --- A TLS handshake the server stretches ---------------------------------
+
+
+def _dripping_tls_server(starttls):
+    """A server that answers a TLS ClientHello with the start of a record,
+    then one byte every 0.3 s: a handshake that never ends by itself."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def run():
+        connection, _ = listener.accept()
+        listener.close()
+        lines = connection.makefile("rb")
+        with contextlib.suppress(OSError), connection:
+            if starttls:
+                connection.sendall(b"220 drip ESMTP\r\n")
+                lines.readline()
+                connection.sendall(b"250-drip\r\n250 STARTTLS\r\n")
+                lines.readline()
+                connection.sendall(b"220 go ahead\r\n")
+            connection.recv(4096)  # the ClientHello
+            connection.sendall(b"\x16\x03\x03\x3f\xff")  # a record of 16 KiB, to come
+            for _ in range(100):
+                connection.sendall(b"\x02")
+                time.sleep(0.3)
+
+    threading.Thread(target=run, daemon=True).start()
+    return port
+
+
+@pytest.mark.parametrize("starttls", [False, True], ids=["smtps", "starttls"])
+def test_a_stretched_tls_handshake_ends_at_the_deadline(starttls):
+    """``MAIL_TIMEOUT`` (here 5 s) bounds each wait, and the handshake as a
+    whole; the deadline (1 s) ends it first, as it ends the rest."""
+    port = _dripping_tls_server(starttls)
+
+    def connect():
+        context = ssl.create_default_context()
+        if not starttls:
+            return smtp.SMTP_SSL("127.0.0.1", port, timeout=5, context=context)
+        connection = smtp.SMTP("127.0.0.1", port, timeout=5)
+        connection.ehlo()
+        return connection.starttls(context=context)
+
+    started = time.monotonic()
+    with smtp.Deadline(1.0), pytest.raises((OSError, smtplib.SMTPException)):
+        connect()
+    assert time.monotonic() - started < 2.5

@@ -9,6 +9,10 @@ import jwt
 import pytest
 import redis
 import requests
+from sqlalchemy import func, select
+
+from postservice.extensions import db
+from postservice.models import CacheAnnouncement
 
 from ..support.auth import PASSWORD
 from ..support.servers import RedisServer
@@ -245,6 +249,12 @@ def test_a_command_reaches_a_server_without_redis(make_app, command, expected):
         time.sleep(0.05)
     assert (response.status_code, response.json) == expected
     assert time.monotonic() - started < 1.5 + 0.5
+    # Delivered to that one process's cache, and left for any instance that
+    # shares Redis on this database.
+    with server.app_context():
+        left = db.session.scalar(select(func.count()).select_from(CacheAnnouncement))
+        db.session.rollback()
+    assert left >= 1
 
 
 def test_a_cached_get_posts_with_a_live_session_costs_no_sql(redis_app):

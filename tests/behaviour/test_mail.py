@@ -18,10 +18,9 @@ from postservice.models import EmailToken, OutboxMail
 from postservice.ops import metrics
 
 from ..support.auth import PASSWORD, changed
-from ..support.smtp import html_of, text_of, token_in
+from ..support.smtp import PUBLIC_URL, deliver, html_of, mail_app, text_of, token_in
 from ..support.throttle import limited_app
 
-PUBLIC_URL = "https://posts.example.test"
 RESET = "/api/v1/users/password-reset"
 CONFIRM = "/api/v1/users/password-reset/confirm"
 VERIFY = "/api/v1/users/verify-email"
@@ -33,23 +32,9 @@ NEW_PASSWORD = "a brand new password"
 INVALID = {"detail": "Invalid or expired token"}
 
 
-def mail_app(make_app, smtp, **settings):
-    return make_app(
-        MAIL_URL=smtp.url,
-        PUBLIC_URL=PUBLIC_URL,
-        MAIL_RETRY_INITIAL=1,
-        MAIL_RETRY_MAX=1,
-        **settings,
-    )
-
-
 @pytest.fixture
 def app(make_app, smtp):
     return mail_app(make_app, smtp)
-
-
-def deliver(app):
-    return delivery.Worker(app).deliver_due()
 
 
 def register(client, email, password=PASSWORD):

@@ -14,14 +14,14 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from postservice.extensions import db
-from postservice.mail import delivery, outbox, smtp
+from postservice.mail import delivery, outbox
+from postservice.mail import smtp as mail_smtp
 from postservice.models import OutboxMail
 
 from ..support.auth import PASSWORD
-from ..support.smtp import Inbox, spare_port, token_in
+from ..support.smtp import PUBLIC_URL, Inbox, deliver, mail_app, spare_port, token_in
 from ..support.throttle import limited_app
 
-PUBLIC_URL = "https://posts.example.test"
 REGISTER = "/api/v1/users/register"
 RESET = "/api/v1/users/password-reset"
 CONFIRM = "/api/v1/users/password-reset/confirm"
@@ -70,20 +70,6 @@ def envelope_smtp():
     catcher.controller.start()
     yield catcher
     catcher.controller.stop()
-
-
-def mail_app(make_app, smtp, **settings):
-    return make_app(
-        MAIL_URL=smtp.url,
-        PUBLIC_URL=PUBLIC_URL,
-        MAIL_RETRY_INITIAL=1,
-        MAIL_RETRY_MAX=1,
-        **settings,
-    )
-
-
-def deliver(app):
-    return delivery.Worker(app).deliver_due()
 
 
 def run_worker(app, poll_interval=0.05):
@@ -535,12 +521,12 @@ def test_a_stretched_tls_handshake_ends_at_the_deadline(starttls):
     def connect():
         context = ssl.create_default_context()
         if not starttls:
-            return smtp.SMTP_SSL("127.0.0.1", port, timeout=5, context=context)
-        connection = smtp.SMTP("127.0.0.1", port, timeout=5)
+            return mail_smtp.SMTP_SSL("127.0.0.1", port, timeout=5, context=context)
+        connection = mail_smtp.SMTP("127.0.0.1", port, timeout=5)
         connection.ehlo()
         return connection.starttls(context=context)
 
     started = time.monotonic()
-    with smtp.Deadline(1.0), pytest.raises((OSError, smtplib.SMTPException)):
+    with mail_smtp.Deadline(1.0), pytest.raises((OSError, smtplib.SMTPException)):
         connect()
     assert time.monotonic() - started < 2.5

@@ -14,7 +14,28 @@ from email import policy
 
 from aiosmtpd.controller import Controller
 
+from postservice.mail import delivery
+
 TOKEN = re.compile(r"token=([A-Za-z0-9_-]{43})")
+
+PUBLIC_URL = "https://posts.example.test"
+
+
+def mail_app(make_app, smtp, **settings):
+    """An app that mails through ``smtp`` (an ``SMTPCatcher``), retrying
+    after a second."""
+    return make_app(
+        MAIL_URL=smtp.url,
+        PUBLIC_URL=PUBLIC_URL,
+        MAIL_RETRY_INITIAL=1,
+        MAIL_RETRY_MAX=1,
+        **settings,
+    )
+
+
+def deliver(app):
+    """Deliver every mail due now, in this thread; how many were handled."""
+    return delivery.Worker(app).deliver_due()
 
 
 def spare_port():

@@ -614,9 +614,9 @@ def test_a_burst_after_a_quiet_spell_is_served_from_the_cache(
     )
     waiting = announcements.waiting
 
-    def slow_look(app):
+    def slow_look(app, after=0):
         time.sleep(0.3)  # a database busy serving other requests
-        return waiting(app)
+        return waiting(app, after)
 
     monkeypatch.setattr(announcements, "waiting", slow_look)
 

@@ -95,11 +95,18 @@ def test_purge_deletes_only_expired_revocations(cached_app):
     logged_out = claims(cached_app, headers)["jti"]
     uid = int(claims(cached_app, headers)["sub"])
     now = int(time.time())
+    leeway = cached_app.config["JWT_DECODE_LEEWAY"]
     expired = [
         add_revocation(cached_app, uid, now - 3600),
-        add_revocation(cached_app, None, now - 1),  # imported from 1.x: no user
+        # imported from 1.x: no user
+        add_revocation(cached_app, None, now - leeway - 2),
     ]
-    live = [logged_out, add_revocation(cached_app, uid, now + 60)]
+    live = [
+        logged_out,
+        add_revocation(cached_app, uid, now + 60),
+        # Past its exp, within the leeway in which the token is still taken.
+        add_revocation(cached_app, uid, now - 1),
+    ]
 
     result = cached_app.test_cli_runner().invoke(args=["tokens", "purge"])
     assert result.exit_code == 0, result.output

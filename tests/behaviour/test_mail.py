@@ -6,19 +6,26 @@ Mail goes to the outbox in the request's transaction and a worker
 """
 
 import logging
-import threading
 import time
 
 import pytest
 from sqlalchemy import select, text, update
 
 from postservice.extensions import db
-from postservice.mail import delivery, tokens
+from postservice.mail import tokens
 from postservice.models import EmailToken, OutboxMail
 from postservice.ops import metrics
 
 from ..support.auth import PASSWORD, changed
-from ..support.smtp import PUBLIC_URL, deliver, html_of, mail_app, text_of, token_in
+from ..support.smtp import (
+    PUBLIC_URL,
+    deliver,
+    html_of,
+    mail_app,
+    text_of,
+    token_in,
+    workers_running,
+)
 from ..support.throttle import limited_app
 
 RESET = "/api/v1/users/password-reset"
@@ -196,21 +203,13 @@ def test_wrong_bodies_are_clear_errors(client):
     assert (response.status_code, response.json) == (400, INVALID)
 
 
-def run_worker(app, poll_interval=0.05):
-    worker = delivery.Worker(app)
-    thread = threading.Thread(target=worker.run, args=(poll_interval,))
-    thread.start()
-    return worker, thread
-
-
 def test_a_server_down_during_the_request_gets_the_mail_once_back(app, client, smtp):
     register(client, "patient2@example.com")
     deliver(app)
     smtp.stop()
     response = client.post(RESET, json={"email": "patient2@example.com"})
     assert response.status_code == 202
-    worker, thread = run_worker(app)
-    try:
+    with workers_running(app):
         # The worker tried and failed at least once while the server was down.
         deadline = time.monotonic() + 30
         while not any(row.attempts for row in outbox_rows(app)):
@@ -220,9 +219,6 @@ def test_a_server_down_during_the_request_gets_the_mail_once_back(app, client, s
         assert row.last_error.startswith("ConnectionRefusedError")
         smtp.start()
         smtp.inbox.wait_for(2)  # the verification mail and the reset
-    finally:
-        worker.stop.set()
-        thread.join(30)
     assert len(smtp.inbox.of("Reset")) == 1
     assert outbox_rows(app) == []
 
@@ -230,12 +226,8 @@ def test_a_server_down_during_the_request_gets_the_mail_once_back(app, client, s
 def test_a_refusing_server_is_tried_again(app, client, smtp):
     smtp.inbox.refusals = 2
     register(client, "refused@example.com")
-    worker, thread = run_worker(app)
-    try:
+    with workers_running(app):
         smtp.inbox.wait_for(1)
-    finally:
-        worker.stop.set()
-        thread.join(30)
     assert smtp.inbox.refused == 2
     assert len(smtp.inbox.messages) == 1
     exposition = metrics.exposition(app)
@@ -273,18 +265,12 @@ def test_two_workers_send_each_mail_once(make_app, smtp):
     emails = [f"many{n}@example.com" for n in range(20)]
     for address in emails:
         register(client, address)
-    workers = [run_worker(first, 0.01), run_worker(second, 0.01)]
-    try:
+    with workers_running(first, second, poll_interval=0.01):
         smtp.inbox.wait_for(len(emails))
         deadline = time.monotonic() + 30
         while outbox_rows(first):
             assert time.monotonic() < deadline
             time.sleep(0.05)
-    finally:
-        for worker, _thread in workers:
-            worker.stop.set()
-        for _worker, thread in workers:
-            thread.join(30)
     assert sorted(m["To"] for m in smtp.inbox.messages) == sorted(emails)
     sent = [
         metrics.exposition(app).count(

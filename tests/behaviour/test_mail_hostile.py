@@ -19,7 +19,15 @@ from postservice.mail import smtp as mail_smtp
 from postservice.models import OutboxMail
 
 from ..support.auth import PASSWORD
-from ..support.smtp import PUBLIC_URL, Inbox, deliver, mail_app, spare_port, token_in
+from ..support.smtp import (
+    PUBLIC_URL,
+    Inbox,
+    deliver,
+    mail_app,
+    spare_port,
+    token_in,
+    workers_running,
+)
 from ..support.throttle import limited_app
 
 REGISTER = "/api/v1/users/register"
@@ -70,13 +78,6 @@ def envelope_smtp():
     catcher.controller.start()
     yield catcher
     catcher.controller.stop()
-
-
-def run_worker(app, poll_interval=0.05):
-    worker = delivery.Worker(app)
-    thread = threading.Thread(target=worker.run, args=(poll_interval,), daemon=True)
-    thread.start()
-    return worker, thread
 
 
 def register(client, email, password=PASSWORD):
@@ -135,13 +136,9 @@ def test_an_unsendable_address_from_before_does_not_stop_the_worker(
         outbox.add("verify_email", address, "Confirm", "text", "<p>html</p>")
         db.session.commit()
     assert register(app.test_client(), "next@example.com").status_code == 201
-    worker, thread = run_worker(app)
-    try:
+    with workers_running(app) as [thread]:
         smtp.inbox.wait_for(1)
         alive = thread.is_alive()
-    finally:
-        worker.stop.set()
-        thread.join(30)
     assert alive, "the mail worker died on one mail"
     assert [m["To"] for m in smtp.inbox.of("Confirm")] == ["next@example.com"]
     [row] = outbox_rows(app)
@@ -450,16 +447,10 @@ def test_a_tarpitting_server_gets_each_mail_once(make_app, raw_smtp, monkeypatch
     first = mail_app(make_app, raw_smtp, MAIL_TIMEOUT=2)
     second = mail_app(make_app, raw_smtp, MAIL_TIMEOUT=2)
     assert register(first.test_client(), "once@example.com").status_code == 201
-    workers = [run_worker(first, 0.05), run_worker(second, 0.05)]
-    try:
+    with workers_running(first, second):
         deadline = time.monotonic() + 20
         while len(raw_smtp.data) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-    finally:
-        for worker, _thread in workers:
-            worker.stop.set()
-        for _worker, thread in workers:
-            thread.join(30)
     assert len(raw_smtp.data) <= 1, f"one mail sent {len(raw_smtp.data)} times"
 
 

@@ -5,6 +5,7 @@ temporary error (451), and can stop and start again on the same port, as
 a mail server that goes down and comes back.
 """
 
+import contextlib
 import email
 import re
 import socket
@@ -36,6 +37,26 @@ def mail_app(make_app, smtp, **settings):
 def deliver(app):
     """Deliver every mail due now, in this thread; how many were handled."""
     return delivery.Worker(app).deliver_due()
+
+
+@contextlib.contextmanager
+def workers_running(*apps, poll_interval=0.05):
+    """A mail worker for each app, each in a thread of its own, until the
+    block ends (stopped, then joined); yields their threads."""
+    workers = [delivery.Worker(app) for app in apps]
+    threads = [
+        threading.Thread(target=worker.run, args=(poll_interval,), daemon=True)
+        for worker in workers
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield threads
+    finally:
+        for worker in workers:
+            worker.stop.set()
+        for thread in threads:
+            thread.join(30)
 
 
 def spare_port():

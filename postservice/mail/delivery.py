@@ -24,16 +24,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from postservice.extensions import db
 from postservice.extensions import mail as mailer
 from postservice.mail import messages, outbox, smtp, tokens
+from postservice.mail.addresses import mailable
 from postservice.models import User
 from postservice.ops import metrics
-from postservice.users.schemas import mailable
 
 log = logging.getLogger("postservice.mail")
 
 
 class Unmailable(Exception):
     """The recipient is an address mail would not reach as written (an
-    account from before ``users.schemas.mailable`` was required): set aside
+    account from before ``addresses.mailable`` was required): set aside
     at once, never sent to the address the mailer would make of it."""
 
 

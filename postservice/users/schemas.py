@@ -3,6 +3,7 @@
 from marshmallow import Schema, ValidationError, fields, validate
 
 from postservice.http.parsing import MaxUtf8Bytes, RequestSchema, UnicodeString
+from postservice.mail.addresses import mailable
 
 PASSWORD_MIN_CHARS = 8
 # bcrypt reads at most 72 bytes; bcrypt 5 raises beyond that instead of
@@ -14,9 +15,9 @@ EMAIL_MAX_CHARS = 254
 class NormalizedEmail(fields.Email):
     """An email address, trimmed and lower-cased so lookups ignore case.
 
-    ``mailable``: only an address mail reaches as it is written (``mailable``
-    below); for a new account, whose address is mailed to. Looking up an
-    existing account takes any address.
+    ``mailable``: only an address mail reaches as it is written
+    (``mail.addresses.mailable``); for a new account, whose address is
+    mailed to. Looking up an existing account takes any address.
     """
 
     def __init__(self, *, mailable=False, **kwargs):
@@ -40,28 +41,6 @@ class NormalizedEmail(fields.Email):
         if self.mailable and not mailable(email):
             raise self.make_error("invalid")
         return email
-
-
-def mailable(email):
-    """Whether mail to ``email`` goes to exactly that address.
-
-    The local part must be printable ASCII: the mailer does not speak
-    SMTPUTF8 and would send another part as an RFC 2047 word, and a control
-    character becomes a line break in the mail's headers. No RFC 2047 word
-    (``=?...?=``) anywhere: the mailer decodes it and mails the decoded,
-    other address. A non-ASCII domain must be IDNA's own spelling of it:
-    IDNA maps others (a fullwidth ``e`` for ``e``) onto another domain, so two accounts
-    would share one inbox and its limits (its ASCII form, ``xn--...``, and
-    its Unicode form remain two spellings of one domain).
-    """
-    local, _, domain = email.rpartition("@")
-    if "=?" in email or not all(" " < c < "\x7f" for c in local):
-        return False
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return False
-    return domain.isascii() or ascii_domain.encode("ascii").decode("idna") == domain
 
 
 def new_password():

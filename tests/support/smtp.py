@@ -24,14 +24,14 @@ PUBLIC_URL = "https://posts.example.test"
 
 def mail_app(make_app, smtp, **settings):
     """An app that mails through ``smtp`` (an ``SMTPCatcher``), retrying
-    after a second."""
-    return make_app(
-        MAIL_URL=smtp.url,
-        PUBLIC_URL=PUBLIC_URL,
-        MAIL_RETRY_INITIAL=1,
-        MAIL_RETRY_MAX=1,
-        **settings,
-    )
+    after a second unless ``settings`` say otherwise."""
+    defaults = {
+        "MAIL_URL": smtp.url,
+        "PUBLIC_URL": PUBLIC_URL,
+        "MAIL_RETRY_INITIAL": 1,
+        "MAIL_RETRY_MAX": 1,
+    }
+    return make_app(**{**defaults, **settings})
 
 
 def deliver(app):
